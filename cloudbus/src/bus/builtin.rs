@@ -1,0 +1,56 @@
+//! The built-in `cloudbus` service every node runs.
+
+use serde::{Deserialize, Serialize};
+
+use crate::service::Service;
+use crate::{Message, NodeId, Request};
+
+pub(crate) const SERVICE: &str = "cloudbus";
+
+/// Asks a node who it is: answered by the built-in `cloudbus` service of
+/// every node with a [`Pong`].
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Ping {}
+
+impl Message for Ping {
+    const TYPE: &'static str = "cloudbus.Ping";
+}
+
+impl Request for Ping {
+    type Reply = Pong;
+}
+
+/// A node's answer to [`Ping`].
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Pong {
+    /// The node id.
+    pub node: NodeId,
+    /// The services registered on the node.
+    pub services: Vec<String>,
+    /// The cloudbus version the node runs.
+    pub version: String,
+}
+
+impl Message for Pong {
+    const TYPE: &'static str = "cloudbus.Pong";
+}
+
+/// The reply to a request that was handled by a plain-message handler.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Ack {}
+
+impl Message for Ack {
+    const TYPE: &'static str = "cloudbus.Ack";
+}
+
+pub(crate) fn service() -> Service {
+    Service::builder(SERVICE, ())
+        .on_request(|_: Ping, ctx| async move {
+            Ok(Pong {
+                node: ctx.bus().node_id(),
+                services: ctx.bus().services(),
+                version: env!("CARGO_PKG_VERSION").to_string(),
+            })
+        })
+        .build()
+}

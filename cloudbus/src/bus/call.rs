@@ -1,0 +1,321 @@
+//! Sending: requests that await a typed reply, and plain messages.
+
+use std::borrow::Cow;
+use std::future::IntoFuture;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use futures::{StreamExt, stream};
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+
+use super::Bus;
+use crate::service::{Delivery, ReplyTarget, ServiceRuntime};
+use crate::{Body, Envelope, ErrorCode, Headers, Kind, Message, NodeId, ReplyStyle, Request};
+
+/// What "no timeout" amounts to: longer than any process lives.
+const FOREVER: Duration = Duration::from_secs(100 * 365 * 86_400);
+
+/// Where a message goes.
+enum Target {
+    Local(Arc<ServiceRuntime>),
+    Remote(NodeId),
+}
+
+/// Options shared by calls and plain sends.
+#[derive(Default)]
+struct Addressing {
+    service: Option<Cow<'static, str>>,
+    node: Option<NodeId>,
+    headers: Headers,
+}
+
+/// A request on its way; `.await` it for the typed reply. Set a timeout,
+/// another service or a specific node first if needed.
+///
+/// ```
+/// # use serde::{Deserialize, Serialize};
+/// # #[derive(Clone, Serialize, Deserialize)] struct Add { a: i64, b: i64 }
+/// # #[derive(Clone, Debug, Serialize, Deserialize)] struct Sum { sum: i64 }
+/// # impl cloudbus::Message for Add { const TYPE: &'static str = "calc.Add"; }
+/// # impl cloudbus::Message for Sum { const TYPE: &'static str = "calc.Sum"; }
+/// # impl cloudbus::Request for Add { type Reply = Sum; }
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// use std::time::Duration;
+/// use cloudbus::{Bus, Service, codes};
+/// let bus = Bus::embedded();
+/// bus.register(Service::builder("calc", ())
+///     .on_request(|r: Add, _| async move { Ok(Sum { sum: r.a + r.b }) })
+///     .build()).await.unwrap();
+///
+/// let sum = bus.call(Add { a: 2, b: 3 }).timeout(Duration::from_secs(1)).await.unwrap();
+/// assert_eq!(sum.sum, 5);
+///
+/// let err = bus.call(Add { a: 1, b: 1 }).service("nowhere").await.unwrap_err();
+/// assert!(err.is(codes::NO_SUCH_SERVICE));
+/// # }
+/// ```
+#[must_use = "a call does nothing until awaited"]
+pub struct Call<'a, R> {
+    bus: &'a Bus,
+    request: R,
+    timeout: Option<Duration>,
+    to: Addressing,
+}
+
+impl<'a, R: Request> Call<'a, R> {
+    /// How long to wait for the reply (default: the bus's default timeout).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// Sends to this service instead of the one the type names.
+    pub fn service(mut self, service: impl Into<Cow<'static, str>>) -> Self {
+        self.to.service = Some(service.into());
+        self
+    }
+
+    /// Sends to the service on this node.
+    pub fn node(mut self, node: NodeId) -> Self {
+        self.to.node = Some(node);
+        self
+    }
+
+    /// Adds an application header.
+    pub fn header(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.to.headers.insert(key, value);
+        self
+    }
+}
+
+impl<'a, R: Request> IntoFuture for Call<'a, R> {
+    type Output = Result<R::Reply, ErrorCode>;
+    type IntoFuture = BoxFuture<'a, Self::Output>;
+
+    fn into_future(self) -> Self::IntoFuture {
+        Box::pin(async move {
+            let timeout = self
+                .timeout
+                .unwrap_or(self.bus.inner.config.default_timeout);
+            let mut envelope = self
+                .bus
+                .envelope(Kind::Request, R::TYPE, R::service(), self.to);
+            envelope.timeout = Some(timeout);
+            let api_event = (R::STYLE == ReplyStyle::ApiEvent).then_some(R::Reply::TYPE);
+            self.bus
+                .request(envelope, Body::new(self.request), api_event)
+                .await?
+                .decode::<R::Reply>()
+        })
+    }
+}
+
+/// A plain message on its way; `.await` it to hand it over. It finishes
+/// when the message is accepted, not when it is handled.
+#[must_use = "a send does nothing until awaited"]
+pub struct SendMessage<'a, M> {
+    bus: &'a Bus,
+    message: M,
+    to: Addressing,
+}
+
+impl<'a, M: Message> SendMessage<'a, M> {
+    /// Sends to this service instead of the one the type names.
+    pub fn service(mut self, service: impl Into<Cow<'static, str>>) -> Self {
+        self.to.service = Some(service.into());
+        self
+    }
+
+    /// Sends to the service on this node.
+    pub fn node(mut self, node: NodeId) -> Self {
+        self.to.node = Some(node);
+        self
+    }
+
+    /// Adds an application header.
+    pub fn header(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.to.headers.insert(key, value);
+        self
+    }
+}
+
+impl<'a, M: Message> IntoFuture for SendMessage<'a, M> {
+    type Output = Result<(), ErrorCode>;
+    type IntoFuture = BoxFuture<'a, Self::Output>;
+
+    fn into_future(self) -> Self::IntoFuture {
+        Box::pin(async move {
+            let envelope = self
+                .bus
+                .envelope(Kind::Message, M::TYPE, M::service(), self.to);
+            self.bus.post(envelope, Body::new(self.message)).await
+        })
+    }
+}
+
+impl Bus {
+    /// Sends a request and awaits its typed reply (or the error it ended in:
+    /// the handler's own, `cloudbus.TIMEOUT`, `cloudbus.NO_SUCH_SERVICE`…).
+    pub fn call<R: Request>(&self, request: R) -> Call<'_, R> {
+        Call {
+            bus: self,
+            request,
+            timeout: None,
+            to: Addressing::default(),
+        }
+    }
+
+    /// Sends a plain message that needs no reply.
+    pub fn send<M: Message>(&self, message: M) -> SendMessage<'_, M> {
+        SendMessage {
+            bus: self,
+            message,
+            to: Addressing::default(),
+        }
+    }
+
+    /// Sends many requests, at most `parallelism` at a time, and returns
+    /// their outcomes in the order of the requests.
+    pub async fn call_all<R: Request>(
+        &self,
+        requests: impl IntoIterator<Item = R>,
+        parallelism: usize,
+    ) -> Vec<Result<R::Reply, ErrorCode>> {
+        stream::iter(requests)
+            .map(|r| self.call(r).into_future())
+            .buffered(parallelism.max(1))
+            .collect()
+            .await
+    }
+
+    fn envelope(
+        &self,
+        kind: Kind,
+        type_name: &'static str,
+        default_service: &'static str,
+        to: Addressing,
+    ) -> Envelope {
+        let mut envelope = Envelope::new(kind, type_name, self.inner.node);
+        envelope.service = Some(to.service.unwrap_or(Cow::Borrowed(default_service)));
+        envelope.target = to.node;
+        envelope.headers = to.headers;
+        envelope
+    }
+
+    fn resolve(&self, service: &str, node: Option<NodeId>) -> Result<Target, ErrorCode> {
+        let here = self.inner.node;
+        let transport = self.inner.transport.is_some();
+        match node {
+            Some(node) if node != here => {
+                if transport {
+                    Ok(Target::Remote(node))
+                } else {
+                    Err(ErrorCode::new(
+                        crate::codes::NODE_UNAVAILABLE,
+                        format!("node {node} cannot be reached: this bus has no transport"),
+                    ))
+                }
+            }
+            _ => match self.service(service) {
+                Some(runtime) if self.inner.config.local_shortcut || !transport => {
+                    Ok(Target::Local(runtime))
+                }
+                Some(_) => Ok(Target::Remote(here)),
+                None => Err(ErrorCode::no_such_service(service)),
+            },
+        }
+    }
+
+    /// Sends a request envelope and waits for the outcome. `api_event` names
+    /// the event type that answers a non-blocking API.
+    pub(crate) async fn request(
+        &self,
+        mut envelope: Envelope,
+        body: Body,
+        api_event: Option<&'static str>,
+    ) -> Result<Body, ErrorCode> {
+        self.check_open()?;
+        self.intercept_send(&mut envelope, &body)?;
+        let timeout = envelope
+            .timeout
+            .unwrap_or(self.inner.config.default_timeout);
+        // A timeout too large to add to the clock means "as long as it takes".
+        let deadline = Instant::now()
+            .checked_add(timeout)
+            .unwrap_or_else(|| Instant::now() + FOREVER);
+        let what = envelope.type_name.clone();
+        let outcome = match self.resolve(envelope.service_name(), envelope.target)? {
+            Target::Local(runtime) => {
+                let (tx, rx) = oneshot::channel();
+                let delivery = Delivery {
+                    envelope,
+                    body,
+                    reply: ReplyTarget::Local(tx),
+                    deadline: Some(deadline.into_std()),
+                };
+                let exchange = async {
+                    runtime.deliver(self, delivery).await;
+                    // A sender dropped unanswered means the request expired.
+                    rx.await
+                        .unwrap_or_else(|_| Err(ErrorCode::timeout(&what, timeout)))
+                };
+                tokio::time::timeout_at(deadline, exchange).await
+            }
+            Target::Remote(node) => {
+                let transport = self.transport()?;
+                if let Some(event_type) = api_event {
+                    self.bind_api_event(event_type).await?;
+                }
+                envelope.reply_to =
+                    Some(format!("{}.{}", super::builtin::SERVICE, self.inner.node));
+                let routing_key = format!("{}.{node}", envelope.service_name());
+                let (_waiting, rx) = self.inner.pending.register(envelope.id, node);
+                let exchange = async {
+                    transport
+                        .send(&routing_key, &envelope, body.to_json()?)
+                        .await?;
+                    rx.await
+                        .unwrap_or_else(|_| Err(ErrorCode::internal("reply channel closed")))
+                };
+                tokio::time::timeout_at(deadline, exchange).await
+            }
+        };
+        outcome.unwrap_or_else(|_| {
+            self.inner.stats.timeouts.inc();
+            Err(ErrorCode::timeout(&what, timeout))
+        })
+    }
+
+    /// Hands a plain message over; done once it is accepted.
+    pub(crate) async fn post(&self, mut envelope: Envelope, body: Body) -> Result<(), ErrorCode> {
+        self.check_open()?;
+        self.intercept_send(&mut envelope, &body)?;
+        match self.resolve(envelope.service_name(), envelope.target)? {
+            Target::Local(runtime) => {
+                let delivery = Delivery {
+                    envelope,
+                    body,
+                    reply: ReplyTarget::None,
+                    deadline: None,
+                };
+                runtime.deliver(self, delivery).await;
+                Ok(())
+            }
+            Target::Remote(node) => {
+                let routing_key = format!("{}.{node}", envelope.service_name());
+                self.transport()?
+                    .send(&routing_key, &envelope, body.to_json()?)
+                    .await
+            }
+        }
+    }
+
+    fn transport(&self) -> Result<&Arc<dyn crate::transport::Transport>, ErrorCode> {
+        self.inner
+            .transport
+            .as_ref()
+            .ok_or_else(|| ErrorCode::internal("no transport"))
+    }
+}

@@ -1,0 +1,125 @@
+//! What arrives from the transport: requests and messages for local
+//! services, replies for local callers, events for local subscribers.
+
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use futures::future::BoxFuture;
+
+use super::{Bus, BusInner, builtin};
+use crate::service::{Delivery, ReplyTarget};
+use crate::transport::{Inbound, WireMessage};
+use crate::{Body, ErrorCode, Kind, MessageId, decode_reply};
+
+/// The bus as the transport sees it. Holds the bus weakly so a transport
+/// never keeps a shut-down bus alive.
+pub(crate) struct BusInbound(Weak<BusInner>);
+
+impl BusInbound {
+    pub(crate) fn new(bus: &Bus) -> Self {
+        Self(Arc::downgrade(&bus.inner))
+    }
+
+    fn bus(&self) -> Option<Bus> {
+        self.0.upgrade().map(|inner| Bus { inner })
+    }
+}
+
+impl Inbound for BusInbound {
+    fn service_message(&self, service: Arc<str>, message: WireMessage) -> BoxFuture<'static, ()> {
+        let bus = self.bus();
+        Box::pin(async move {
+            if let Some(bus) = bus {
+                bus.on_service_message(&service, message).await;
+            }
+        })
+    }
+
+    fn event(&self, message: WireMessage) {
+        if let Some(bus) = self.bus() {
+            bus.on_event(message);
+        }
+    }
+
+    fn undeliverable(&self, request: MessageId, error: ErrorCode) {
+        if let Some(bus) = self.bus() {
+            bus.inner.pending.complete(request, Err(error));
+        }
+    }
+}
+
+impl Bus {
+    async fn on_service_message(&self, service: &str, message: WireMessage) {
+        let WireMessage { envelope, body } = message;
+        let reply = match envelope.kind {
+            Kind::Reply => return self.on_reply(service, envelope, &body),
+            Kind::Event => {
+                self.inner.stats.malformed.inc();
+                tracing::warn!(service, type_name = %envelope.type_name, "event arrived on a service queue; dropped");
+                return;
+            }
+            Kind::Message => ReplyTarget::None,
+            Kind::Request => match &envelope.reply_to {
+                Some(reply_to) => ReplyTarget::Remote(reply_to.clone()),
+                None => {
+                    self.inner.stats.malformed.inc();
+                    tracing::warn!(service, type_name = %envelope.type_name, "request without reply_to; dropped");
+                    return;
+                }
+            },
+        };
+        let deadline = envelope
+            .timeout
+            .map(|t| Instant::now() + t.min(Duration::from_secs(86_400 * 365)));
+        let delivery = Delivery {
+            envelope,
+            body: Body::Json(body),
+            reply,
+            deadline,
+        };
+        match self.service(service) {
+            Some(runtime) => runtime.deliver(self, delivery).await,
+            None => {
+                crate::service::Responder::new(self.clone(), &delivery.envelope, delivery.reply)
+                    .answer(Err(ErrorCode::no_such_service(service)))
+                    .await
+            }
+        }
+    }
+
+    fn on_reply(&self, service: &str, envelope: crate::Envelope, body: &[u8]) {
+        if service != builtin::SERVICE {
+            tracing::warn!(service, "reply arrived on a service queue; dropped");
+            self.inner.stats.malformed.inc();
+            return;
+        }
+        let Some(request) = envelope.correlation_id else {
+            self.inner.stats.malformed.inc();
+            tracing::warn!(type_name = %envelope.type_name, "reply without correlation_id; dropped");
+            return;
+        };
+        // A caller gets an undecodable reply as an error, not as a timeout.
+        let outcome = decode_reply(body).unwrap_or_else(Err);
+        if !self.inner.pending.complete(request, outcome) {
+            self.inner.stats.late_replies.inc();
+            tracing::debug!(%request, "reply for a caller that no longer waits; dropped");
+        }
+    }
+
+    fn on_event(&self, message: WireMessage) {
+        let WireMessage { envelope, body } = message;
+        if envelope.source == self.inner.node {
+            // Local subscribers got it when it was published.
+            return;
+        }
+        let body = Body::Json(body);
+        if let Some(api) = envelope.api_id {
+            if let Some(copy) = body.share() {
+                self.inner.pending.complete(api, Ok(copy));
+            }
+        }
+        self.inner
+            .subscribers
+            .dispatch(&Arc::new(envelope), &body, &self.inner.stats);
+    }
+}

@@ -1,0 +1,72 @@
+//! Delivering a handler's outcome to whoever waits for it.
+
+use super::Bus;
+use crate::service::{ReplyMeta, ReplyTarget};
+use crate::{Body, Envelope, ErrorCode, Kind, ReplyStyle, encode_reply};
+
+/// The type name of an error reply on the wire (informative only).
+const ERROR_REPLY_TYPE: &str = "cloudbus.ErrorReply";
+
+impl Bus {
+    /// Answers one request or plain message, exactly once.
+    pub(crate) async fn finish_request(
+        &self,
+        meta: &ReplyMeta,
+        target: ReplyTarget,
+        outcome: Result<Body, ErrorCode>,
+    ) {
+        let outcome = match outcome {
+            Ok(body) if meta.style == ReplyStyle::ApiEvent => {
+                // A non-blocking API answers by publishing its event, which
+                // every subscriber sees; a remote caller receives it through
+                // its event queue, a local one directly.
+                let body = body.into_shared();
+                let local_copy = body.share();
+                let mut envelope = Envelope::new(
+                    Kind::Event,
+                    body.type_name().unwrap_or(ERROR_REPLY_TYPE),
+                    self.inner.node,
+                );
+                envelope.api_id = Some(meta.request);
+                match self.publish_envelope(envelope, body).await {
+                    Ok(()) if matches!(target, ReplyTarget::Remote(_)) => return,
+                    Ok(()) => local_copy.ok_or_else(|| ErrorCode::internal("unshareable event")),
+                    Err(error) => Err(error),
+                }
+            }
+            other => other,
+        };
+        match target {
+            ReplyTarget::None => {
+                if let Err(error) = outcome {
+                    self.inner.stats.message_errors.inc();
+                    tracing::warn!(type_name = %meta.request_type, id = %meta.request, %error, "handling a plain message failed");
+                }
+            }
+            ReplyTarget::Local(tx) => {
+                if tx.send(outcome).is_err() {
+                    self.inner.stats.late_replies.inc();
+                    tracing::debug!(type_name = %meta.request_type, id = %meta.request, "reply arrived after the caller stopped waiting; dropped");
+                }
+            }
+            ReplyTarget::Remote(reply_to) => {
+                let type_name = match &outcome {
+                    Ok(body) => body.type_name().unwrap_or(ERROR_REPLY_TYPE),
+                    Err(_) => ERROR_REPLY_TYPE,
+                };
+                let mut envelope = Envelope::new(Kind::Reply, type_name, self.inner.node);
+                envelope.correlation_id = Some(meta.request);
+                envelope.target = Some(meta.caller);
+                let body = encode_reply(&outcome)
+                    .or_else(|error| encode_reply(&Err(error)))
+                    .expect("an error reply always encodes");
+                let Some(transport) = &self.inner.transport else {
+                    return;
+                };
+                if let Err(error) = transport.send(&reply_to, &envelope, body).await {
+                    tracing::warn!(%reply_to, id = %meta.request, %error, "could not send reply");
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,20 @@
+//! Services: named sets of handlers, and the runtime that runs them with a
+//! concurrency limit and per-resource serialization.
+
+mod builder;
+mod context;
+mod handler;
+mod in_flight;
+mod reply;
+mod route;
+mod runtime;
+mod sync;
+
+pub use builder::{Service, ServiceBuilder};
+pub use context::Context;
+pub use handler::{DeferredHandler, Handler, MessageHandler};
+pub use reply::ReplyPort;
+pub(crate) use reply::{ReplyMeta, ReplyTarget, Responder};
+pub(crate) use route::Delivery;
+pub(crate) use runtime::ServiceRuntime;
+pub use sync::SyncKey;

@@ -1,0 +1,149 @@
+//! The type-erased bridge between a service's handlers and the runtime:
+//! decode the body, compute the sync key, build the job.
+
+use std::marker::PhantomData;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use futures::FutureExt;
+use futures::future::BoxFuture;
+
+use super::{
+    Context, DeferredHandler, Handler, MessageHandler, ReplyPort, ReplyTarget, Responder, SyncKey,
+};
+use crate::{Body, Bus, Envelope, ErrorCode, Message, Request};
+
+/// One message on its way to a handler.
+pub(crate) struct Delivery {
+    pub(crate) envelope: Envelope,
+    pub(crate) body: Body,
+    pub(crate) reply: ReplyTarget,
+    /// After this instant the caller no longer waits; the message is dropped
+    /// instead of handled.
+    pub(crate) deadline: Option<Instant>,
+}
+
+/// A handler's work for one message, ready to run.
+pub(crate) struct Job {
+    pub(crate) sync: Option<SyncKey>,
+    pub(crate) run: BoxFuture<'static, ()>,
+}
+
+/// A handler for one message type, with the type erased.
+pub(crate) trait Route: Send + Sync {
+    /// Decodes the message and prepares the job; `None` when the message was
+    /// already answered (it could not be decoded).
+    fn prepare(&self, bus: &Bus, delivery: Delivery) -> Option<Job>;
+}
+
+fn decode<M: Message>(bus: &Bus, delivery: Delivery) -> Result<(M, Envelope, Responder), ()> {
+    let Delivery {
+        envelope,
+        body,
+        reply,
+        ..
+    } = delivery;
+    let responder = Responder::new(bus.clone(), &envelope, reply);
+    match body.decode::<M>() {
+        Ok(msg) => Ok((msg, envelope, responder)),
+        Err(error) => {
+            bus.stats().malformed.inc();
+            tracing::warn!(type_name = %envelope.type_name, id = %envelope.id, %error, "dropping undecodable message");
+            tokio::spawn(responder.answer(Err(error)));
+            Err(())
+        }
+    }
+}
+
+/// Turns a caught panic into the error the caller sees.
+fn panic_error(type_name: &str, panic: Box<dyn std::any::Any + Send>) -> ErrorCode {
+    let text = panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into());
+    tracing::error!(type_name, panic = %text, "handler panicked");
+    ErrorCode::internal(format!("handler of `{type_name}` panicked: {text}"))
+}
+
+pub(crate) struct RequestRoute<S, R>(pub(crate) Arc<S>, pub(crate) PhantomData<fn(R)>);
+
+impl<S: Handler<R>, R: Request> Route for RequestRoute<S, R> {
+    fn prepare(&self, bus: &Bus, delivery: Delivery) -> Option<Job> {
+        let (req, envelope, responder) = decode::<R>(bus, delivery).ok()?;
+        let sync = self.0.sync_key(&req);
+        let service = self.0.clone();
+        let ctx = Context::new(bus.clone(), envelope);
+        let responder = responder.with_style(R::STYLE);
+        Some(Job {
+            sync,
+            run: Box::pin(async move {
+                let outcome = match AssertUnwindSafe(service.handle(req, ctx))
+                    .catch_unwind()
+                    .await
+                {
+                    Ok(outcome) => outcome,
+                    Err(panic) => Err(panic_error(R::TYPE, panic)),
+                };
+                responder.answer(outcome.map(Body::new)).await;
+            }),
+        })
+    }
+}
+
+pub(crate) struct MessageRoute<S, M>(pub(crate) Arc<S>, pub(crate) PhantomData<fn(M)>);
+
+impl<S: MessageHandler<M>, M: Message> Route for MessageRoute<S, M> {
+    fn prepare(&self, bus: &Bus, delivery: Delivery) -> Option<Job> {
+        let (msg, envelope, responder) = decode::<M>(bus, delivery).ok()?;
+        let sync = self.0.sync_key(&msg);
+        let service = self.0.clone();
+        let ctx = Context::new(bus.clone(), envelope);
+        Some(Job {
+            sync,
+            run: Box::pin(async move {
+                let outcome = match AssertUnwindSafe(service.receive(msg, ctx))
+                    .catch_unwind()
+                    .await
+                {
+                    Ok(outcome) => outcome,
+                    Err(panic) => Err(panic_error(M::TYPE, panic)),
+                };
+                // A plain message has no caller; a request sent to a
+                // message handler still gets an answer.
+                responder
+                    .answer(outcome.map(|()| Body::new(crate::bus::Ack {})))
+                    .await;
+            }),
+        })
+    }
+}
+
+pub(crate) struct DeferredRoute<S, R>(pub(crate) Arc<S>, pub(crate) PhantomData<fn(R)>);
+
+impl<S: DeferredHandler<R>, R: Request> Route for DeferredRoute<S, R> {
+    fn prepare(&self, bus: &Bus, delivery: Delivery) -> Option<Job> {
+        let (req, envelope, responder) = decode::<R>(bus, delivery).ok()?;
+        let sync = self.0.sync_key(&req);
+        let service = self.0.clone();
+        let ctx = Context::new(bus.clone(), envelope);
+        let panicked = Arc::new(AtomicBool::new(false));
+        let port = ReplyPort::new(responder.with_style(R::STYLE).watch_panic(panicked.clone()));
+        Some(Job {
+            sync,
+            run: Box::pin(async move {
+                // The port lives inside the handler's future: flag the panic
+                // before that future (and the port) is dropped, so the port
+                // answers `cloudbus.INTERNAL` rather than `NO_REPLY`.
+                let mut handling =
+                    Box::pin(AssertUnwindSafe(service.handle(req, ctx, port)).catch_unwind());
+                if let Err(panic) = (&mut handling).await {
+                    panicked.store(true, Ordering::Release);
+                    panic_error(R::TYPE, panic);
+                }
+            }),
+        })
+    }
+}

@@ -1,0 +1,108 @@
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use tokio::sync::Semaphore;
+
+use super::in_flight::InFlight;
+use super::route::{Delivery, Route};
+use super::sync::{SyncQueues, Ticket};
+use super::{Responder, Service};
+use crate::{Bus, ErrorCode};
+
+/// A registered service at run time: its handlers, its concurrency permits
+/// and its per-key queues. Each service has its own; nothing is shared
+/// between services on the hot path.
+pub(crate) struct ServiceRuntime {
+    name: Cow<'static, str>,
+    routes: HashMap<&'static str, Arc<dyn Route>>,
+    permits: Arc<Semaphore>,
+    concurrency: usize,
+    sync: SyncQueues,
+    in_flight: Arc<InFlight>,
+    closing: AtomicBool,
+}
+
+impl ServiceRuntime {
+    pub(crate) fn new(service: Service) -> Self {
+        Self {
+            name: service.name,
+            routes: service.routes,
+            permits: Arc::new(Semaphore::new(service.concurrency)),
+            concurrency: service.concurrency,
+            sync: SyncQueues::default(),
+            in_flight: Arc::default(),
+            closing: AtomicBool::new(false),
+        }
+    }
+
+    pub(crate) fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub(crate) fn concurrency(&self) -> usize {
+        self.concurrency
+    }
+
+    /// Hands a message to its handler. Waits while the service is at its
+    /// concurrency limit (that wait is the backpressure); returns once the
+    /// handler is started or queued behind its sync key, not when it ends.
+    pub(crate) async fn deliver(&self, bus: &Bus, delivery: Delivery) {
+        // Counted before the closing check: a drain either sees this
+        // message in flight or this message sees the service closing.
+        let in_flight = self.in_flight.enter();
+        if self.closing.load(Ordering::SeqCst) {
+            return reject(bus, delivery, ErrorCode::no_such_service(&self.name)).await;
+        }
+        if let Err(error) = bus.intercept_delivery(&delivery.envelope, &delivery.body) {
+            bus.stats().rejected.inc();
+            return reject(bus, delivery, error).await;
+        }
+        let Some(route) = self.routes.get(&*delivery.envelope.type_name) else {
+            let error = ErrorCode::unknown_message(&self.name, &delivery.envelope.type_name);
+            return reject(bus, delivery, error).await;
+        };
+        let Ok(permit) = self.permits.clone().acquire_owned().await else {
+            return reject(bus, delivery, ErrorCode::no_such_service(&self.name)).await;
+        };
+        if delivery.deadline.is_some_and(|d| Instant::now() >= d) {
+            // The caller has stopped waiting; running the handler now would
+            // only produce a reply nobody reads.
+            bus.stats().expired.inc();
+            return;
+        }
+        let Some(job) = route.prepare(bus, delivery) else {
+            return;
+        };
+        let ticket = Ticket::new(permit, in_flight);
+        match job.sync {
+            None => {
+                tokio::spawn(async move {
+                    job.run.await;
+                    drop(ticket);
+                });
+            }
+            Some(key) => self.sync.submit(key, job.run, ticket),
+        }
+    }
+
+    /// Waits until no message is in flight, still taking new ones.
+    pub(crate) async fn quiesce(&self) {
+        self.in_flight.idle().await;
+    }
+
+    /// Stops taking messages and waits for every accepted one to finish.
+    pub(crate) async fn drain(&self) {
+        self.closing.store(true, Ordering::SeqCst);
+        self.in_flight.idle().await;
+    }
+}
+
+async fn reject(bus: &Bus, delivery: Delivery, error: ErrorCode) {
+    tracing::debug!(type_name = %delivery.envelope.type_name, %error, "rejecting message");
+    Responder::new(bus.clone(), &delivery.envelope, delivery.reply)
+        .answer(Err(error))
+        .await;
+}

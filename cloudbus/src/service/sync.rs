@@ -1,0 +1,172 @@
+//! Per-resource serialization (ZStack's sync signature): messages with the
+//! same key run at most `level` at a time, in the order they arrived.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+
+use futures::future::BoxFuture;
+use tokio::sync::OwnedSemaphorePermit;
+
+use super::in_flight::InFlightGuard;
+
+/// The resource a message works on, and how many messages on it may run at
+/// once (`level`, default 1: strictly one after the other).
+///
+/// ```
+/// use cloudbus::SyncKey;
+/// let key = SyncKey::new("vm-42");
+/// assert_eq!(key.level(), 1);
+/// assert_eq!(SyncKey::new("host-7").with_level(4).level(), 4);
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SyncKey {
+    key: String,
+    level: usize,
+}
+
+impl SyncKey {
+    /// A key with level 1.
+    pub fn new(key: impl Into<String>) -> Self {
+        Self {
+            key: key.into(),
+            level: 1,
+        }
+    }
+
+    /// Allows up to `level` messages of this key at once (at least 1).
+    pub fn with_level(mut self, level: usize) -> Self {
+        self.level = level.max(1);
+        self
+    }
+
+    /// The key.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// How many messages of this key may run at once.
+    pub fn level(&self) -> usize {
+        self.level
+    }
+}
+
+/// What an accepted message holds until its handler ends: a concurrency
+/// permit, and its place among the service's in-flight messages.
+pub(crate) struct Ticket {
+    _permit: OwnedSemaphorePermit,
+    _in_flight: InFlightGuard,
+}
+
+impl Ticket {
+    pub(crate) fn new(permit: OwnedSemaphorePermit, in_flight: InFlightGuard) -> Self {
+        Self {
+            _permit: permit,
+            _in_flight: in_flight,
+        }
+    }
+}
+
+type Job = (BoxFuture<'static, ()>, Ticket);
+
+#[derive(Default)]
+struct KeyQueue {
+    running: usize,
+    waiting: VecDeque<Job>,
+}
+
+/// The queues of one service. The lock is per service and held only to
+/// push or pop, never across a handler.
+#[derive(Default)]
+pub(crate) struct SyncQueues {
+    keys: Arc<Mutex<HashMap<String, KeyQueue>>>,
+}
+
+impl SyncQueues {
+    /// Runs `job` now if its key has room, else queues it behind the others.
+    pub(crate) fn submit(&self, key: SyncKey, run: BoxFuture<'static, ()>, ticket: Ticket) {
+        let job = (run, ticket);
+        let mut keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
+        let queue = keys.entry(key.key.clone()).or_default();
+        if queue.running < key.level {
+            queue.running += 1;
+            drop(keys);
+            tokio::spawn(run_chain(self.keys.clone(), key.key, job));
+        } else {
+            queue.waiting.push_back(job);
+        }
+    }
+
+    /// How many keys have messages running or waiting.
+    #[cfg(test)]
+    pub(crate) fn active_keys(&self) -> usize {
+        self.keys.lock().unwrap().len()
+    }
+}
+
+/// Runs a job, then the next waiting job of the same key, until none wait.
+async fn run_chain(keys: Arc<Mutex<HashMap<String, KeyQueue>>>, key: String, first: Job) {
+    let mut job = first;
+    loop {
+        let (run, ticket) = job;
+        run.await;
+        drop(ticket);
+        let mut map = keys.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(queue) = map.get_mut(&key) else {
+            return;
+        };
+        match queue.waiting.pop_front() {
+            Some(next) => job = next,
+            None => {
+                queue.running -= 1;
+                if queue.running == 0 {
+                    map.remove(&key);
+                }
+                return;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::in_flight::InFlight;
+    use super::*;
+    use tokio::sync::{Semaphore, mpsc};
+
+    #[tokio::test]
+    async fn same_key_runs_in_order_and_the_key_is_forgotten_after() {
+        let queues = SyncQueues::default();
+        let sem = Arc::new(Semaphore::new(100));
+        let in_flight = Arc::new(InFlight::default());
+        let ticket = || async {
+            Ticket::new(
+                sem.clone().acquire_owned().await.unwrap(),
+                in_flight.enter(),
+            )
+        };
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let (gate_tx, gate_rx) = tokio::sync::oneshot::channel::<()>();
+        // The first job blocks until the gate opens; the rest must wait behind it.
+        let first_tx = tx.clone();
+        let first: BoxFuture<'static, ()> = Box::pin(async move {
+            gate_rx.await.unwrap();
+            first_tx.send(0).unwrap();
+        });
+        queues.submit(SyncKey::new("k"), first, ticket().await);
+        for i in 1..5 {
+            let tx = tx.clone();
+            let run: BoxFuture<'static, ()> = Box::pin(async move { tx.send(i).unwrap() });
+            queues.submit(SyncKey::new("k"), run, ticket().await);
+        }
+        assert_eq!(queues.active_keys(), 1);
+        gate_tx.send(()).unwrap();
+        let mut seen = Vec::new();
+        for _ in 0..5 {
+            seen.push(rx.recv().await.unwrap());
+        }
+        assert_eq!(seen, vec![0, 1, 2, 3, 4]);
+        in_flight.idle().await;
+        assert_eq!(queues.active_keys(), 0);
+        assert_eq!(sem.available_permits(), 100);
+    }
+}

@@ -1,0 +1,95 @@
+//! Transports carry messages between nodes. The bus needs none to work in
+//! one process (the embedded bus); with one, the same program spans nodes.
+//!
+//! A transport implements the topology of the wire protocol (DESIGN §4):
+//! a direct exchange `<bus>.P2P` where every service of every node has one
+//! static queue bound with routing key `<service>.<node>` (the node's own
+//! `cloudbus` queue also takes its replies), and a topic exchange
+//! `<bus>.BROADCAST` feeding one event queue per node. Nothing is declared
+//! per message.
+
+pub mod memory;
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::future::BoxFuture;
+
+use crate::{Envelope, ErrorCode, MessageId, NodeId};
+
+/// A message as it crosses a transport: the envelope (AMQP properties and
+/// headers) and the JSON body.
+#[derive(Clone, Debug)]
+pub struct WireMessage {
+    /// Properties and `cb-*` headers.
+    pub envelope: Envelope,
+    /// The JSON body.
+    pub body: Bytes,
+}
+
+/// Where a transport hands what it receives: the bus of this node.
+pub trait Inbound: Send + Sync + 'static {
+    /// A message from the queue of `service` on this node (requests, plain
+    /// messages, and for the `cloudbus` service also replies). The future
+    /// finishes when the bus has accepted the message; a consumer that
+    /// awaits it gets backpressure from the service's concurrency limit.
+    fn service_message(&self, service: Arc<str>, message: WireMessage) -> BoxFuture<'static, ()>;
+
+    /// An event from this node's event queue.
+    fn event(&self, message: WireMessage);
+
+    /// A request this node sent could not be delivered (the broker returned
+    /// it, or the node it waited on is gone): its caller fails at once with
+    /// `error` instead of waiting for the timeout. For transports that learn
+    /// of returns after [`Transport::send`] has finished.
+    fn undeliverable(&self, request: MessageId, error: ErrorCode);
+}
+
+/// Moves messages between the nodes of one bus.
+pub trait Transport: Send + Sync + 'static {
+    /// Declares the exchanges and this node's event queue, and starts
+    /// handing what arrives to `inbound`.
+    fn start<'a>(
+        &'a self,
+        bus: &'a str,
+        node: NodeId,
+        inbound: Arc<dyn Inbound>,
+    ) -> BoxFuture<'a, Result<(), ErrorCode>>;
+
+    /// Declares and consumes the queue of a service on this node, taking at
+    /// most `prefetch` unfinished messages at a time.
+    fn add_service<'a>(
+        &'a self,
+        service: &'a str,
+        prefetch: usize,
+    ) -> BoxFuture<'a, Result<(), ErrorCode>>;
+
+    /// Stops consuming a service's queue and deletes it.
+    fn remove_service<'a>(&'a self, service: &'a str) -> BoxFuture<'a, Result<(), ErrorCode>>;
+
+    /// Publishes a request, plain message or reply on P2P with `routing_key`
+    /// (`<service>.<node>`), mandatory: if no queue takes it, the result is
+    /// `cloudbus.NO_SUCH_SERVICE`.
+    fn send<'a>(
+        &'a self,
+        routing_key: &'a str,
+        envelope: &'a Envelope,
+        body: Bytes,
+    ) -> BoxFuture<'a, Result<(), ErrorCode>>;
+
+    /// Publishes an event on BROADCAST with its type name as routing key.
+    fn publish<'a>(
+        &'a self,
+        envelope: &'a Envelope,
+        body: Bytes,
+    ) -> BoxFuture<'a, Result<(), ErrorCode>>;
+
+    /// Binds this node's event queue to a topic pattern.
+    fn bind<'a>(&'a self, pattern: &'a str) -> BoxFuture<'a, Result<(), ErrorCode>>;
+
+    /// Removes a binding of this node's event queue.
+    fn unbind<'a>(&'a self, pattern: &'a str) -> BoxFuture<'a, Result<(), ErrorCode>>;
+
+    /// Stops consuming and releases this node's queues.
+    fn close(&self) -> BoxFuture<'_, ()>;
+}

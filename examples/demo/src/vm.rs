@@ -1,0 +1,234 @@
+//! The vm service: the API entry of the demo. It owns the VM table and
+//! drives the host and storage services by messages, never by calls.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use cloudbus::{Context, ErrorCode, Handler, Service, SyncKey};
+use uuid::Uuid;
+
+use crate::messages::{
+    AllocateHost, AllocateVolume, CreateVm, DestroyVm, QueryVms, ReleaseHost, ReturnCapacity,
+    StartVm, StopVm, VmDestroyed, VmInventory, VmList, VmStarted, VmStateChanged, VmStopped,
+};
+
+/// States a VM moves between.
+pub const STOPPED: &str = "Stopped";
+/// See [`STOPPED`].
+pub const RUNNING: &str = "Running";
+
+struct Vm {
+    inventory: VmInventory,
+    disk_gb: u32,
+    primary_storage: String,
+}
+
+/// The vm service's state.
+#[derive(Default)]
+pub struct VmService {
+    vms: Mutex<HashMap<String, Vm>>,
+}
+
+impl VmService {
+    /// The service, ready to register.
+    pub fn service(self) -> Service {
+        Service::builder("vm", self)
+            .handle::<CreateVm>()
+            .handle::<QueryVms>()
+            .handle::<StartVm>()
+            .handle::<StopVm>()
+            .handle::<DestroyVm>()
+            .build()
+    }
+
+    fn inventory(&self, uuid: &str) -> Result<VmInventory, ErrorCode> {
+        self.vms
+            .lock()
+            .expect("vm table")
+            .get(uuid)
+            .map(|vm| vm.inventory.clone())
+            .ok_or_else(|| not_found(uuid))
+    }
+
+    /// Sets the VM's state and host; returns the inventory before.
+    fn set_state(
+        &self,
+        uuid: &str,
+        state: &str,
+        host: Option<String>,
+    ) -> Result<VmInventory, ErrorCode> {
+        let mut vms = self.vms.lock().expect("vm table");
+        let vm = vms.get_mut(uuid).ok_or_else(|| not_found(uuid))?;
+        let before = vm.inventory.clone();
+        vm.inventory.state = state.into();
+        vm.inventory.host = host;
+        Ok(before)
+    }
+}
+
+fn not_found(uuid: &str) -> ErrorCode {
+    ErrorCode::new("vm.NOT_FOUND", format!("no VM with uuid {uuid}"))
+}
+
+fn invalid_state(vm: &VmInventory, wanted: &str) -> ErrorCode {
+    ErrorCode::new(
+        "vm.INVALID_STATE",
+        format!("VM {} is {}, expected {wanted}", vm.name, vm.state),
+    )
+}
+
+/// Every operation on one VM runs alone, in arrival order.
+fn vm_key(uuid: &str) -> Option<SyncKey> {
+    Some(SyncKey::new(format!("vm-{uuid}")))
+}
+
+async fn state_changed(ctx: &Context, vm: &VmInventory, to: &str) -> Result<(), ErrorCode> {
+    ctx.bus()
+        .publish(VmStateChanged {
+            uuid: vm.uuid.clone(),
+            name: vm.name.clone(),
+            from: vm.state.clone(),
+            to: to.into(),
+        })
+        .await
+}
+
+impl Handler<CreateVm> for VmService {
+    async fn handle(&self, req: CreateVm, ctx: Context) -> Result<VmInventory, ErrorCode> {
+        if req.name.is_empty() || req.cpus == 0 || req.memory_gb == 0 {
+            return Err(ErrorCode::new(
+                "vm.INVALID_ARGUMENT",
+                "a VM needs a name, at least one CPU and some memory",
+            ));
+        }
+        if self
+            .vms
+            .lock()
+            .expect("vm table")
+            .values()
+            .any(|vm| vm.inventory.name == req.name)
+        {
+            return Err(ErrorCode::new(
+                "vm.DUPLICATE_NAME",
+                format!("a VM named {} exists", req.name),
+            ));
+        }
+        let uuid = Uuid::new_v4().simple().to_string();
+        let volume = ctx
+            .bus()
+            .call(AllocateVolume {
+                vm_uuid: uuid.clone(),
+                size_gb: req.disk_gb,
+            })
+            .await?;
+        let inventory = VmInventory {
+            uuid: uuid.clone(),
+            name: req.name,
+            state: STOPPED.into(),
+            cpus: req.cpus,
+            memory_gb: req.memory_gb,
+            host: None,
+        };
+        let vm = Vm {
+            inventory: inventory.clone(),
+            disk_gb: req.disk_gb,
+            primary_storage: volume.primary_storage,
+        };
+        self.vms.lock().expect("vm table").insert(uuid, vm);
+        Ok(inventory)
+    }
+}
+
+impl Handler<QueryVms> for VmService {
+    async fn handle(&self, req: QueryVms, _ctx: Context) -> Result<VmList, ErrorCode> {
+        let mut vms: Vec<VmInventory> = self
+            .vms
+            .lock()
+            .expect("vm table")
+            .values()
+            .map(|vm| vm.inventory.clone())
+            .filter(|vm| req.state.as_ref().is_none_or(|s| *s == vm.state))
+            .collect();
+        vms.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(VmList { vms })
+    }
+}
+
+impl Handler<StartVm> for VmService {
+    async fn handle(&self, req: StartVm, ctx: Context) -> Result<VmStarted, ErrorCode> {
+        let vm = self.inventory(&req.uuid)?;
+        if vm.state != STOPPED {
+            return Err(invalid_state(&vm, STOPPED));
+        }
+        let placed = ctx
+            .bus()
+            .call(AllocateHost {
+                vm_uuid: vm.uuid.clone(),
+                cpus: vm.cpus,
+                memory_gb: vm.memory_gb,
+            })
+            .await?;
+        self.set_state(&vm.uuid, RUNNING, Some(placed.host.clone()))?;
+        state_changed(&ctx, &vm, RUNNING).await?;
+        Ok(VmStarted {
+            uuid: vm.uuid,
+            name: vm.name,
+            host: placed.host,
+        })
+    }
+
+    fn sync_key(&self, req: &StartVm) -> Option<SyncKey> {
+        vm_key(&req.uuid)
+    }
+}
+
+impl Handler<StopVm> for VmService {
+    async fn handle(&self, req: StopVm, ctx: Context) -> Result<VmStopped, ErrorCode> {
+        let vm = self.inventory(&req.uuid)?;
+        let Some(host) = vm.host.clone().filter(|_| vm.state == RUNNING) else {
+            return Err(invalid_state(&vm, RUNNING));
+        };
+        // The host's capacity comes back with a plain message: nothing to wait for.
+        ctx.bus()
+            .send(ReleaseHost {
+                host,
+                cpus: vm.cpus,
+                memory_gb: vm.memory_gb,
+            })
+            .await?;
+        self.set_state(&vm.uuid, STOPPED, None)?;
+        state_changed(&ctx, &vm, STOPPED).await?;
+        Ok(VmStopped {
+            uuid: vm.uuid,
+            name: vm.name,
+        })
+    }
+
+    fn sync_key(&self, req: &StopVm) -> Option<SyncKey> {
+        vm_key(&req.uuid)
+    }
+}
+
+impl Handler<DestroyVm> for VmService {
+    async fn handle(&self, req: DestroyVm, ctx: Context) -> Result<VmDestroyed, ErrorCode> {
+        let vm = self.inventory(&req.uuid)?;
+        if vm.state != STOPPED {
+            return Err(invalid_state(&vm, STOPPED));
+        }
+        let Some(removed) = self.vms.lock().expect("vm table").remove(&req.uuid) else {
+            return Err(not_found(&req.uuid));
+        };
+        // Like ZStack's ReturnPrimaryStorageCapacityMsg: fire and forget.
+        ctx.bus()
+            .send(ReturnCapacity {
+                primary_storage: removed.primary_storage,
+                size_gb: removed.disk_gb,
+            })
+            .await?;
+        Ok(VmDestroyed { uuid: req.uuid })
+    }
+
+    fn sync_key(&self, req: &DestroyVm) -> Option<SyncKey> {
+        vm_key(&req.uuid)
+    }
+}

@@ -1,0 +1,175 @@
+//! The demo's services and scenario, on the embedded bus.
+
+use cloudbus::Bus;
+use cloudbus_demo::messages::*;
+use cloudbus_demo::{SERVICES, install, run};
+
+async fn all_services() -> (Bus, cloudbus_demo::Auditor) {
+    let bus = Bus::embedded();
+    let auditor = install(&bus, &SERVICES).await.unwrap().unwrap();
+    (bus, auditor)
+}
+
+fn create(name: &str, memory_gb: u32) -> CreateVm {
+    CreateVm {
+        name: name.into(),
+        cpus: 2,
+        memory_gb,
+        disk_gb: 10,
+    }
+}
+
+#[tokio::test]
+async fn the_scenario_tells_the_same_story_every_time() {
+    let mut lines = Vec::new();
+    run(&Bus::embedded(), |line| lines.push(line))
+        .await
+        .unwrap();
+    let text = lines.join("\n");
+    for expected in [
+        "web-1 started on host-1",
+        "   start -> running on host-2\n   stop  -> db-1 stopped",
+        "ps-1 free: 810 GiB before, 830 GiB after destroying web-2",
+        "start an unknown VM          -> vm.NOT_FOUND",
+        "start a running VM           -> vm.INVALID_STATE",
+        "start a VM no host can hold  -> host.NO_CAPACITY",
+        "call a service nobody runs   -> cloudbus.NO_SUCH_SERVICE",
+        "vm.VmStopped     db-1 (api result)",
+        "0 timeouts, 0 late replies, 0 events dropped",
+    ] {
+        assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
+    }
+    let mut again = Vec::new();
+    run(&Bus::embedded(), |line| again.push(line))
+        .await
+        .unwrap();
+    assert_eq!(lines, again);
+}
+
+#[tokio::test]
+async fn operations_on_one_vm_run_in_arrival_order() {
+    let (bus, _auditor) = all_services().await;
+    let vm = bus.call(create("a", 1)).await.unwrap();
+    // Twenty alternating starts and stops sent at once: each is valid only
+    // if the one before it has finished.
+    let calls = (0..20).map(|i| {
+        let bus = bus.clone();
+        let uuid = vm.uuid.clone();
+        async move {
+            if i % 2 == 0 {
+                bus.call(StartVm { uuid }).await.map(|_| ())
+            } else {
+                bus.call(StopVm { uuid }).await.map(|_| ())
+            }
+        }
+    });
+    for outcome in futures::future::join_all(calls).await {
+        outcome.unwrap();
+    }
+    let list = bus.call(QueryVms { state: None }).await.unwrap();
+    assert_eq!(list.vms[0].state, "Stopped");
+}
+
+#[tokio::test]
+async fn the_auditor_sees_api_results_and_state_changes() {
+    let (bus, auditor) = all_services().await;
+    let vm = bus.call(create("a", 1)).await.unwrap();
+    let started = bus
+        .call(StartVm {
+            uuid: vm.uuid.clone(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(started.host, "host-1");
+    bus.call(StopVm { uuid: vm.uuid }).await.unwrap();
+    bus.shutdown().await;
+    let log = auditor.finish().await;
+    assert_eq!(log.len(), 4, "{log:?}");
+    assert!(log[1].starts_with("vm.VmStarted") && log[1].ends_with("(api result)"));
+    assert!(log[2].contains("a Running -> Stopped (event)"));
+}
+
+#[tokio::test]
+async fn the_audit_log_can_be_queried_over_the_bus() {
+    let (bus, _auditor) = all_services().await;
+    let vm = bus.call(create("a", 1)).await.unwrap();
+    let mut started = bus.subscribe::<VmStarted>().await.unwrap();
+    bus.call(StartVm { uuid: vm.uuid }).await.unwrap();
+    started.recv().await.unwrap();
+    // The auditor's subscription was made first; poll its log until it
+    // has caught up with the event this subscriber already has.
+    let caught_up = async {
+        loop {
+            let log = bus.call(GetAuditLog {}).await.unwrap();
+            if log.entries.iter().any(|e| e.starts_with("vm.VmStarted")) {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(10), caught_up)
+        .await
+        .expect("the auditor records the event");
+}
+
+#[tokio::test]
+async fn capacity_is_taken_and_given_back() {
+    let (bus, _auditor) = all_services().await;
+    let ps = || GetCapacity {
+        primary_storage: "ps-1".into(),
+    };
+    let before = bus.call(ps()).await.unwrap().available_gb;
+    let vm = bus.call(create("a", 1)).await.unwrap();
+    assert_eq!(bus.call(ps()).await.unwrap().available_gb, before - 10);
+    bus.call(DestroyVm { uuid: vm.uuid }).await.unwrap();
+    assert_eq!(bus.call(ps()).await.unwrap().available_gb, before);
+
+    // Hosts fill up and free again.
+    let big = bus.call(create("big", 16)).await.unwrap();
+    let big2 = bus.call(create("big2", 16)).await.unwrap();
+    let big3 = bus.call(create("big3", 16)).await.unwrap();
+    bus.call(StartVm {
+        uuid: big.uuid.clone(),
+    })
+    .await
+    .unwrap();
+    bus.call(StartVm { uuid: big2.uuid }).await.unwrap();
+    let full = bus
+        .call(StartVm {
+            uuid: big3.uuid.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(full.code(), "host.NO_CAPACITY");
+    bus.call(StopVm { uuid: big.uuid }).await.unwrap();
+    bus.call(StartVm { uuid: big3.uuid }).await.unwrap();
+}
+
+#[tokio::test]
+async fn bad_requests_get_clear_errors() {
+    let (bus, _auditor) = all_services().await;
+    bus.call(create("a", 1)).await.unwrap();
+    assert_eq!(
+        bus.call(create("a", 1)).await.unwrap_err().code(),
+        "vm.DUPLICATE_NAME"
+    );
+    assert_eq!(
+        bus.call(create("", 1)).await.unwrap_err().code(),
+        "vm.INVALID_ARGUMENT"
+    );
+    let unknown = GetCapacity {
+        primary_storage: "ps-9".into(),
+    };
+    assert_eq!(
+        bus.call(unknown).await.unwrap_err().code(),
+        "storage.NOT_FOUND"
+    );
+}
+
+#[tokio::test]
+async fn install_refuses_unknown_services() {
+    let bus = Bus::embedded();
+    let err = install(&bus, &["vm", "billing"]).await.unwrap_err();
+    assert_eq!(err.code(), cloudbus::codes::INVALID_ARGUMENT);
+    assert!(err.description().contains("billing"));
+}

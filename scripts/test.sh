@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Runs every check and test of the workspace: formatting, lints, unit,
+# integration and doc tests. Tests against RabbitMQ need a broker at
+# CLOUDBUS_AMQP_HOST:CLOUDBUS_AMQP_PORT (default 127.0.0.1:5672, guest/guest).
+# A local broker that is installed but stopped is started; if none can be
+# reached, this fails loudly: broker tests never skip silently.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+host=${CLOUDBUS_AMQP_HOST:-127.0.0.1}
+port=${CLOUDBUS_AMQP_PORT:-5672}
+
+broker_up() { (exec 3<>"/dev/tcp/$host/$port") 2>/dev/null; }
+
+if ! broker_up; then
+  if [[ "$host" == 127.0.0.1 || "$host" == localhost ]] && command -v rabbitmq-server >/dev/null; then
+    echo "RabbitMQ is not running at $host:$port; starting it (rabbitmq-server -detached)" >&2
+    rabbitmq-server -detached || true
+    for _ in $(seq 1 90); do broker_up && break; sleep 1; done
+  fi
+fi
+if ! broker_up; then
+  echo "ERROR: no RabbitMQ broker reachable at $host:$port." >&2
+  echo "       Start one (rabbitmq-server -detached) or set CLOUDBUS_AMQP_HOST/PORT." >&2
+  exit 1
+fi
+
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets -- -D warnings
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --workspace --all-targets --no-fail-fast
+else
+  cargo test --workspace --all-targets --no-fail-fast
+fi
+cargo test --workspace --doc
