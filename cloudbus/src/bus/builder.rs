@@ -99,6 +99,14 @@ impl BusBuilder {
         self
     }
 
+    /// Connects the bus to RabbitMQ at `url` (`amqp://user:pass@host:port/vhost`
+    /// or `amqps://…`); shorthand for a [`transport`](Self::transport) of
+    /// [`AmqpTransport`](crate::transport::amqp::AmqpTransport).
+    #[cfg(feature = "amqp")]
+    pub fn amqp(self, url: impl Into<String>) -> Self {
+        self.transport(crate::transport::amqp::AmqpTransport::new(url))
+    }
+
     /// Starts the node: registers the built-in `cloudbus` service and, with
     /// a transport, declares this node's topology.
     pub async fn build(self) -> Result<Bus, ErrorCode> {

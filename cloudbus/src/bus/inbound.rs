@@ -7,9 +7,9 @@ use std::time::{Duration, Instant};
 use futures::future::BoxFuture;
 
 use super::{Bus, BusInner, builtin};
-use crate::service::{Delivery, ReplyTarget};
+use crate::service::{Delivery, ReplyMeta, ReplyTarget};
 use crate::transport::{Inbound, WireMessage};
-use crate::{Body, ErrorCode, Kind, MessageId, decode_reply};
+use crate::{Body, ErrorCode, Kind, MessageId, NodeId, decode_reply};
 
 /// The bus as the transport sees it. Holds the bus weakly so a transport
 /// never keeps a shut-down bus alive.
@@ -45,6 +45,29 @@ impl Inbound for BusInbound {
         if let Some(bus) = self.bus() {
             bus.inner.pending.complete(request, Err(error));
         }
+    }
+
+    fn malformed(
+        &self,
+        reply: Option<(String, MessageId)>,
+        error: ErrorCode,
+    ) -> BoxFuture<'static, ()> {
+        let bus = self.bus();
+        Box::pin(async move {
+            let Some(bus) = bus else { return };
+            bus.inner.stats.malformed.inc();
+            let Some((reply_to, request)) = reply else {
+                return;
+            };
+            let meta = ReplyMeta {
+                request,
+                request_type: "unreadable".into(),
+                caller: NodeId::from(uuid::Uuid::nil()),
+                style: crate::ReplyStyle::Reply,
+            };
+            bus.finish_request(&meta, ReplyTarget::Remote(reply_to), Err(error))
+                .await;
+        })
     }
 }
 

@@ -8,6 +8,8 @@
 //! `<bus>.BROADCAST` feeding one event queue per node. Nothing is declared
 //! per message.
 
+#[cfg(feature = "amqp")]
+pub mod amqp;
 pub mod memory;
 
 use std::sync::Arc;
@@ -43,6 +45,16 @@ pub trait Inbound: Send + Sync + 'static {
     /// `error` instead of waiting for the timeout. For transports that learn
     /// of returns after [`Transport::send`] has finished.
     fn undeliverable(&self, request: MessageId, error: ErrorCode);
+
+    /// A message arrived that could not be read (bad properties, wrong
+    /// content type, too large…): the bus counts and logs it and, when the
+    /// sender of a request waits at `reply` (`reply_to`, request id),
+    /// answers it with `error`.
+    fn malformed(
+        &self,
+        reply: Option<(String, MessageId)>,
+        error: ErrorCode,
+    ) -> BoxFuture<'static, ()>;
 }
 
 /// Moves messages between the nodes of one bus.

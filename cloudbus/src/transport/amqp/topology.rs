@@ -1,0 +1,101 @@
+//! Names and declarations of the wire protocol's topology. Everything here
+//! is declared once per node (and again after a reconnect), never per
+//! message.
+
+use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::{Channel, ExchangeKind};
+
+use crate::NodeId;
+
+/// The names of one node's objects on one bus.
+#[derive(Clone, Debug)]
+pub(crate) struct Names {
+    pub(crate) bus: String,
+    pub(crate) node: NodeId,
+    pub(crate) p2p: String,
+    pub(crate) broadcast: String,
+}
+
+impl Names {
+    pub(crate) fn new(bus: &str, node: NodeId) -> Self {
+        Self {
+            bus: bus.to_string(),
+            node,
+            p2p: format!("{bus}.P2P"),
+            broadcast: format!("{bus}.BROADCAST"),
+        }
+    }
+
+    /// `<bus>.message.<service>.<node>`
+    pub(crate) fn service_queue(&self, service: &str) -> String {
+        format!("{}.message.{service}.{}", self.bus, self.node)
+    }
+
+    /// `<service>.<node>`: the P2P routing key of that queue.
+    pub(crate) fn service_key(&self, service: &str) -> String {
+        format!("{service}.{}", self.node)
+    }
+
+    /// `<bus>.event.<node>`
+    pub(crate) fn event_queue(&self) -> String {
+        format!("{}.event.{}", self.bus, self.node)
+    }
+}
+
+/// Declares both exchanges (durable, idempotent).
+pub(crate) async fn declare_exchanges(channel: &Channel, names: &Names) -> lapin::Result<()> {
+    let durable = ExchangeDeclareOptions {
+        durable: true,
+        ..Default::default()
+    };
+    channel
+        .exchange_declare(
+            names.p2p.as_str().into(),
+            ExchangeKind::Direct,
+            durable,
+            FieldTable::default(),
+        )
+        .await?;
+    channel
+        .exchange_declare(
+            names.broadcast.as_str().into(),
+            ExchangeKind::Topic,
+            durable,
+            FieldTable::default(),
+        )
+        .await
+}
+
+/// Declares a node queue that the broker deletes after `expires_ms` without
+/// a consumer, so a dead node's queues do not pile up.
+pub(crate) async fn declare_queue(
+    channel: &Channel,
+    name: &str,
+    expires_ms: u32,
+) -> lapin::Result<()> {
+    let mut args = FieldTable::default();
+    args.insert("x-expires".into(), AMQPValue::LongUInt(expires_ms));
+    channel
+        .queue_declare(name.into(), QueueDeclareOptions::default(), args)
+        .await
+        .map(|_| ())
+}
+
+/// Binds a queue to an exchange.
+pub(crate) async fn bind(
+    channel: &Channel,
+    queue: &str,
+    exchange: &str,
+    key: &str,
+) -> lapin::Result<()> {
+    channel
+        .queue_bind(
+            queue.into(),
+            exchange.into(),
+            key.into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+}

@@ -1,0 +1,430 @@
+//! The RabbitMQ transport against the real broker (CLOUDBUS_AMQP_URL, by
+//! default the local one). Every test uses a bus name of its own, so tests
+//! run in parallel without seeing each other. A broker that cannot be
+//! reached fails these tests; they never skip.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use cloudbus::{Bus, ErrorCode, Message, Ping, Request, Service, codes};
+use common::*;
+use futures::FutureExt;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{Notify, mpsc};
+
+fn url() -> String {
+    std::env::var("CLOUDBUS_AMQP_URL")
+        .unwrap_or_else(|_| cloudbus::transport::amqp::DEFAULT_URL.to_string())
+}
+
+fn unique_bus(test: &str) -> String {
+    format!(
+        "t-{test}-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    )
+}
+
+async fn node(bus: &str) -> Bus {
+    Bus::builder()
+        .name(bus)
+        .amqp(url())
+        .build()
+        .await
+        .unwrap_or_else(|e| panic!("RabbitMQ must be reachable at {}: {e}", url()))
+}
+
+fn echo_service() -> Service {
+    Service::builder("echo", ())
+        .on_request(|req: Echo, ctx| async move {
+            Ok(EchoReply {
+                text: req.text,
+                node: ctx.bus().node_id().to_string(),
+            })
+        })
+        .build()
+}
+
+async fn within<T>(what: &str, f: impl IntoFuture<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(20), f.into_future())
+        .await
+        .unwrap_or_else(|_| panic!("{what} did not happen within 20 s"))
+}
+
+#[tokio::test]
+async fn request_reply_crosses_the_broker() {
+    let name = unique_bus("rr");
+    let (a, b) = (node(&name).await, node(&name).await);
+    b.register(echo_service()).await.unwrap();
+    let reply = a
+        .call(Echo { text: "hi".into() })
+        .node(b.node_id())
+        .await
+        .unwrap();
+    assert_eq!(reply.text, "hi");
+    assert_eq!(reply.node, b.node_id().to_string());
+
+    let pong = a.call(Ping {}).node(b.node_id()).await.unwrap();
+    assert_eq!(pong.node, b.node_id());
+    assert!(pong.services.contains(&"echo".to_string()));
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+/// What `rabbitmqctl` lists for a bus: its queues (with their
+/// `x-expires`) and its exchanges (with type and durability).
+fn rabbitmqctl(args: &[&str], bus: &str) -> Vec<String> {
+    let out = std::process::Command::new("rabbitmqctl")
+        .args(args)
+        .args(["-q", "--no-table-headers"])
+        .output()
+        .expect("rabbitmqctl must be installed next to the broker");
+    assert!(out.status.success(), "rabbitmqctl {args:?} failed");
+    let mut lines: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.starts_with(&format!("{bus}.")))
+        .map(str::to_string)
+        .collect();
+    lines.sort();
+    lines
+}
+
+fn queue_names(bus: &str) -> Vec<String> {
+    rabbitmqctl(&["list_queues", "name"], bus)
+}
+
+/// Exchanges are durable and outlive the test's nodes: remove them.
+async fn remove_exchanges(bus: &str) {
+    let conn = lapin::Connection::connect(&url(), Default::default())
+        .await
+        .unwrap();
+    let channel = conn.create_channel().await.unwrap();
+    for ex in ["P2P", "BROADCAST"] {
+        channel
+            .exchange_delete(format!("{bus}.{ex}").into(), Default::default())
+            .await
+            .unwrap();
+    }
+    conn.close(200, "done".into()).await.unwrap();
+}
+
+#[tokio::test]
+async fn the_topology_is_exactly_the_documented_one() {
+    let name = unique_bus("topo");
+    let a = node(&name).await;
+    let b = node(&name).await;
+    a.register(echo_service()).await.unwrap();
+    let _events = b.subscribe_pattern("vm.*").await.unwrap();
+    let (na, nb) = (a.node_id(), b.node_id());
+    let mut expected = vec![
+        format!("{name}.event.{na}"),
+        format!("{name}.event.{nb}"),
+        format!("{name}.message.cloudbus.{na}"),
+        format!("{name}.message.cloudbus.{nb}"),
+        format!("{name}.message.echo.{na}"),
+    ];
+    expected.sort();
+    assert_eq!(queue_names(&name), expected);
+    for queue in rabbitmqctl(&["list_queues", "name", "arguments"], &name) {
+        assert!(
+            queue.contains("x-expires"),
+            "{queue} must expire when its node is gone"
+        );
+    }
+    assert_eq!(
+        rabbitmqctl(&["list_exchanges", "name", "type", "durable"], &name),
+        vec![
+            format!("{name}.BROADCAST\ttopic\ttrue"),
+            format!("{name}.P2P\tdirect\ttrue"),
+        ]
+    );
+    let bindings = rabbitmqctl(
+        &[
+            "list_bindings",
+            "source_name",
+            "destination_name",
+            "routing_key",
+        ],
+        &name,
+    );
+    assert!(bindings.contains(&format!("{name}.P2P\t{name}.message.echo.{na}\techo.{na}")));
+    assert!(bindings.contains(&format!("{name}.BROADCAST\t{name}.event.{nb}\tvm.*")));
+
+    // Unregistering removes the service's queue; stopping removes the rest.
+    a.unregister("echo").await.unwrap();
+    assert!(!queue_names(&name).contains(&format!("{name}.message.echo.{na}")));
+    a.shutdown().await;
+    b.shutdown().await;
+    assert_eq!(queue_names(&name), Vec::<String>::new());
+    remove_exchanges(&name).await;
+}
+
+#[tokio::test]
+async fn plain_messages_arrive_in_order_without_a_reply() {
+    let name = unique_bus("msg");
+    let (a, b) = (node(&name).await, node(&name).await);
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    b.register(
+        Service::builder("work", ())
+            .on_message(move |note: Note, _ctx| {
+                let tx = tx.clone();
+                async move {
+                    tx.send(note.n).ok();
+                    Ok(())
+                }
+            })
+            .concurrency(1)
+            .build(),
+    )
+    .await
+    .unwrap();
+    for n in 0..50 {
+        let note = Note { key: "k".into(), n };
+        a.send(note).node(b.node_id()).await.unwrap();
+    }
+    for n in 0..50 {
+        assert_eq!(within("a plain message", rx.recv()).await, Some(n));
+    }
+    a.shutdown().await;
+    b.shutdown().await;
+    remove_exchanges(&name).await;
+}
+
+#[tokio::test]
+async fn events_reach_every_subscriber_on_every_node() {
+    let name = unique_bus("ev");
+    let (a, b, c) = (node(&name).await, node(&name).await, node(&name).await);
+    let mut on_b = b.subscribe::<VmStateChanged>().await.unwrap();
+    let mut on_b_too = b.subscribe_pattern("vm.#").await.unwrap();
+    let mut on_c = c.subscribe::<VmStateChanged>().await.unwrap();
+    let mut host_on_c = c.subscribe::<HostDown>().await.unwrap();
+    let mut on_a = a.subscribe::<VmStateChanged>().await.unwrap();
+    let mut host_on_a = a.subscribe::<HostDown>().await.unwrap();
+    let event = VmStateChanged {
+        uuid: "v1".into(),
+        state: "Running".into(),
+    };
+    a.publish(event.clone()).await.unwrap();
+    a.publish(HostDown { host: "h1".into() }).await.unwrap();
+    assert_eq!(within("b", on_b.recv()).await.unwrap(), event);
+    let raw = within("b raw", on_b_too.recv()).await.unwrap();
+    assert_eq!(raw.envelope.source, a.node_id());
+    assert_eq!(raw.decode::<VmStateChanged>().unwrap(), event);
+    assert_eq!(within("c", on_c.recv()).await.unwrap(), event);
+    assert_eq!(within("c host", host_on_c.recv()).await.unwrap().host, "h1");
+    // The publisher's own subscriber gets exactly one copy, not a second
+    // one back from the broker.
+    assert_eq!(within("a", on_a.recv()).await.unwrap(), event);
+    // The broker's copy of the first event reaches a's queue before that
+    // of the second, and must be dropped there.
+    assert_eq!(within("a host", host_on_a.recv()).await.unwrap().host, "h1");
+    a.publish(HostDown { host: "h2".into() }).await.unwrap();
+    assert_eq!(within("a host", host_on_a.recv()).await.unwrap().host, "h2");
+    assert!(on_a.recv().now_or_never().is_none());
+    for bus in [a, b, c] {
+        bus.shutdown().await;
+    }
+    remove_exchanges(&name).await;
+}
+
+#[tokio::test]
+async fn a_non_blocking_api_is_answered_by_an_event_everyone_sees() {
+    let name = unique_bus("api");
+    let (a, b, c) = (node(&name).await, node(&name).await, node(&name).await);
+    b.register(
+        Service::builder("vm", ())
+            .on_request(|req: StartVm, ctx| async move {
+                Ok(VmStarted {
+                    uuid: req.uuid,
+                    host: ctx.bus().node_id().to_string(),
+                })
+            })
+            .build(),
+    )
+    .await
+    .unwrap();
+    let mut auditor = c.subscribe::<VmStarted>().await.unwrap();
+    let started = a
+        .call(StartVm { uuid: "v1".into() })
+        .node(b.node_id())
+        .await
+        .unwrap();
+    assert_eq!(started.host, b.node_id().to_string());
+    let seen = within("the auditor's copy", auditor.recv_with_envelope())
+        .await
+        .unwrap();
+    assert_eq!(seen.event, started);
+    assert!(seen.envelope.api_id.is_some(), "an API event names its API");
+    for bus in [a, b, c] {
+        bus.shutdown().await;
+    }
+    remove_exchanges(&name).await;
+}
+
+/// A type the echo service does not handle.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct Shout {
+    text: String,
+}
+impl Message for Shout {
+    const TYPE: &'static str = "echo.Shout";
+}
+impl Request for Shout {
+    type Reply = EchoReply;
+}
+
+#[tokio::test]
+async fn unknown_services_nodes_and_types_fail_at_once() {
+    let name = unique_bus("unknown");
+    let (a, b) = (node(&name).await, node(&name).await);
+    b.register(echo_service()).await.unwrap();
+    let slow = Duration::from_secs(600);
+
+    // No queue takes it: the broker returns it and the caller hears at once.
+    let err = within(
+        "NO_SUCH_SERVICE",
+        a.call(Echo { text: "x".into() })
+            .service("nobody")
+            .node(b.node_id())
+            .timeout(slow),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.code(), codes::NO_SUCH_SERVICE, "{err}");
+    let gone = cloudbus::NodeId::random();
+    let err = within(
+        "unknown node",
+        a.call(Echo { text: "x".into() }).node(gone).timeout(slow),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.code(), codes::NO_SUCH_SERVICE, "{err}");
+    let err = within(
+        "plain message",
+        a.send(Note {
+            key: "k".into(),
+            n: 1,
+        })
+        .node(gone),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.code(), codes::NO_SUCH_SERVICE);
+
+    let err = within(
+        "UNKNOWN_MESSAGE",
+        a.call(Shout { text: "x".into() }).node(b.node_id()),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.code(), codes::UNKNOWN_MESSAGE, "{err}");
+    a.shutdown().await;
+    b.shutdown().await;
+    remove_exchanges(&name).await;
+}
+
+#[tokio::test]
+async fn handler_errors_travel_back_with_their_code() {
+    let name = unique_bus("err");
+    let (a, b) = (node(&name).await, node(&name).await);
+    b.register(
+        Service::builder("echo", ())
+            .on_request(|req: Echo, _ctx| async move {
+                if req.text == "panic" {
+                    panic!("the handler broke");
+                }
+                Err::<EchoReply, _>(
+                    ErrorCode::new("echo.REFUSED", "no echo today")
+                        .with_details(serde_json::json!({ "text": req.text })),
+                )
+            })
+            .build(),
+    )
+    .await
+    .unwrap();
+    let err = a
+        .call(Echo { text: "x".into() })
+        .node(b.node_id())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), "echo.REFUSED");
+    assert_eq!(err.description(), "no echo today");
+    assert_eq!(err.details()["text"], "x");
+    let err = a
+        .call(Echo {
+            text: "panic".into(),
+        })
+        .node(b.node_id())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), codes::INTERNAL);
+    a.shutdown().await;
+    b.shutdown().await;
+    remove_exchanges(&name).await;
+}
+
+#[tokio::test]
+async fn a_timeout_ends_the_wait_and_the_late_reply_is_dropped() {
+    let name = unique_bus("timeout");
+    let (a, b) = (node(&name).await, node(&name).await);
+    let release = Arc::new(Notify::new());
+    let handled = Arc::new(AtomicUsize::new(0));
+    let (gate, count) = (release.clone(), handled.clone());
+    b.register(
+        Service::builder("work", ())
+            .on_request(move |req: Work, _ctx| {
+                let (gate, count) = (gate.clone(), count.clone());
+                async move {
+                    count.fetch_add(1, Ordering::SeqCst);
+                    if req.key == "block" {
+                        gate.notified().await;
+                    }
+                    Ok(Done { n: req.n })
+                }
+            })
+            .concurrency(1)
+            .build(),
+    )
+    .await
+    .unwrap();
+    let to_b = |key: &str, n, timeout| {
+        a.call(Work { key: key.into(), n })
+            .node(b.node_id())
+            .timeout(timeout)
+            .into_future()
+    };
+    // The first request holds the only slot until released, past its timeout.
+    let err = to_b("block", 1, Duration::from_millis(300))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), codes::TIMEOUT);
+    // These wait behind it, on the node or in the queue, and expire there.
+    let (second, third) = futures::join!(
+        to_b("late", 2, Duration::from_millis(200)),
+        to_b("late", 3, Duration::from_millis(200)),
+    );
+    assert_eq!(second.unwrap_err().code(), codes::TIMEOUT);
+    assert_eq!(third.unwrap_err().code(), codes::TIMEOUT);
+    release.notify_one();
+    // A fresh request is served, and nothing that expired was handled.
+    let done = to_b("fresh", 4, Duration::from_secs(20)).await.unwrap();
+    assert_eq!(done.n, 4);
+    assert_eq!(
+        handled.load(Ordering::SeqCst),
+        2,
+        "expired requests must not run"
+    );
+    // The first request's reply came after its caller gave up: counted, dropped.
+    within("the late reply", async {
+        while a.stats().late_replies.get() == 0 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    assert_eq!(a.stats().timeouts.get(), 3);
+    a.shutdown().await;
+    b.shutdown().await;
+    remove_exchanges(&name).await;
+}
