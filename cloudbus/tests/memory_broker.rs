@@ -335,6 +335,13 @@ impl Inbound for Capture {
     }
     fn event(&self, _message: WireMessage) {}
     fn undeliverable(&self, _request: cloudbus::MessageId, _error: ErrorCode) {}
+    fn malformed(
+        &self,
+        _reply: Option<(String, cloudbus::MessageId)>,
+        _error: ErrorCode,
+    ) -> BoxFuture<'static, ()> {
+        Box::pin(async {})
+    }
 }
 
 async fn raw_node(broker: &MemoryBroker) -> Raw {
