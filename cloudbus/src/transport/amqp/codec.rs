@@ -94,9 +94,11 @@ pub(crate) fn decode(
         .as_ref()
         .map(|id| id.as_str().parse::<MessageId>());
     let reply_to = props.reply_to().as_ref().map(|r| r.to_string());
-    // Only a well-formed request can be answered with an error reply.
-    let reply = match (&kind, &id, &reply_to) {
-        (Some(Ok(Kind::Request)), Some(Ok(id)), Some(reply_to)) => Some((reply_to.clone(), *id)),
+    // Whatever names a reply_to and an id is answered, unless it says it
+    // is something that is never answered.
+    let unanswered = matches!(kind, Some(Ok(Kind::Message | Kind::Reply | Kind::Event)));
+    let reply = match (&id, &reply_to) {
+        (Some(Ok(id)), Some(reply_to)) if !unanswered => Some((reply_to.clone(), *id)),
         _ => None,
     };
     let reject = |error: ErrorCode| {
