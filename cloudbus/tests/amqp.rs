@@ -463,3 +463,297 @@ async fn a_timeout_ends_the_wait_and_the_late_reply_is_dropped() {
     b.shutdown().await;
     remove_exchanges(&name).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_concurrent_requests_create_no_queue() {
+    let name = unique_bus("load");
+    let (a, b) = (node(&name).await, node(&name).await);
+    b.register(echo_service()).await.unwrap();
+    let before = queue_names(&name);
+    assert_eq!(before.len(), 5, "{before:?}");
+
+    let load = async {
+        let calls = (0..10_000).map(|i| {
+            a.call(Echo {
+                text: i.to_string(),
+            })
+            .node(b.node_id())
+            .timeout(Duration::from_secs(120))
+            .into_future()
+        });
+        futures::future::join_all(calls).await
+    };
+    // While the load runs, the broker's queues are watched.
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let watch = async {
+        let mut samples = Vec::new();
+        while !done.load(Ordering::Acquire) {
+            let bus = name.clone();
+            samples.push(
+                tokio::task::spawn_blocking(move || queue_names(&bus))
+                    .await
+                    .unwrap(),
+            );
+        }
+        samples
+    };
+    let load = async {
+        let replies = load.await;
+        done.store(true, Ordering::Release);
+        replies
+    };
+    let (replies, samples) = futures::join!(load, watch);
+    for (i, reply) in replies.into_iter().enumerate() {
+        assert_eq!(reply.unwrap().text, i.to_string());
+    }
+    assert!(!samples.is_empty());
+    for sample in samples {
+        assert_eq!(sample, before, "the queue count never changes");
+    }
+    assert_eq!(queue_names(&name), before);
+    assert_eq!(a.pending_remote_calls(), 0);
+    a.shutdown().await;
+    b.shutdown().await;
+    remove_exchanges(&name).await;
+}
+
+/// Records whether deliveries came through the broker (they carry a
+/// `reply_to` then; in-process ones do not need one).
+#[derive(Clone, Default)]
+struct SeenReplyTo(Arc<std::sync::Mutex<Vec<Option<String>>>>);
+
+impl cloudbus::Interceptor for SeenReplyTo {
+    fn before_deliver(
+        &self,
+        envelope: &cloudbus::Envelope,
+        _body: &cloudbus::Body,
+    ) -> Result<(), ErrorCode> {
+        if envelope.type_name == Echo::TYPE {
+            self.0.lock().unwrap().push(envelope.reply_to.clone());
+        }
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn the_local_shortcut_skips_the_broker_unless_turned_off() {
+    let name = unique_bus("self");
+    for shortcut in [true, false] {
+        let seen = SeenReplyTo::default();
+        let a = Bus::builder()
+            .name(&name)
+            .amqp(url())
+            .local_shortcut(shortcut)
+            .interceptor(seen.clone())
+            .build()
+            .await
+            .unwrap();
+        a.register(echo_service()).await.unwrap();
+        let reply = a.call(Echo { text: "me".into() }).await.unwrap();
+        assert_eq!(reply.node, a.node_id().to_string());
+        let through_broker = Some(format!("cloudbus.{}", a.node_id()));
+        let expected = if shortcut { None } else { through_broker };
+        assert_eq!(*seen.0.lock().unwrap(), vec![expected]);
+        a.shutdown().await;
+    }
+    remove_exchanges(&name).await;
+}
+
+/// A foreign client that speaks the wire protocol with nothing but lapin.
+struct RawClient {
+    conn: lapin::Connection,
+    channel: lapin::Channel,
+    node: cloudbus::NodeId,
+    replies: lapin::Consumer,
+    bus: String,
+}
+
+impl RawClient {
+    async fn new(bus: &str) -> Self {
+        use lapin::options::*;
+        let conn = lapin::Connection::connect(&url(), Default::default())
+            .await
+            .unwrap();
+        let channel = conn.create_channel().await.unwrap();
+        let node = cloudbus::NodeId::random();
+        let queue = format!("{bus}.message.cloudbus.{node}");
+        let exclusive = QueueDeclareOptions {
+            exclusive: true,
+            ..Default::default()
+        };
+        channel
+            .queue_declare(queue.as_str().into(), exclusive, Default::default())
+            .await
+            .unwrap();
+        channel
+            .queue_bind(
+                queue.as_str().into(),
+                format!("{bus}.P2P").into(),
+                format!("cloudbus.{node}").into(),
+                Default::default(),
+                Default::default(),
+            )
+            .await
+            .unwrap();
+        let replies = channel
+            .basic_consume(
+                queue.as_str().into(),
+                "raw".into(),
+                BasicConsumeOptions {
+                    no_ack: true,
+                    ..Default::default()
+                },
+                Default::default(),
+            )
+            .await
+            .unwrap();
+        RawClient {
+            conn,
+            channel,
+            node,
+            replies,
+            bus: bus.to_string(),
+        }
+    }
+
+    /// Properties of a well-formed request from this client.
+    fn request(&self, type_name: &str) -> (cloudbus::MessageId, lapin::BasicProperties) {
+        use lapin::types::{AMQPValue, FieldTable};
+        let id = cloudbus::MessageId::random();
+        let mut headers = FieldTable::default();
+        headers.insert("cb-kind".into(), AMQPValue::LongString("request".into()));
+        headers.insert(
+            "cb-source".into(),
+            AMQPValue::LongString(self.node.to_string().into()),
+        );
+        let props = lapin::BasicProperties::default()
+            .with_message_id(id.to_string().into())
+            .with_type(type_name.into())
+            .with_content_type("application/json".into())
+            .with_reply_to(format!("cloudbus.{}", self.node).into())
+            .with_headers(headers);
+        (id, props)
+    }
+
+    async fn publish(&self, key: &str, body: &[u8], props: lapin::BasicProperties) {
+        self.channel
+            .basic_publish(
+                format!("{}.P2P", self.bus).into(),
+                key.into(),
+                Default::default(),
+                body,
+                props,
+            )
+            .await
+            .unwrap();
+    }
+
+    /// The next reply: its correlation id and JSON body.
+    async fn reply(&mut self) -> (String, serde_json::Value) {
+        use futures::StreamExt;
+        let delivery = within("a reply", self.replies.next())
+            .await
+            .unwrap()
+            .unwrap();
+        let correlation = delivery.properties.correlation_id().clone().unwrap();
+        (
+            correlation.to_string(),
+            serde_json::from_slice(&delivery.data).unwrap(),
+        )
+    }
+}
+
+#[tokio::test]
+async fn bad_input_from_the_wire_gets_an_error_reply_and_the_consumer_goes_on() {
+    use cloudbus::transport::amqp::{AmqpConfig, AmqpTransport};
+    let name = unique_bus("bad");
+    let b = Bus::builder()
+        .name(&name)
+        .transport(AmqpTransport::with_config(
+            AmqpConfig::new(url()).max_body(1024),
+        ))
+        .build()
+        .await
+        .unwrap();
+    b.register(echo_service()).await.unwrap();
+    let mut raw = RawClient::new(&name).await;
+    let key = format!("echo.{}", b.node_id());
+
+    let malformed = |body: &serde_json::Value, what: &str| {
+        assert_eq!(body["success"], false, "{what}: {body}");
+        assert_eq!(body["error"]["code"], codes::MALFORMED, "{what}: {body}");
+    };
+    let (id, props) = raw.request("echo.Echo");
+    raw.publish(&key, b"{not json", props).await;
+    let (correlation, body) = raw.reply().await;
+    assert_eq!(correlation, id.to_string());
+    malformed(&body, "invalid JSON");
+
+    let (id, props) = raw.request("echo.Echo");
+    raw.publish(&key, br#"{"txt": 1}"#, props).await;
+    let (correlation, body) = raw.reply().await;
+    assert_eq!(correlation, id.to_string());
+    malformed(&body, "wrong fields");
+
+    let (_, props) = raw.request("");
+    raw.publish(&key, b"{}", props).await;
+    malformed(&raw.reply().await.1, "no type");
+
+    let (_, props) = raw.request("echo.Echo");
+    raw.publish(&key, b"{}", props.with_content_type("text/xml".into()))
+        .await;
+    malformed(&raw.reply().await.1, "wrong content type");
+
+    let (_, props) = raw.request("echo.Echo");
+    let big = format!(r#"{{"text": "{}"}}"#, "x".repeat(2000));
+    raw.publish(&key, big.as_bytes(), props).await;
+    let (_, body) = raw.reply().await;
+    malformed(&body, "too large");
+    assert!(
+        body["error"]["description"]
+            .as_str()
+            .unwrap()
+            .contains("limit of 1024")
+    );
+
+    let (_, props) = raw.request("echo.Nonsense");
+    raw.publish(&key, b"{}", props).await;
+    let (_, body) = raw.reply().await;
+    assert_eq!(body["error"]["code"], codes::UNKNOWN_MESSAGE);
+
+    // A reply nobody asked for, sent to b's node queue: counted, dropped.
+    let (_, props) = raw.request("echo.EchoReply");
+    let mut headers = props.headers().clone().unwrap();
+    headers.insert(
+        "cb-kind".into(),
+        lapin::types::AMQPValue::LongString("reply".into()),
+    );
+    let stray = props
+        .with_headers(headers)
+        .with_correlation_id(cloudbus::MessageId::random().to_string().into());
+    raw.publish(
+        &format!("cloudbus.{}", b.node_id()),
+        br#"{"success": true, "reply": {}}"#,
+        stray,
+    )
+    .await;
+
+    // After all that, a good request is served as usual.
+    let (id, props) = raw.request("echo.Echo");
+    raw.publish(&key, br#"{"text": "still here"}"#, props).await;
+    let (correlation, body) = raw.reply().await;
+    assert_eq!(correlation, id.to_string());
+    assert_eq!(body["success"], true, "{body}");
+    assert_eq!(body["reply"]["text"], "still here");
+
+    within("the stray reply to be counted", async {
+        while b.stats().late_replies.get() == 0 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    assert!(b.stats().malformed.get() >= 3);
+    raw.conn.close(200, "done".into()).await.unwrap();
+    b.shutdown().await;
+    remove_exchanges(&name).await;
+}
