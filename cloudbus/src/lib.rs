@@ -59,7 +59,8 @@ pub mod transport;
 
 pub use bus::{
     Ack, Bus, BusBuilder, BusStats, Call, Counter, DEFAULT_BUS_NAME, DEFAULT_TIMEOUT, Interceptor,
-    Pattern, Ping, Pong, RawEvent, RawSubscription, Received, SendMessage, Subscription,
+    Pattern, Ping, Pong, RawCall, RawEvent, RawSend, RawSubscription, Received, SendMessage,
+    Subscription,
 };
 pub use error::{ErrorCode, codes};
 pub use message::{

@@ -25,10 +25,10 @@ enum Target {
 
 /// Options shared by calls and plain sends.
 #[derive(Default)]
-struct Addressing {
-    service: Option<Cow<'static, str>>,
-    node: Option<NodeId>,
-    headers: Headers,
+pub(super) struct Addressing {
+    pub(super) service: Option<Cow<'static, str>>,
+    pub(super) node: Option<NodeId>,
+    pub(super) headers: Headers,
 }
 
 /// A request on its way; `.await` it for the typed reply. Set a timeout,
@@ -99,9 +99,9 @@ impl<'a, R: Request> IntoFuture for Call<'a, R> {
             let timeout = self
                 .timeout
                 .unwrap_or(self.bus.inner.config.default_timeout);
-            let mut envelope = self
-                .bus
-                .envelope(Kind::Request, R::TYPE, R::service(), self.to);
+            let mut envelope =
+                self.bus
+                    .envelope(Kind::Request, R::TYPE.into(), R::service().into(), self.to);
             envelope.timeout = Some(timeout);
             let api_event = (R::STYLE == ReplyStyle::ApiEvent).then_some(R::Reply::TYPE);
             self.bus
@@ -147,9 +147,9 @@ impl<'a, M: Message> IntoFuture for SendMessage<'a, M> {
 
     fn into_future(self) -> Self::IntoFuture {
         Box::pin(async move {
-            let envelope = self
-                .bus
-                .envelope(Kind::Message, M::TYPE, M::service(), self.to);
+            let envelope =
+                self.bus
+                    .envelope(Kind::Message, M::TYPE.into(), M::service().into(), self.to);
             self.bus.post(envelope, Body::new(self.message)).await
         })
     }
@@ -190,15 +190,15 @@ impl Bus {
             .await
     }
 
-    fn envelope(
+    pub(super) fn envelope(
         &self,
         kind: Kind,
-        type_name: &'static str,
-        default_service: &'static str,
+        type_name: Cow<'static, str>,
+        default_service: Cow<'static, str>,
         to: Addressing,
     ) -> Envelope {
         let mut envelope = Envelope::new(kind, type_name, self.inner.node);
-        envelope.service = Some(to.service.unwrap_or(Cow::Borrowed(default_service)));
+        envelope.service = Some(to.service.unwrap_or(default_service));
         envelope.target = to.node;
         envelope.headers = to.headers;
         envelope
@@ -234,7 +234,7 @@ impl Bus {
         &self,
         mut envelope: Envelope,
         body: Body,
-        api_event: Option<&'static str>,
+        api_event: Option<&str>,
     ) -> Result<Body, ErrorCode> {
         self.check_open()?;
         self.intercept_send(&mut envelope, &body)?;

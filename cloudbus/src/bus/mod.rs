@@ -9,6 +9,7 @@ mod interceptor;
 mod pattern;
 mod pending;
 mod publish;
+mod raw;
 mod reply;
 mod stats;
 mod subscribe;
@@ -18,6 +19,7 @@ pub use builtin::{Ack, Ping, Pong};
 pub use call::{Call, SendMessage};
 pub use interceptor::Interceptor;
 pub use pattern::Pattern;
+pub use raw::{RawCall, RawSend};
 pub use stats::{BusStats, Counter};
 pub use subscribe::{RawEvent, RawSubscription, Received, Subscription};
 
