@@ -18,6 +18,18 @@ struct Cli {
 enum Command {
     /// Run the example control plane (vm, host, storage, audit) on the embedded bus.
     Demo(commands::demo::Args),
+    /// Run a management node hosting demo services on RabbitMQ until Ctrl-C/SIGTERM.
+    Node(commands::node::Args),
+    /// Send a request to a service and print the reply's JSON.
+    Call(commands::call::Args),
+    /// Publish an event.
+    Publish(commands::publish::Args),
+    /// Print events as JSON lines as they are published.
+    Tail(commands::tail::Args),
+    /// Show the live nodes of a bus: services, heartbeats, queues.
+    Status(commands::status::Args),
+    /// Show which node owns a resource.
+    Route(commands::route::Args),
 }
 
 fn main() -> ExitCode {
@@ -32,6 +44,12 @@ fn main() -> ExitCode {
     let outcome = runtime.block_on(async {
         match cli.command {
             Command::Demo(args) => commands::demo::run(args).await,
+            Command::Node(args) => commands::node::run(args).await,
+            Command::Call(args) => commands::call::run(args).await,
+            Command::Publish(args) => commands::publish::run(args).await,
+            Command::Tail(args) => commands::tail::run(args).await,
+            Command::Status(args) => commands::status::run(args).await,
+            Command::Route(args) => commands::route::run(args).await,
         }
     });
     match outcome {

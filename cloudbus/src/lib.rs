@@ -52,8 +52,10 @@
 #![warn(missing_docs)]
 
 mod bus;
+pub mod cluster;
 mod error;
 pub mod message;
+pub mod ring;
 mod service;
 pub mod transport;
 
@@ -67,6 +69,7 @@ pub use message::{
     AnyMessage, Body, Envelope, Event, Headers, Kind, Message, MessageId, NodeId, ReplyStyle,
     Request, is_valid_service_name, service_of,
 };
+pub use ring::HashRing;
 pub use service::{
     Context, DeferredHandler, Handler, MessageHandler, ReplyPort, Service, ServiceBuilder, SyncKey,
 };

@@ -230,13 +230,22 @@ async fn events_reach_subscribers_on_every_node_once() {
 async fn bindings_follow_subscriptions() {
     let broker = MemoryBroker::new();
     let a = node(&broker).await;
+    // Membership events are always bound; subscriptions add their own.
+    let membership = "cloudbus.node.*";
+    assert_eq!(broker.event_bindings(BUS, a.node_id()), [membership]);
     let first = a.subscribe_pattern("vm.*").await.unwrap();
     let second = a.subscribe_pattern("vm.*").await.unwrap();
-    assert_eq!(broker.event_bindings(BUS, a.node_id()), ["vm.*"]);
+    assert_eq!(
+        broker.event_bindings(BUS, a.node_id()),
+        [membership, "vm.*"]
+    );
     first.unsubscribe().await;
-    assert_eq!(broker.event_bindings(BUS, a.node_id()), ["vm.*"]);
+    assert_eq!(
+        broker.event_bindings(BUS, a.node_id()),
+        [membership, "vm.*"]
+    );
     second.unsubscribe().await;
-    assert!(broker.event_bindings(BUS, a.node_id()).is_empty());
+    assert_eq!(broker.event_bindings(BUS, a.node_id()), [membership]);
 }
 
 struct VmApi;

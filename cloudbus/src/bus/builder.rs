@@ -6,6 +6,7 @@ use std::time::{Duration, SystemTime};
 use arc_swap::ArcSwap;
 
 use super::{Bus, BusInner, Config, Interceptor, builtin, inbound::BusInbound};
+use crate::cluster::{Members, MembershipConfig};
 use crate::transport::Transport;
 use crate::{ErrorCode, NodeId};
 
@@ -36,6 +37,7 @@ pub struct BusBuilder {
     subscription_capacity: usize,
     interceptors: Vec<Arc<dyn Interceptor>>,
     transport: Option<Arc<dyn Transport>>,
+    membership: MembershipConfig,
 }
 
 impl Default for BusBuilder {
@@ -48,6 +50,7 @@ impl Default for BusBuilder {
             subscription_capacity: 4096,
             interceptors: Vec::new(),
             transport: None,
+            membership: MembershipConfig::default(),
         }
     }
 }
@@ -99,6 +102,29 @@ impl BusBuilder {
         self
     }
 
+    /// How often this node sends heartbeats (default 1 s); the others
+    /// declare it dead after it misses [`heartbeat_misses`](Self::heartbeat_misses) of them.
+    pub fn heartbeat_interval(mut self, interval: Duration) -> Self {
+        self.membership.interval = interval;
+        self
+    }
+
+    /// How many heartbeat intervals a node may miss before it is declared
+    /// dead and its callers fail with `cloudbus.NODE_UNAVAILABLE` (default 3).
+    pub fn heartbeat_misses(mut self, misses: u32) -> Self {
+        self.membership.misses = misses;
+        self
+    }
+
+    /// Makes this bus an observer: it calls services, publishes and
+    /// subscribes like any node, but it does not announce itself, so it
+    /// never owns resources on the ring and nobody routes work to it. For
+    /// command-line tools, gateways and test clients.
+    pub fn observer(mut self) -> Self {
+        self.membership.member = false;
+        self
+    }
+
     /// Connects the bus to RabbitMQ at `url` (`amqp://user:pass@host:port/vhost`
     /// or `amqps://…`); shorthand for a [`transport`](Self::transport) of
     /// [`AmqpTransport`](crate::transport::amqp::AmqpTransport).
@@ -124,6 +150,11 @@ impl BusBuilder {
         if self.default_timeout.is_zero() {
             return Err(ErrorCode::invalid("the default timeout must be above zero"));
         }
+        if self.membership.interval.is_zero() || self.membership.misses == 0 {
+            return Err(ErrorCode::invalid(
+                "the heartbeat interval and the number of missed heartbeats must be above zero",
+            ));
+        }
         let bus = self.assemble_without_builtin();
         if let Some(transport) = &bus.inner.transport {
             let inbound = Arc::new(BusInbound::new(&bus));
@@ -132,6 +163,9 @@ impl BusBuilder {
                 .await?;
         }
         bus.register_runtime(builtin::service()).await?;
+        if bus.inner.transport.is_some() {
+            bus.start_membership().await?;
+        }
         tracing::info!(node = %bus.node_id(), bus = %bus.name(), "bus started");
         Ok(bus)
     }
@@ -144,15 +178,18 @@ impl BusBuilder {
             builtin::SERVICE.to_string(),
             runtime,
         )])));
+        bus.services_changed();
         bus
     }
 
     fn assemble_without_builtin(self) -> Bus {
+        let node = self.node.unwrap_or_else(NodeId::random);
+        let started_at = SystemTime::now();
         Bus {
             inner: Arc::new(BusInner {
                 name: self.name,
-                node: self.node.unwrap_or_else(NodeId::random),
-                started_at: SystemTime::now(),
+                node,
+                started_at,
                 config: Config {
                     default_timeout: self.default_timeout,
                     local_shortcut: self.local_shortcut,
@@ -163,6 +200,9 @@ impl BusBuilder {
                 subscribers: Default::default(),
                 bindings: Default::default(),
                 pending: Default::default(),
+                members: Members::new(node, self.membership, started_at),
+                wake: Default::default(),
+                heartbeats: Default::default(),
                 interceptors: self.interceptors,
                 transport: self.transport,
                 closed: AtomicBool::new(false),

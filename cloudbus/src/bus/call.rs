@@ -28,6 +28,7 @@ enum Target {
 pub(super) struct Addressing {
     pub(super) service: Option<Cow<'static, str>>,
     pub(super) node: Option<NodeId>,
+    pub(super) resource: Option<String>,
     pub(super) headers: Headers,
 }
 
@@ -83,6 +84,14 @@ impl<'a, R: Request> Call<'a, R> {
         self
     }
 
+    /// Sends to the service on the node that owns `resource` (usually its
+    /// UUID) by the consistent hash ring, so every message about one
+    /// resource is handled on one node.
+    pub fn owner_of(mut self, resource: impl Into<String>) -> Self {
+        self.to.resource = Some(resource.into());
+        self
+    }
+
     /// Adds an application header.
     pub fn header(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.to.headers.insert(key, value);
@@ -101,7 +110,7 @@ impl<'a, R: Request> IntoFuture for Call<'a, R> {
                 .unwrap_or(self.bus.inner.config.default_timeout);
             let mut envelope =
                 self.bus
-                    .envelope(Kind::Request, R::TYPE.into(), R::service().into(), self.to);
+                    .envelope(Kind::Request, R::TYPE.into(), R::service().into(), self.to)?;
             envelope.timeout = Some(timeout);
             let api_event = (R::STYLE == ReplyStyle::ApiEvent).then_some(R::Reply::TYPE);
             self.bus
@@ -134,6 +143,14 @@ impl<'a, M: Message> SendMessage<'a, M> {
         self
     }
 
+    /// Sends to the service on the node that owns `resource` (usually its
+    /// UUID) by the consistent hash ring, so every message about one
+    /// resource is handled on one node.
+    pub fn owner_of(mut self, resource: impl Into<String>) -> Self {
+        self.to.resource = Some(resource.into());
+        self
+    }
+
     /// Adds an application header.
     pub fn header(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.to.headers.insert(key, value);
@@ -149,7 +166,7 @@ impl<'a, M: Message> IntoFuture for SendMessage<'a, M> {
         Box::pin(async move {
             let envelope =
                 self.bus
-                    .envelope(Kind::Message, M::TYPE.into(), M::service().into(), self.to);
+                    .envelope(Kind::Message, M::TYPE.into(), M::service().into(), self.to)?;
             self.bus.post(envelope, Body::new(self.message)).await
         })
     }
@@ -196,12 +213,27 @@ impl Bus {
         type_name: Cow<'static, str>,
         default_service: Cow<'static, str>,
         to: Addressing,
-    ) -> Envelope {
+    ) -> Result<Envelope, ErrorCode> {
         let mut envelope = Envelope::new(kind, type_name, self.inner.node);
         envelope.service = Some(to.service.unwrap_or(default_service));
-        envelope.target = to.node;
+        envelope.target = match (to.node, to.resource) {
+            (Some(node), _) => Some(node),
+            (None, Some(resource)) => Some(self.owner(&resource)?),
+            (None, None) => None,
+        };
         envelope.headers = to.headers;
-        envelope
+        Ok(envelope)
+    }
+
+    /// The node that owns `resource` by the consistent hash ring over the
+    /// live members (DESIGN §5). On the embedded bus, this node.
+    pub fn owner(&self, resource: &str) -> Result<NodeId, ErrorCode> {
+        self.inner.members.owner(resource).ok_or_else(|| {
+            ErrorCode::new(
+                crate::codes::NODE_UNAVAILABLE,
+                format!("no node owns resource `{resource}`: no member of the cluster is known"),
+            )
+        })
     }
 
     fn resolve(&self, service: &str, node: Option<NodeId>) -> Result<Target, ErrorCode> {
@@ -223,7 +255,11 @@ impl Bus {
                     Ok(Target::Local(runtime))
                 }
                 Some(_) => Ok(Target::Remote(here)),
-                None => Err(ErrorCode::no_such_service(service)),
+                None if node.is_some() => Err(ErrorCode::no_such_service(service)),
+                None => match self.inner.members.pick(service) {
+                    Some(there) if transport && there != here => Ok(Target::Remote(there)),
+                    _ => Err(ErrorCode::no_such_service(service)),
+                },
             },
         }
     }

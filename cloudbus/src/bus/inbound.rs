@@ -135,6 +135,9 @@ impl Bus {
             // Local subscribers got it when it was published.
             return;
         }
+        if envelope.type_name.starts_with("cloudbus.node.") {
+            self.on_membership(&envelope.type_name, &body);
+        }
         let body = Body::Json(body);
         if let Some(api) = envelope.api_id {
             if let Some(copy) = body.share() {

@@ -6,6 +6,7 @@ mod builtin;
 mod call;
 mod inbound;
 mod interceptor;
+mod membership;
 mod pattern;
 mod pending;
 mod publish;
@@ -30,6 +31,7 @@ use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
 
+use crate::cluster::Members;
 use crate::service::{Service, ServiceRuntime};
 use crate::transport::Transport;
 use crate::{Body, Envelope, ErrorCode, NodeId, is_valid_service_name};
@@ -63,6 +65,11 @@ pub(crate) struct BusInner {
     /// How many local subscriptions use each pattern bound on the transport.
     bindings: tokio::sync::Mutex<HashMap<String, usize>>,
     pending: Pending,
+    /// Live members and the routes derived from them.
+    members: Members,
+    /// Wakes the heartbeat task to announce a change at once.
+    wake: Arc<tokio::sync::Notify>,
+    heartbeats: std::sync::Mutex<Option<tokio::task::AbortHandle>>,
     interceptors: Vec<Arc<dyn Interceptor>>,
     transport: Option<Arc<dyn Transport>>,
     closed: AtomicBool,
@@ -157,6 +164,7 @@ impl Bus {
             self.remove_runtime(&name);
             return Err(error);
         }
+        self.services_changed();
         tracing::debug!(service = %name, node = %self.inner.node, "service registered");
         Ok(())
     }
@@ -173,6 +181,7 @@ impl Bus {
         let runtime = self
             .remove_runtime(name)
             .ok_or_else(|| ErrorCode::no_such_service(name))?;
+        self.services_changed();
         if let Some(transport) = &self.inner.transport {
             transport.remove_service(name).await?;
         }
@@ -207,6 +216,7 @@ impl Bus {
             return;
         }
         futures::future::join_all(runtimes.iter().map(|r| r.drain())).await;
+        self.stop_membership().await;
         self.inner.pending.fail_all(&ErrorCode::shutting_down());
         self.inner.subscribers.clear();
         if let Some(transport) = &self.inner.transport {

@@ -62,6 +62,12 @@ impl RawCall<'_> {
         self
     }
 
+    /// Sends to the service on the node that owns `resource` by the ring.
+    pub fn owner_of(mut self, resource: impl Into<String>) -> Self {
+        self.to.resource = Some(resource.into());
+        self
+    }
+
     /// Adds an application header.
     pub fn header(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.to.headers.insert(key, value);
@@ -116,6 +122,12 @@ impl RawSend<'_> {
     /// Sends to the service on this node.
     pub fn node(mut self, node: NodeId) -> Self {
         self.to.node = Some(node);
+        self
+    }
+
+    /// Sends to the service on the node that owns `resource` by the ring.
+    pub fn owner_of(mut self, resource: impl Into<String>) -> Self {
+        self.to.resource = Some(resource.into());
         self
     }
 
@@ -188,7 +200,7 @@ impl Bus {
     ) -> Result<(Envelope, Body), ErrorCode> {
         check_raw(&type_name, &body)?;
         let service = Cow::Owned(service_of(&type_name).to_string());
-        let envelope = self.envelope(kind, Cow::Owned(type_name), service, to);
+        let envelope = self.envelope(kind, Cow::Owned(type_name), service, to)?;
         Ok((envelope, Body::Json(body)))
     }
 }

@@ -16,7 +16,7 @@
 //! # }
 //! ```
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
 
@@ -47,6 +47,8 @@ struct Exchanges {
     p2p: HashMap<String, Queue>,
     /// `BROADCAST`: each node's event queue with its bindings.
     events: HashMap<NodeId, EventQueue>,
+    /// Nodes cut off from the broker: what they send is lost.
+    cut: HashSet<NodeId>,
 }
 
 struct Queue {
@@ -104,14 +106,16 @@ impl MemoryBroker {
         patterns
     }
 
-    /// Drops every queue of a node at once, as if it crashed and its queues
-    /// expired: messages for it are no longer routable.
+    /// Cuts a node off as if it crashed and its queues expired: messages
+    /// for it are no longer routable, and what it sends (heartbeats,
+    /// replies) no longer arrives anywhere.
     pub fn disconnect(&self, bus: &str, node: NodeId) {
         let mut state = self.lock();
         if let Some(ex) = state.buses.get_mut(bus) {
             let suffix = format!(".{node}");
             ex.p2p.retain(|key, _| !key.ends_with(&suffix));
             ex.events.remove(&node);
+            ex.cut.insert(node);
         }
     }
 
@@ -131,6 +135,13 @@ struct Attached {
     node: NodeId,
     inbound: Arc<dyn Inbound>,
     consumers: HashMap<String, AbortHandle>,
+}
+
+fn cut_off() -> ErrorCode {
+    ErrorCode::new(
+        codes::BROKER_UNAVAILABLE,
+        "this node is cut off from the in-memory broker",
+    )
 }
 
 fn not_started() -> ErrorCode {
@@ -267,11 +278,13 @@ impl Transport for MemoryTransport {
         body: Bytes,
     ) -> BoxFuture<'a, Result<(), ErrorCode>> {
         Box::pin(async move {
-            let (bus, _) = self.bus_and_node()?;
+            let (bus, node) = self.bus_and_node()?;
             let state = self.broker.lock();
-            let queue = state
-                .buses
-                .get(&bus)
+            let exchanges = state.buses.get(&bus);
+            if exchanges.is_some_and(|ex| ex.cut.contains(&node)) {
+                return Err(cut_off());
+            }
+            let queue = exchanges
                 .and_then(|ex| ex.p2p.get(routing_key))
                 .ok_or_else(|| {
                     ErrorCode::new(
@@ -298,11 +311,14 @@ impl Transport for MemoryTransport {
         body: Bytes,
     ) -> BoxFuture<'a, Result<(), ErrorCode>> {
         Box::pin(async move {
-            let (bus, _) = self.bus_and_node()?;
+            let (bus, node) = self.bus_and_node()?;
             let state = self.broker.lock();
             let Some(ex) = state.buses.get(&bus) else {
                 return Ok(());
             };
+            if ex.cut.contains(&node) {
+                return Err(cut_off());
+            }
             for queue in ex.events.values() {
                 if queue
                     .bindings

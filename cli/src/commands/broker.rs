@@ -1,0 +1,45 @@
+//! The flags every command that talks to a broker shares, and how it
+//! joins the bus as an observer.
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use cloudbus::transport::amqp::{self, AmqpTransport};
+use cloudbus::{Bus, BusBuilder};
+
+/// Where the bus is.
+#[derive(clap::Args, Clone, Debug)]
+pub struct BrokerArgs {
+    /// The RabbitMQ URL (`amqp://` or `amqps://`); the password is never printed.
+    #[arg(long, env = "CLOUDBUS_AMQP_URL", default_value = amqp::DEFAULT_URL, hide_env_values = true)]
+    pub amqp_url: String,
+    /// The bus name: several buses can share one broker.
+    #[arg(long, env = "CLOUDBUS_BUS", default_value = cloudbus::DEFAULT_BUS_NAME)]
+    pub bus: String,
+}
+
+impl BrokerArgs {
+    /// A bus builder connected to this broker.
+    pub fn builder(&self) -> BusBuilder {
+        Bus::builder()
+            .name(&self.bus)
+            .transport(AmqpTransport::new(&self.amqp_url))
+    }
+
+    /// Joins the bus as an observer: it can call, publish and listen, but
+    /// it owns no resources and nobody routes work to it.
+    pub async fn observer(&self) -> anyhow::Result<Bus> {
+        self.builder().observer().build().await.with_context(|| {
+            format!(
+                "connecting to bus {:?} at {}",
+                self.bus,
+                amqp::redact(&self.amqp_url)
+            )
+        })
+    }
+}
+
+/// How long a tool waits for the members to answer its discovery request.
+pub const DISCOVERY_LIMIT: Duration = Duration::from_secs(3);
+/// The silence after which a tool assumes every member has answered.
+pub const DISCOVERY_QUIET: Duration = Duration::from_millis(300);

@@ -1,0 +1,383 @@
+//! `cloudbus node`, `call`, `publish`, `tail`, `status` and `route` as an
+//! operator runs them: separate processes on the real broker
+//! (CLOUDBUS_AMQP_URL, default the local one), each test on a bus of its
+//! own. A broker that cannot be reached fails these tests.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use serde_json::Value;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+fn url() -> String {
+    std::env::var("CLOUDBUS_AMQP_URL")
+        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".to_string())
+}
+
+fn unique_bus(test: &str) -> String {
+    format!(
+        "t-cli-{test}-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    )
+}
+
+fn cloudbus(bus: &str) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_cloudbus"));
+    cmd.env_remove("RUST_LOG")
+        .env("CLOUDBUS_AMQP_URL", url())
+        .env("CLOUDBUS_BUS", bus);
+    cmd
+}
+
+/// Runs a command to its end.
+fn run(bus: &str, args: &[&str]) -> Output {
+    cloudbus(bus).args(args).output().expect("cloudbus runs")
+}
+
+fn stdout_json(out: &Output) -> Value {
+    assert!(
+        out.status.success(),
+        "exit {:?}, stderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
+}
+
+/// A long-running `cloudbus` process whose stderr lines we can wait for.
+struct Running {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Running {
+    fn start(bus: &str, args: &[&str]) -> Running {
+        let mut child = cloudbus(bus)
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("cloudbus starts");
+        let (tx, lines) = mpsc::channel();
+        for stream in [
+            Box::new(child.stderr.take().unwrap()) as Box<dyn std::io::Read + Send>,
+            Box::new(child.stdout.take().unwrap()),
+        ] {
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    if tx.send(line).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        Running {
+            child,
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Waits for an output line containing `text` and returns it.
+    fn wait_for(&mut self, text: &str) -> String {
+        if let Some(line) = self.seen.iter().find(|l| l.contains(text)) {
+            return line.clone();
+        }
+        let deadline = std::time::Instant::now() + WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if line.contains(text) {
+                        return line;
+                    }
+                }
+                Err(_) => panic!("no line with {text:?} in {WAIT:?}; got: {:#?}", self.seen),
+            }
+        }
+    }
+
+    /// The node id a `cloudbus node` logged when it started.
+    fn node_id(&mut self) -> String {
+        let line = self.wait_for("node started");
+        let at = line.find("node=").expect("the start line names the node") + 5;
+        line[at..at + 32].to_string()
+    }
+
+    fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([signal, &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits for the process to exit and returns whether it succeeded.
+    fn wait(&mut self) -> bool {
+        let status = self.child.wait().unwrap();
+        // Collect what it printed last.
+        while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(5)) {
+            self.seen.push(line);
+        }
+        status.success()
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn rabbitmqctl(args: &[&str], bus: &str) -> Vec<String> {
+    let out = Command::new("rabbitmqctl")
+        .args(args)
+        .args(["-q", "--no-table-headers"])
+        .output()
+        .expect("rabbitmqctl must be installed next to the broker");
+    assert!(out.status.success(), "rabbitmqctl {args:?} failed");
+    let mut lines: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.starts_with(&format!("{bus}.")))
+        .map(str::to_string)
+        .collect();
+    lines.sort();
+    lines
+}
+
+/// Exchanges are durable and outlive the nodes: remove them.
+fn remove_exchanges(bus: &str) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let conn = lapin::Connection::connect(&url(), Default::default())
+            .await
+            .unwrap();
+        let channel = conn.create_channel().await.unwrap();
+        for ex in ["P2P", "BROADCAST"] {
+            channel
+                .exchange_delete(format!("{bus}.{ex}").into(), Default::default())
+                .await
+                .unwrap();
+        }
+        conn.close(200, "done".into()).await.unwrap();
+    });
+}
+
+#[test]
+fn two_nodes_serve_each_other_and_the_broker_holds_exactly_the_documented_topology() {
+    let bus = unique_bus("two");
+    let mut api = Running::start(&bus, &["node", "--services", "vm,audit"]);
+    let mut infra = Running::start(&bus, &["node", "--services", "host,storage"]);
+    let (a, b) = (api.node_id(), infra.node_id());
+    assert!(api.wait_for("node started").contains(&format!("bus={bus}")));
+    assert!(
+        api.wait_for("node started")
+            .contains("broker=amqp://guest:***@"),
+        "the password is redacted"
+    );
+
+    // vm (on one node) needs storage and host (on the other) to create and
+    // start a VM: the two processes call each other through the broker.
+    let created = stdout_json(&run(
+        &bus,
+        &[
+            "call",
+            "vm",
+            "vm.CreateVm",
+            r#"{"name":"web-1","cpus":2,"memory_gb":4,"disk_gb":20}"#,
+        ],
+    ));
+    assert_eq!(created["name"], "web-1");
+    assert_eq!(created["state"], "Stopped");
+    let uuid = created["uuid"].as_str().unwrap().to_string();
+    let started = stdout_json(&run(
+        &bus,
+        &[
+            "call",
+            "vm",
+            "vm.StartVm",
+            &format!(r#"{{"uuid":"{uuid}"}}"#),
+            "--api-event",
+            "vm.VmStarted",
+        ],
+    ));
+    assert_eq!(started["uuid"], uuid.as_str());
+    assert_eq!(started["host"], "host-1");
+
+    // Exactly the queues of DESIGN §4: one per service per node, the node
+    // queue, the event queue; nothing per request, nothing left by the tools.
+    let mut expected = vec![
+        format!("{bus}.event.{a}"),
+        format!("{bus}.event.{b}"),
+        format!("{bus}.message.audit.{a}"),
+        format!("{bus}.message.cloudbus.{a}"),
+        format!("{bus}.message.cloudbus.{b}"),
+        format!("{bus}.message.host.{b}"),
+        format!("{bus}.message.storage.{b}"),
+        format!("{bus}.message.vm.{a}"),
+    ];
+    expected.sort();
+    assert_eq!(rabbitmqctl(&["list_queues", "name"], &bus), expected);
+    assert_eq!(
+        rabbitmqctl(&["list_exchanges", "name", "type", "durable"], &bus),
+        [
+            format!("{bus}.BROADCAST\ttopic\ttrue"),
+            format!("{bus}.P2P\tdirect\ttrue")
+        ]
+    );
+
+    let status = stdout_json(&run(&bus, &["status", "--json"]));
+    let nodes = status["nodes"].as_array().unwrap();
+    let mut seen: Vec<&str> = nodes.iter().map(|n| n["node"].as_str().unwrap()).collect();
+    seen.sort();
+    let mut want = vec![a.as_str(), b.as_str()];
+    want.sort();
+    assert_eq!(seen, want);
+    let api_node = nodes.iter().find(|n| n["node"] == a.as_str()).unwrap();
+    assert_eq!(
+        api_node["services"],
+        serde_json::json!(["audit", "cloudbus", "vm"])
+    );
+    assert!(
+        api_node["queues"]
+            .as_array()
+            .unwrap()
+            .contains(&Value::from(format!("{bus}.message.vm.{a}")))
+    );
+    let text = run(&bus, &["status"]);
+    assert!(String::from_utf8_lossy(&text.stdout).contains("2 live node(s)"));
+
+    let route = stdout_json(&run(&bus, &["route", &uuid, "--json"]));
+    let owner = route["owner"].as_str().unwrap();
+    assert!(owner == a || owner == b, "{route}");
+    assert_eq!(route["nodes"], 2);
+    let plain = run(&bus, &["route", &uuid]);
+    assert_eq!(String::from_utf8_lossy(&plain.stdout).trim(), owner);
+
+    // Error replies and unknown services end in a non-zero exit with the code.
+    let missing = run(
+        &bus,
+        &[
+            "call",
+            "vm",
+            "vm.StartVm",
+            r#"{"uuid":"nope"}"#,
+            "--api-event",
+            "vm.VmStarted",
+        ],
+    );
+    assert!(!missing.status.success());
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("vm.NOT_FOUND"));
+    let nobody = run(&bus, &["call", "billing", "billing.Charge", "{}"]);
+    assert!(!nobody.status.success());
+    assert!(String::from_utf8_lossy(&nobody.stderr).contains("cloudbus.NO_SUCH_SERVICE"));
+    let bad = run(&bus, &["call", "vm", "vm.CreateVm", "not json"]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("must be a JSON object"));
+
+    // SIGTERM: each node drains, leaves and removes its queues.
+    for node in [&mut api, &mut infra] {
+        node.signal("-TERM");
+        assert!(node.wait(), "a node stopped by SIGTERM exits 0");
+        node.wait_for("node stopped");
+    }
+    assert_eq!(
+        rabbitmqctl(&["list_queues", "name"], &bus),
+        Vec::<String>::new()
+    );
+    remove_exchanges(&bus);
+}
+
+#[test]
+fn tail_prints_published_events_as_json_lines() {
+    let bus = unique_bus("tail");
+    let mut tail = Running::start(&bus, &["tail", "demo.*", "--count", "2"]);
+    tail.wait_for("listening");
+    for n in 1..=3 {
+        let out = run(
+            &bus,
+            &[
+                "publish",
+                &format!("demo.Event{n}"),
+                &format!(r#"{{"n":{n}}}"#),
+            ],
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let out = run(&bus, &["publish", "other.Event", "{}"]);
+    assert!(out.status.success());
+    assert!(tail.wait(), "tail exits 0 after --count events");
+    let events: Vec<Value> = tail
+        .seen
+        .iter()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(events.len(), 2, "{:#?}", tail.seen);
+    assert_eq!(events[0]["type"], "demo.Event1");
+    assert_eq!(events[0]["body"], serde_json::json!({"n": 1}));
+    assert_eq!(events[1]["type"], "demo.Event2");
+    let bad = run(&bus, &["publish", "demo.*", "{}"]);
+    assert!(!bad.status.success());
+    remove_exchanges(&bus);
+}
+
+#[test]
+fn a_killed_node_is_declared_dead_and_status_shows_the_survivor() {
+    let bus = unique_bus("kill");
+    let mut survivor = Running::start(&bus, &["node", "--services", "vm", "--heartbeat", "200ms"]);
+    let mut victim = Running::start(
+        &bus,
+        &["node", "--services", "host", "--heartbeat", "200ms"],
+    );
+    let (s, v) = (survivor.node_id(), victim.node_id());
+    survivor.wait_for(&format!("node joined node={v}"));
+    victim.signal("-KILL");
+    assert!(!victim.wait());
+    let dead = survivor.wait_for("is dead");
+    assert!(dead.contains(&v), "{dead}");
+    let status = stdout_json(&run(&bus, &["status", "--json"]));
+    let nodes: Vec<&str> = status["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["node"].as_str().unwrap())
+        .collect();
+    assert_eq!(nodes, [s.as_str()]);
+    survivor.signal("-TERM");
+    assert!(survivor.wait());
+    // The killed node's queues are left to expire; remove them now.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let conn = lapin::Connection::connect(&url(), Default::default())
+            .await
+            .unwrap();
+        let channel = conn.create_channel().await.unwrap();
+        for q in rabbitmqctl(&["list_queues", "name"], &bus) {
+            channel
+                .queue_delete(q.into(), Default::default())
+                .await
+                .unwrap();
+        }
+        conn.close(200, "done".into()).await.unwrap();
+    });
+    remove_exchanges(&bus);
+}

@@ -1,0 +1,274 @@
+//! The live members as this node knows them, and the routes derived from
+//! them. Written about once per heartbeat; read on every routed message,
+//! lock-free.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use arc_swap::ArcSwap;
+use tokio::sync::watch;
+
+use super::{Announcement, ClusterView, MembershipConfig, NodeStatus};
+use crate::NodeId;
+use crate::ring::HashRing;
+
+struct Member {
+    services: Vec<String>,
+    interval: Duration,
+    started_at: u64,
+    last_seen: Instant,
+}
+
+/// What routing needs, rebuilt only when membership or services change.
+#[derive(Default)]
+struct Routes {
+    ring: Arc<HashRing>,
+    by_service: HashMap<String, Vec<NodeId>>,
+}
+
+/// What a heartbeat or announcement changed.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Change {
+    /// A node not known before.
+    Joined,
+    /// A known node with other services.
+    Updated,
+    /// Nothing but its last-seen time.
+    Unchanged,
+}
+
+pub(crate) struct Members {
+    me: NodeId,
+    pub(crate) config: MembershipConfig,
+    started_at: u64,
+    table: Mutex<BTreeMap<NodeId, Member>>,
+    routes: ArcSwap<Routes>,
+    next: AtomicUsize,
+    version: watch::Sender<u64>,
+}
+
+impl Members {
+    pub(crate) fn new(me: NodeId, config: MembershipConfig, started_at: SystemTime) -> Self {
+        let started_at = started_at
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let members = Self {
+            me,
+            config,
+            started_at,
+            table: Mutex::new(BTreeMap::new()),
+            routes: ArcSwap::default(),
+            next: AtomicUsize::new(0),
+            version: watch::Sender::new(0),
+        };
+        if members.config.member {
+            members.observe(&members.announcement(Vec::new()));
+        }
+        members
+    }
+
+    /// This node's heartbeat, with its current services.
+    pub(crate) fn announcement(&self, services: Vec<String>) -> Announcement {
+        Announcement {
+            node: self.me,
+            services,
+            interval_ms: self
+                .config
+                .interval
+                .as_millis()
+                .try_into()
+                .unwrap_or(u64::MAX),
+            started_at: self.started_at,
+        }
+    }
+
+    /// Records a heartbeat (or this node's own services).
+    pub(crate) fn observe(&self, announcement: &Announcement) -> Change {
+        let mut table = self.lock();
+        let interval = Duration::from_millis(announcement.interval_ms.max(1));
+        let change = match table.get_mut(&announcement.node) {
+            Some(member) => {
+                member.last_seen = Instant::now();
+                member.interval = interval;
+                if member.services == announcement.services {
+                    Change::Unchanged
+                } else {
+                    member.services.clone_from(&announcement.services);
+                    Change::Updated
+                }
+            }
+            None => {
+                table.insert(
+                    announcement.node,
+                    Member {
+                        services: announcement.services.clone(),
+                        interval,
+                        started_at: announcement.started_at,
+                        last_seen: Instant::now(),
+                    },
+                );
+                Change::Joined
+            }
+        };
+        if change != Change::Unchanged {
+            self.rebuild(&table);
+        }
+        change
+    }
+
+    /// Forgets a node that left; `false` if it was not known.
+    pub(crate) fn remove(&self, node: NodeId) -> bool {
+        if node == self.me {
+            return false;
+        }
+        let mut table = self.lock();
+        let removed = table.remove(&node).is_some();
+        if removed {
+            self.rebuild(&table);
+        }
+        removed
+    }
+
+    /// The nodes whose heartbeats stopped: each missed
+    /// [`misses`](MembershipConfig::misses) of its own intervals.
+    pub(crate) fn silent(&self) -> Vec<NodeId> {
+        let misses = self.config.misses.max(1);
+        self.lock()
+            .iter()
+            .filter(|(node, m)| **node != self.me && m.last_seen.elapsed() > m.interval * misses)
+            .map(|(node, _)| *node)
+            .collect()
+    }
+
+    /// The owner of a resource by the ring.
+    pub(crate) fn owner(&self, resource: &str) -> Option<NodeId> {
+        self.routes.load().ring.owner(resource)
+    }
+
+    /// A member running `service`, taking turns among them.
+    pub(crate) fn pick(&self, service: &str) -> Option<NodeId> {
+        let routes = self.routes.load();
+        let nodes = routes.by_service.get(service)?;
+        let turn = self.next.fetch_add(1, Ordering::Relaxed);
+        nodes.get(turn % nodes.len()).copied()
+    }
+
+    pub(crate) fn view(&self) -> ClusterView {
+        let table = self.lock();
+        let nodes = table
+            .iter()
+            .map(|(node, m)| NodeStatus {
+                node: *node,
+                services: m.services.clone(),
+                started_at: UNIX_EPOCH + Duration::from_secs(m.started_at),
+                interval: m.interval,
+                last_seen: if *node == self.me {
+                    Duration::ZERO
+                } else {
+                    m.last_seen.elapsed()
+                },
+                this_node: *node == self.me,
+            })
+            .collect();
+        ClusterView {
+            nodes,
+            ring: self.routes.load().ring.clone(),
+        }
+    }
+
+    /// Wakes up on every change of members or their services.
+    pub(crate) fn changes(&self) -> watch::Receiver<u64> {
+        self.version.subscribe()
+    }
+
+    fn rebuild(&self, table: &BTreeMap<NodeId, Member>) {
+        let mut ring = HashRing::new();
+        let mut by_service: HashMap<String, Vec<NodeId>> = HashMap::new();
+        for (node, member) in table {
+            ring.insert(*node);
+            for service in &member.services {
+                by_service.entry(service.clone()).or_default().push(*node);
+            }
+        }
+        self.routes.store(Arc::new(Routes {
+            ring: Arc::new(ring),
+            by_service,
+        }));
+        self.version.send_modify(|v| *v += 1);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<NodeId, Member>> {
+        // The table holds plain data; a panic elsewhere cannot leave it torn.
+        self.table.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(member: bool) -> MembershipConfig {
+        MembershipConfig {
+            interval: Duration::from_millis(10),
+            misses: 3,
+            member,
+        }
+    }
+
+    fn hello(node: NodeId, services: &[&str]) -> Announcement {
+        Announcement {
+            node,
+            services: services.iter().map(|s| s.to_string()).collect(),
+            interval_ms: 10,
+            started_at: 0,
+        }
+    }
+
+    #[test]
+    fn members_are_tracked_and_services_routed_in_turn() {
+        let me = NodeId::random();
+        let members = Members::new(me, config(true), SystemTime::now());
+        assert_eq!(members.view().len(), 1);
+        let (a, b) = (NodeId::random(), NodeId::random());
+        assert_eq!(members.observe(&hello(a, &["vm"])), Change::Joined);
+        assert_eq!(members.observe(&hello(a, &["vm"])), Change::Unchanged);
+        assert_eq!(members.observe(&hello(b, &["vm", "host"])), Change::Joined);
+        assert_eq!(members.observe(&hello(a, &["vm", "host"])), Change::Updated);
+        let picks: Vec<_> = (0..4).map(|_| members.pick("vm").unwrap()).collect();
+        assert!(picks.contains(&a) && picks.contains(&b), "{picks:?}");
+        assert_eq!(picks[0], picks[2]);
+        assert_eq!(members.pick("storage"), None);
+        assert!(members.remove(a));
+        assert!(!members.remove(a));
+        assert!(!members.remove(me), "a node never removes itself");
+        assert_eq!(members.pick("vm"), Some(b));
+        assert_eq!(members.view().ring().len(), 2);
+    }
+
+    #[test]
+    fn an_observer_owns_nothing() {
+        let members = Members::new(NodeId::random(), config(false), SystemTime::now());
+        assert!(members.view().is_empty());
+        assert_eq!(members.owner("some-vm"), None);
+        let a = NodeId::random();
+        members.observe(&hello(a, &[]));
+        assert_eq!(members.owner("some-vm"), Some(a));
+    }
+
+    #[test]
+    fn silent_nodes_are_found_and_self_never_is() {
+        let me = NodeId::random();
+        let members = Members::new(me, config(true), SystemTime::now());
+        let a = NodeId::random();
+        members.observe(&hello(a, &["vm"]));
+        // Age the heartbeat instead of waiting for it to age.
+        members.lock().get_mut(&a).unwrap().last_seen -= Duration::from_millis(31);
+        members.lock().get_mut(&me).unwrap().last_seen -= Duration::from_secs(60);
+        assert_eq!(members.silent(), vec![a]);
+        members.remove(a);
+        assert_eq!(members.silent(), Vec::<NodeId>::new());
+        assert_eq!(members.view().len(), 1);
+    }
+}
