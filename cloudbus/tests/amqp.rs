@@ -180,6 +180,9 @@ async fn the_topology_is_exactly_the_documented_one() {
     );
     assert!(bindings.contains(&format!("{name}.P2P\t{name}.message.echo.{na}\techo.{na}")));
     assert!(bindings.contains(&format!("{name}.BROADCAST\t{name}.event.{nb}\tvm.*")));
+    assert!(bindings.contains(&format!(
+        "{name}.BROADCAST\t{name}.event.{nb}\tcloudbus.node.*"
+    )));
 
     // Unregistering removes the service's queue; stopping removes the rest.
     a.unregister("echo").await.unwrap();
