@@ -1,8 +1,9 @@
 //! Membership and routing by resource over the real broker: nodes see
-//! each other join, agree on owners, and a node whose broker connection
-//! is cut is declared dead with its callers failed at once.
+//! each other join, agree on owners, and a node cut off from the broker
+//! is declared dead with its callers failed at once.
 
 mod common;
+mod proxy;
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -10,6 +11,7 @@ use std::time::Duration;
 
 use cloudbus::{Bus, Context, NodeId, Service, codes};
 use common::*;
+use proxy::Proxy;
 use tokio::sync::Notify;
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -27,9 +29,13 @@ fn unique_bus(test: &str) -> String {
 }
 
 async fn member(bus: &str, beat: Duration) -> Bus {
+    member_at(bus, beat, url()).await
+}
+
+async fn member_at(bus: &str, beat: Duration, broker: String) -> Bus {
     let bus = Bus::builder()
         .name(bus)
-        .amqp(url())
+        .amqp(broker)
         .heartbeat_interval(beat)
         .build()
         .await
@@ -57,23 +63,6 @@ fn rabbitmqctl(args: &[&str]) -> String {
         .expect("rabbitmqctl must be installed next to the broker");
     assert!(out.status.success(), "rabbitmqctl {args:?} failed");
     String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// Cuts a node's broker connection as a crash or a network failure would.
-fn close_connection_of(bus: &str, node: NodeId) {
-    let name = format!("cloudbus {bus} {node}");
-    // The name a client gives its connection is among its client properties.
-    let listing = rabbitmqctl(&["list_connections", "pid", "client_properties"]);
-    let pid = listing
-        .lines()
-        .find(|line| line.contains(&format!("\"{name}\"")))
-        .and_then(|line| line.split('\t').next())
-        .unwrap_or_else(|| panic!("no connection named {name:?} in {listing}"));
-    let closed = std::process::Command::new("rabbitmqctl")
-        .args(["close_connection", pid, "test: the node crashes"])
-        .output()
-        .unwrap();
-    assert!(closed.status.success(), "{closed:?}");
 }
 
 async fn cleanup(bus: &str) {
@@ -142,11 +131,17 @@ async fn three_nodes_form_a_cluster_and_route_each_resource_to_its_owner() {
 }
 
 #[tokio::test]
-async fn a_node_cut_from_the_broker_is_declared_dead_and_its_callers_fail_fast() {
+async fn a_node_cut_off_from_the_broker_is_declared_dead_and_its_callers_fail_fast() {
     let name = unique_bus("dead");
     let beat = Duration::from_millis(100);
     let caller = member(&name, beat).await;
-    let victim = member(&name, beat).await;
+    // The victim reaches the broker through a proxy that the test cuts for
+    // good, as a crash or a partition would.
+    let host = std::env::var("CLOUDBUS_AMQP_HOST").unwrap_or_else(|_| "127.0.0.1".into());
+    let port = std::env::var("CLOUDBUS_AMQP_PORT").unwrap_or_else(|_| "5672".into());
+    let proxy = Proxy::start(format!("{host}:{port}")).await;
+    let victim_url = format!("amqp://guest:guest@127.0.0.1:{}/%2f", proxy.port());
+    let victim = member_at(&name, beat, victim_url).await;
     let started = Arc::new(Notify::new());
     victim
         .register(
@@ -185,7 +180,7 @@ async fn a_node_cut_from_the_broker_is_declared_dead_and_its_callers_fail_fast()
         })
     };
     started.notified().await;
-    close_connection_of(&name, target);
+    proxy.cut();
     let err = tokio::time::timeout(WAIT, call)
         .await
         .expect("the caller fails long before its 600 s timeout")

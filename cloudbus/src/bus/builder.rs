@@ -203,6 +203,7 @@ impl BusBuilder {
                 members: Members::new(node, self.membership, started_at),
                 wake: Default::default(),
                 heartbeats: Default::default(),
+                connected: tokio::sync::watch::Sender::new(true),
                 interceptors: self.interceptors,
                 transport: self.transport,
                 closed: AtomicBool::new(false),

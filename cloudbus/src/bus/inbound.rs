@@ -47,6 +47,12 @@ impl Inbound for BusInbound {
         }
     }
 
+    fn connection_changed(&self, connected: bool) {
+        if let Some(bus) = self.bus() {
+            bus.on_connection_changed(connected);
+        }
+    }
+
     fn malformed(
         &self,
         reply: Option<(String, MessageId)>,
@@ -72,6 +78,15 @@ impl Inbound for BusInbound {
 }
 
 impl Bus {
+    fn on_connection_changed(&self, connected: bool) {
+        if connected {
+            self.inner.stats.reconnects.inc();
+            // Whoever declared this node dead meanwhile learns it is back.
+            self.inner.wake.notify_one();
+        }
+        self.inner.connected.send_replace(connected);
+    }
+
     async fn on_service_message(&self, service: &str, message: WireMessage) {
         let WireMessage { envelope, body } = message;
         let reply = match envelope.kind {

@@ -70,6 +70,8 @@ pub(crate) struct BusInner {
     /// Wakes the heartbeat task to announce a change at once.
     wake: Arc<tokio::sync::Notify>,
     heartbeats: std::sync::Mutex<Option<tokio::task::AbortHandle>>,
+    /// Whether the transport is connected to its broker (always, without one).
+    connected: tokio::sync::watch::Sender<bool>,
     interceptors: Vec<Arc<dyn Interceptor>>,
     transport: Option<Arc<dyn Transport>>,
     closed: AtomicBool,
@@ -115,6 +117,19 @@ impl Bus {
     /// Counters of dropped, refused and failed messages.
     pub fn stats(&self) -> &BusStats {
         &self.inner.stats
+    }
+
+    /// Whether this node is connected to its broker right now (always
+    /// `true` without one). While it is not, sends fail at once with
+    /// `cloudbus.BROKER_UNAVAILABLE` and the transport reconnects.
+    pub fn broker_connected(&self) -> bool {
+        *self.inner.connected.borrow()
+    }
+
+    /// Follows the broker connection: the value changes when it is lost
+    /// and when it is back with the topology restored.
+    pub fn broker_changes(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.inner.connected.subscribe()
     }
 
     /// How many callers wait for replies from other nodes right now.

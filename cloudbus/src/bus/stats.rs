@@ -34,4 +34,6 @@ pub struct BusStats {
     pub events_dropped: Counter,
     /// Requests that timed out at the caller.
     pub timeouts: Counter,
+    /// Times the transport reconnected to the broker after losing it.
+    pub reconnects: Counter,
 }

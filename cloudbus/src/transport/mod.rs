@@ -55,6 +55,10 @@ pub trait Inbound: Send + Sync + 'static {
         reply: Option<(String, MessageId)>,
         error: ErrorCode,
     ) -> BoxFuture<'static, ()>;
+
+    /// The link to the broker went down (`false`) or came back with the
+    /// whole topology restored (`true`).
+    fn connection_changed(&self, _connected: bool) {}
 }
 
 /// Moves messages between the nodes of one bus.

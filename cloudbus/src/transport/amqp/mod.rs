@@ -20,22 +20,21 @@
 
 mod codec;
 mod consumer;
+mod session;
+mod supervisor;
 mod topology;
 mod url;
 
-use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use arc_swap::ArcSwapOption;
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use lapin::Confirmation;
-use lapin::options::{
-    BasicCancelOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
-    ConfirmSelectOptions, QueueDeleteOptions,
-};
+use lapin::options::BasicPublishOptions;
 use lapin::types::FieldTable;
-use lapin::{Channel, Connection, ConnectionProperties};
 use tokio::sync::Mutex;
 use tokio::task::JoinHandle;
 
@@ -43,6 +42,7 @@ pub use url::redact;
 
 use super::{Inbound, Transport};
 use crate::{Envelope, ErrorCode, Kind, NodeId, codes};
+use session::{Session, Wanted};
 use topology::Names;
 
 /// The URL used when none is given: a local broker with the default user.
@@ -54,6 +54,8 @@ pub struct AmqpConfig {
     url: String,
     queue_expiry: Duration,
     max_body: usize,
+    reconnect_min: Duration,
+    reconnect_max: Duration,
 }
 
 impl AmqpConfig {
@@ -63,6 +65,8 @@ impl AmqpConfig {
             url: url.into(),
             queue_expiry: Duration::from_secs(10 * 60),
             max_body: 4 * 1024 * 1024,
+            reconnect_min: supervisor::MIN_DELAY,
+            reconnect_max: supervisor::MAX_DELAY,
         }
     }
 
@@ -81,37 +85,87 @@ impl AmqpConfig {
         self
     }
 
+    /// The bounds of the exponential backoff between reconnect attempts
+    /// (default 100 ms to 10 s, with jitter so that many nodes do not
+    /// reconnect in lockstep after a broker restart).
+    pub fn reconnect_backoff(mut self, min: Duration, max: Duration) -> Self {
+        self.reconnect_min = min;
+        self.reconnect_max = max.max(min);
+        self
+    }
+
     /// The URL with its password hidden, for logs.
     pub fn redacted_url(&self) -> String {
         redact(&self.url)
     }
+
+    fn expiry_ms(&self) -> u32 {
+        self.queue_expiry.as_millis().clamp(1, u32::MAX as u128) as u32
+    }
 }
 
 /// A node's link to RabbitMQ. Give it to [`BusBuilder::transport`](crate::BusBuilder::transport).
+///
+/// When the connection is lost, the transport reconnects by itself (with
+/// backoff) and declares its queues, bindings and consumers again; in the
+/// meantime sends fail at once with `cloudbus.BROKER_UNAVAILABLE`.
 pub struct AmqpTransport {
+    shared: Arc<Shared>,
+}
+
+/// What the transport and its supervisor share.
+pub(crate) struct Shared {
     config: AmqpConfig,
-    link: OnceLock<Link>,
+    /// Set once by `start`.
+    started: OnceLock<(Names, Arc<dyn Inbound>)>,
+    /// What must exist on the broker; also serializes topology changes
+    /// with reconnects.
+    wanted: Mutex<Wanted>,
+    /// The live session; `None` while disconnected.
+    session: ArcSwapOption<Session>,
+    closing: AtomicBool,
+    supervisor: std::sync::Mutex<Option<JoinHandle<()>>>,
 }
 
-/// What exists once the transport has started.
-struct Link {
-    names: Names,
-    connection: Connection,
-    /// Requests and plain messages: mandatory, confirmed.
-    confirmed: Channel,
-    /// Replies and events: fire and forget.
-    fast: Channel,
-    /// The event queue's consumer channel, which also carries bindings.
-    events: Channel,
-    inbound: Arc<dyn Inbound>,
-    consumers: Mutex<HashMap<String, ServiceConsumer>>,
-    event_task: std::sync::Mutex<Option<JoinHandle<()>>>,
+impl Shared {
+    fn is_closing(&self) -> bool {
+        self.closing.load(Ordering::Acquire)
+    }
+
+    fn inbound(&self) -> &Arc<dyn Inbound> {
+        &self.started.get().expect("started before supervised").1
+    }
+
+    fn names(&self) -> Result<&Names, ErrorCode> {
+        self.started
+            .get()
+            .map(|(names, _)| names)
+            .ok_or_else(not_started)
+    }
+
+    /// The live session, or why there is none.
+    fn session(&self) -> Result<Arc<Session>, ErrorCode> {
+        self.session.load_full().ok_or_else(|| {
+            if self.started.get().is_none() {
+                not_started()
+            } else {
+                ErrorCode::new(
+                    codes::BROKER_UNAVAILABLE,
+                    format!(
+                        "not connected to the broker at {}; reconnecting",
+                        self.config.redacted_url()
+                    ),
+                )
+            }
+        })
+    }
 }
 
-struct ServiceConsumer {
-    channel: Channel,
-    tag: String,
-    task: JoinHandle<()>,
+fn not_started() -> ErrorCode {
+    ErrorCode::new(
+        codes::BROKER_UNAVAILABLE,
+        "the AMQP transport is not started",
+    )
 }
 
 impl AmqpTransport {
@@ -123,71 +177,15 @@ impl AmqpTransport {
     /// A transport with every setting given.
     pub fn with_config(config: AmqpConfig) -> Self {
         Self {
-            config,
-            link: OnceLock::new(),
+            shared: Arc::new(Shared {
+                config,
+                started: OnceLock::new(),
+                wanted: Mutex::new(Wanted::default()),
+                session: ArcSwapOption::empty(),
+                closing: AtomicBool::new(false),
+                supervisor: std::sync::Mutex::new(None),
+            }),
         }
-    }
-
-    fn link(&self) -> Result<&Link, ErrorCode> {
-        self.link.get().ok_or_else(|| {
-            ErrorCode::new(
-                codes::BROKER_UNAVAILABLE,
-                "the AMQP transport is not started",
-            )
-        })
-    }
-
-    async fn connect(
-        &self,
-        bus: &str,
-        node: NodeId,
-        inbound: Arc<dyn Inbound>,
-    ) -> lapin::Result<Link> {
-        let names = Names::new(bus, node);
-        let properties = ConnectionProperties::default()
-            .with_connection_name(format!("cloudbus {bus} {node}").into());
-        let connection = Connection::connect(&self.config.url, properties).await?;
-        let confirmed = connection.create_channel().await?;
-        confirmed
-            .confirm_select(ConfirmSelectOptions::default())
-            .await?;
-        let fast = connection.create_channel().await?;
-        topology::declare_exchanges(&fast, &names).await?;
-
-        let events = connection.create_channel().await?;
-        let event_queue = names.event_queue();
-        topology::declare_queue(&events, &event_queue, self.expiry_ms()).await?;
-        events.basic_qos(1024, BasicQosOptions::default()).await?;
-        let consumer = events
-            .basic_consume(
-                event_queue.as_str().into(),
-                format!("events.{node}").into(),
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
-            )
-            .await?;
-        let event_task = tokio::spawn(consumer::event_loop(
-            consumer,
-            inbound.clone(),
-            self.config.max_body,
-        ));
-        Ok(Link {
-            names,
-            connection,
-            confirmed,
-            fast,
-            events,
-            inbound,
-            consumers: Mutex::new(HashMap::new()),
-            event_task: std::sync::Mutex::new(Some(event_task)),
-        })
-    }
-
-    fn expiry_ms(&self) -> u32 {
-        self.config
-            .queue_expiry
-            .as_millis()
-            .clamp(1, u32::MAX as u128) as u32
     }
 }
 
@@ -203,19 +201,30 @@ impl Transport for AmqpTransport {
         inbound: Arc<dyn Inbound>,
     ) -> BoxFuture<'a, Result<(), ErrorCode>> {
         Box::pin(async move {
-            if self.link.get().is_some() {
+            let shared = &self.shared;
+            let names = Names::new(bus, node);
+            let wanted = shared.wanted.lock().await;
+            if shared.started.get().is_some() {
                 return Err(ErrorCode::invalid("this AMQP transport is already started"));
             }
-            let link = self.connect(bus, node, inbound).await.map_err(|e| {
-                broker_error(
-                    &format!("cannot connect to {}", self.config.redacted_url()),
-                    e,
-                )
-            })?;
-            tracing::info!(bus, %node, broker = %self.config.redacted_url(), "connected to the broker");
-            self.link
-                .set(link)
-                .map_err(|_| ErrorCode::invalid("this AMQP transport is already started"))
+            let session = Session::open(&shared.config, &names, &inbound, &wanted)
+                .await
+                .map_err(|e| {
+                    broker_error(
+                        &format!("cannot connect to {}", shared.config.redacted_url()),
+                        e,
+                    )
+                })?;
+            shared
+                .started
+                .set((names, inbound))
+                .map_err(|_| ErrorCode::invalid("this AMQP transport is already started"))?;
+            shared.session.store(Some(Arc::new(session)));
+            drop(wanted);
+            let task = tokio::spawn(supervisor::supervise(shared.clone()));
+            *shared.supervisor.lock().unwrap_or_else(|e| e.into_inner()) = Some(task);
+            tracing::info!(bus, %node, broker = %shared.config.redacted_url(), "connected to the broker");
+            Ok(())
         })
     }
 
@@ -225,54 +234,33 @@ impl Transport for AmqpTransport {
         prefetch: usize,
     ) -> BoxFuture<'a, Result<(), ErrorCode>> {
         Box::pin(async move {
-            let link = self.link()?;
-            let mut consumers = link.consumers.lock().await;
-            if consumers.contains_key(service) {
-                return Ok(());
-            }
-            let names = &link.names;
-            let queue = names.service_queue(service);
-            let tag = format!("{service}.{}", names.node);
-            let setup = async {
-                let channel = link.connection.create_channel().await?;
-                // AMQP's prefetch is 16 bits; 0 would mean unlimited.
-                let prefetch = prefetch.clamp(1, u16::MAX as usize) as u16;
-                channel
-                    .basic_qos(prefetch, BasicQosOptions::default())
-                    .await?;
-                topology::declare_queue(&channel, &queue, self.expiry_ms()).await?;
-                topology::bind(&channel, &queue, &names.p2p, &names.service_key(service)).await?;
-                let consumer = channel
-                    .basic_consume(
-                        queue.as_str().into(),
-                        tag.as_str().into(),
-                        BasicConsumeOptions::default(),
-                        FieldTable::default(),
-                    )
-                    .await?;
-                Ok::<_, lapin::Error>((channel, consumer))
-            };
-            let (channel, consumer) = setup
+            let shared = &self.shared;
+            let mut wanted = shared.wanted.lock().await;
+            let session = shared.session()?;
+            let names = shared.names()?;
+            session
+                .consume(&shared.config, names, shared.inbound(), service, prefetch)
                 .await
-                .map_err(|e| broker_error(&format!("cannot consume {queue}"), e))?;
-            let task = tokio::spawn(consumer::service_loop(
-                consumer,
-                Arc::from(service),
-                link.inbound.clone(),
-                self.config.max_body,
-            ));
-            consumers.insert(service.to_string(), ServiceConsumer { channel, tag, task });
+                .map_err(|e| {
+                    broker_error(
+                        &format!("cannot consume {}", names.service_queue(service)),
+                        e,
+                    )
+                })?;
+            wanted.services.insert(service.to_string(), prefetch);
             Ok(())
         })
     }
 
     fn remove_service<'a>(&'a self, service: &'a str) -> BoxFuture<'a, Result<(), ErrorCode>> {
         Box::pin(async move {
-            let link = self.link()?;
-            let Some(consumer) = link.consumers.lock().await.remove(service) else {
-                return Ok(());
-            };
-            stop_consumer(link, service, consumer).await
+            let shared = &self.shared;
+            let mut wanted = shared.wanted.lock().await;
+            wanted.services.remove(service);
+            // While disconnected the queue stays until it expires; nothing
+            // consumes it, so requests for it time out at their callers.
+            let session = shared.session()?;
+            session.stop_consuming(shared.names()?, service).await
         })
     }
 
@@ -283,14 +271,16 @@ impl Transport for AmqpTransport {
         body: Bytes,
     ) -> BoxFuture<'a, Result<(), ErrorCode>> {
         Box::pin(async move {
-            let link = self.link()?;
+            let session = self.shared.session()?;
+            let p2p = self.shared.names()?.p2p.as_str();
             let props = codec::properties(envelope);
             if envelope.kind == Kind::Reply {
                 // A reply nobody can take (its caller's node is gone) is
                 // simply lost; nothing waits for the broker's word on it.
-                link.fast
+                session
+                    .fast
                     .basic_publish(
-                        link.names.p2p.as_str().into(),
+                        p2p.into(),
                         routing_key.into(),
                         BasicPublishOptions::default(),
                         &body,
@@ -300,10 +290,10 @@ impl Transport for AmqpTransport {
                     .map_err(|e| broker_error("cannot send a reply", e))?;
                 return Ok(());
             }
-            let confirm = link
+            let confirm = session
                 .confirmed
                 .basic_publish(
-                    link.names.p2p.as_str().into(),
+                    p2p.into(),
                     routing_key.into(),
                     BasicPublishOptions {
                         mandatory: true,
@@ -336,10 +326,11 @@ impl Transport for AmqpTransport {
         body: Bytes,
     ) -> BoxFuture<'a, Result<(), ErrorCode>> {
         Box::pin(async move {
-            let link = self.link()?;
-            link.fast
+            let session = self.shared.session()?;
+            session
+                .fast
                 .basic_publish(
-                    link.names.broadcast.as_str().into(),
+                    self.shared.names()?.broadcast.as_str().into(),
                     envelope.type_name.as_ref().into(),
                     BasicPublishOptions::default(),
                     &body,
@@ -353,24 +344,32 @@ impl Transport for AmqpTransport {
 
     fn bind<'a>(&'a self, pattern: &'a str) -> BoxFuture<'a, Result<(), ErrorCode>> {
         Box::pin(async move {
-            let link = self.link()?;
-            let names = &link.names;
+            let shared = &self.shared;
+            let mut wanted = shared.wanted.lock().await;
+            let session = shared.session()?;
+            let names = shared.names()?;
             topology::bind(
-                &link.events,
+                &session.events,
                 &names.event_queue(),
                 &names.broadcast,
                 pattern,
             )
             .await
-            .map_err(|e| broker_error(&format!("cannot bind {pattern}"), e))
+            .map_err(|e| broker_error(&format!("cannot bind {pattern}"), e))?;
+            wanted.bindings.insert(pattern.to_string());
+            Ok(())
         })
     }
 
     fn unbind<'a>(&'a self, pattern: &'a str) -> BoxFuture<'a, Result<(), ErrorCode>> {
         Box::pin(async move {
-            let link = self.link()?;
-            let names = &link.names;
-            link.events
+            let shared = &self.shared;
+            let mut wanted = shared.wanted.lock().await;
+            wanted.bindings.remove(pattern);
+            let session = shared.session()?;
+            let names = shared.names()?;
+            session
+                .events
                 .queue_unbind(
                     names.event_queue().into(),
                     names.broadcast.as_str().into(),
@@ -384,60 +383,22 @@ impl Transport for AmqpTransport {
 
     fn close(&self) -> BoxFuture<'_, ()> {
         Box::pin(async move {
-            let Ok(link) = self.link() else {
-                return;
-            };
-            let consumers: Vec<_> = link.consumers.lock().await.drain().collect();
-            for (service, consumer) in consumers {
-                if let Err(error) = stop_consumer(link, &service, consumer).await {
-                    tracing::debug!(%service, %error, "stopping a consumer");
-                }
-            }
-            // A node that stops on purpose leaves no queues behind.
-            let event_queue = link.names.event_queue();
-            let _ = link
-                .events
-                .queue_delete(event_queue.as_str().into(), QueueDeleteOptions::default())
-                .await;
-            if let Some(task) = link
-                .event_task
+            let shared = &self.shared;
+            shared.closing.store(true, Ordering::Release);
+            if let Some(task) = shared
+                .supervisor
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .take()
             {
                 task.abort();
             }
-            if let Err(error) = link.connection.close(200, "node stopped".into()).await {
-                tracing::debug!(%error, "closing the broker connection");
+            let _wanted = shared.wanted.lock().await;
+            if let (Some(session), Ok(names)) = (shared.session.swap(None), shared.names()) {
+                session.close(names).await;
             }
         })
     }
-}
-
-/// Cancels a service's consumer, lets it hand over what it already holds,
-/// and deletes its queue: later requests for it are unroutable.
-async fn stop_consumer(
-    link: &Link,
-    service: &str,
-    consumer: ServiceConsumer,
-) -> Result<(), ErrorCode> {
-    let ServiceConsumer { channel, tag, task } = consumer;
-    let cancelled = channel
-        .basic_cancel(tag.as_str().into(), BasicCancelOptions::default())
-        .await;
-    if cancelled.is_ok() {
-        let _ = task.await;
-    } else {
-        task.abort();
-    }
-    let queue = link.names.service_queue(service);
-    let deleted = channel
-        .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
-        .await;
-    let _ = channel.close(200, "service removed".into()).await;
-    cancelled
-        .and(deleted.map(|_| ()))
-        .map_err(|e| broker_error(&format!("cannot remove {queue}"), e))
 }
 
 fn no_route(routing_key: &str) -> ErrorCode {

@@ -1,0 +1,206 @@
+//! One connection to the broker and everything declared on it. A new
+//! session is made at start and after every reconnect, from what the bus
+//! wants to exist (its services and event bindings), so the topology is
+//! always whole again after a broker or network failure.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+
+use lapin::options::{
+    BasicCancelOptions, BasicConsumeOptions, BasicQosOptions, ConfirmSelectOptions,
+    QueueDeleteOptions,
+};
+use lapin::types::FieldTable;
+use lapin::{Channel, Connection, ConnectionProperties};
+use tokio::sync::Mutex;
+use tokio::task::JoinHandle;
+
+use super::topology::{self, Names};
+use super::{AmqpConfig, consumer};
+use crate::ErrorCode;
+use crate::transport::Inbound;
+
+/// What this node needs on the broker, kept across reconnects.
+#[derive(Default)]
+pub(crate) struct Wanted {
+    /// Service name → prefetch.
+    pub(crate) services: BTreeMap<String, usize>,
+    /// Topic patterns bound to the event queue.
+    pub(crate) bindings: BTreeSet<String>,
+}
+
+/// A live connection with its channels and consumers.
+pub(crate) struct Session {
+    pub(crate) connection: Connection,
+    /// Requests and plain messages: mandatory, confirmed.
+    pub(crate) confirmed: Channel,
+    /// Replies and events: fire and forget.
+    pub(crate) fast: Channel,
+    /// The event queue's consumer channel, which also carries bindings.
+    pub(crate) events: Channel,
+    consumers: Mutex<HashMap<String, ServiceConsumer>>,
+    event_task: JoinHandle<()>,
+}
+
+struct ServiceConsumer {
+    channel: Channel,
+    tag: String,
+    task: JoinHandle<()>,
+}
+
+impl Session {
+    /// Connects and declares the exchanges, the event queue with every
+    /// wanted binding, and a consumed queue for every wanted service.
+    pub(crate) async fn open(
+        config: &AmqpConfig,
+        names: &Names,
+        inbound: &Arc<dyn Inbound>,
+        wanted: &Wanted,
+    ) -> lapin::Result<Session> {
+        let properties = ConnectionProperties::default()
+            .with_connection_name(format!("cloudbus {} {}", names.bus, names.node).into());
+        let connection = Connection::connect(&config.url, properties).await?;
+        let confirmed = connection.create_channel().await?;
+        confirmed
+            .confirm_select(ConfirmSelectOptions::default())
+            .await?;
+        let fast = connection.create_channel().await?;
+        topology::declare_exchanges(&fast, names).await?;
+
+        let events = connection.create_channel().await?;
+        let event_queue = names.event_queue();
+        topology::declare_queue(&events, &event_queue, config.expiry_ms()).await?;
+        for pattern in &wanted.bindings {
+            topology::bind(&events, &event_queue, &names.broadcast, pattern).await?;
+        }
+        events.basic_qos(1024, BasicQosOptions::default()).await?;
+        let consumer = events
+            .basic_consume(
+                event_queue.as_str().into(),
+                format!("events.{}", names.node).into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        let event_task = tokio::spawn(consumer::event_loop(
+            consumer,
+            inbound.clone(),
+            config.max_body,
+        ));
+        let session = Session {
+            connection,
+            confirmed,
+            fast,
+            events,
+            consumers: Mutex::new(HashMap::new()),
+            event_task,
+        };
+        for (service, prefetch) in &wanted.services {
+            session
+                .consume(config, names, inbound, service, *prefetch)
+                .await?;
+        }
+        Ok(session)
+    }
+
+    /// Declares a service's queue and starts consuming it with `prefetch`.
+    pub(crate) async fn consume(
+        &self,
+        config: &AmqpConfig,
+        names: &Names,
+        inbound: &Arc<dyn Inbound>,
+        service: &str,
+        prefetch: usize,
+    ) -> lapin::Result<()> {
+        let mut consumers = self.consumers.lock().await;
+        if consumers.contains_key(service) {
+            return Ok(());
+        }
+        let queue = names.service_queue(service);
+        let tag = format!("{service}.{}", names.node);
+        let channel = self.connection.create_channel().await?;
+        // AMQP's prefetch is 16 bits; 0 would mean unlimited.
+        let prefetch = prefetch.clamp(1, u16::MAX as usize) as u16;
+        channel
+            .basic_qos(prefetch, BasicQosOptions::default())
+            .await?;
+        topology::declare_queue(&channel, &queue, config.expiry_ms()).await?;
+        topology::bind(&channel, &queue, &names.p2p, &names.service_key(service)).await?;
+        let consumer = channel
+            .basic_consume(
+                queue.as_str().into(),
+                tag.as_str().into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        let task = tokio::spawn(consumer::service_loop(
+            consumer,
+            Arc::from(service),
+            inbound.clone(),
+            config.max_body,
+        ));
+        consumers.insert(service.to_string(), ServiceConsumer { channel, tag, task });
+        Ok(())
+    }
+
+    /// Cancels a service's consumer, lets it hand over what it already
+    /// holds, and deletes its queue: later requests for it are unroutable.
+    pub(crate) async fn stop_consuming(
+        &self,
+        names: &Names,
+        service: &str,
+    ) -> Result<(), ErrorCode> {
+        let Some(ServiceConsumer { channel, tag, task }) =
+            self.consumers.lock().await.remove(service)
+        else {
+            return Ok(());
+        };
+        let cancelled = channel
+            .basic_cancel(tag.as_str().into(), BasicCancelOptions::default())
+            .await;
+        if cancelled.is_ok() {
+            let _ = task.await;
+        } else {
+            task.abort();
+        }
+        let queue = names.service_queue(service);
+        let deleted = channel
+            .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
+            .await;
+        let _ = channel.close(200, "service removed".into()).await;
+        cancelled
+            .and(deleted.map(|_| ()))
+            .map_err(|e| super::broker_error(&format!("cannot remove {queue}"), e))
+    }
+
+    /// Stops every consumer and deletes this node's queues: a node that
+    /// stops on purpose leaves nothing behind.
+    pub(crate) async fn close(&self, names: &Names) {
+        let services: Vec<String> = self.consumers.lock().await.keys().cloned().collect();
+        for service in services {
+            if let Err(error) = self.stop_consuming(names, &service).await {
+                tracing::debug!(%service, %error, "stopping a consumer");
+            }
+        }
+        let _ = self
+            .events
+            .queue_delete(names.event_queue().into(), QueueDeleteOptions::default())
+            .await;
+        self.event_task.abort();
+        if let Err(error) = self.connection.close(200, "node stopped".into()).await {
+            tracing::debug!(%error, "closing the broker connection");
+        }
+    }
+
+    /// Lets go of a session whose connection failed: its consumer tasks
+    /// end (they would on their own once the channel errors).
+    pub(crate) fn abandon(&self) {
+        self.event_task.abort();
+        if let Ok(consumers) = self.consumers.try_lock() {
+            for consumer in consumers.values() {
+                consumer.task.abort();
+            }
+        }
+    }
+}

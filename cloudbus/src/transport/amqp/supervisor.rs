@@ -1,0 +1,81 @@
+//! Keeps the node connected: notices a lost connection, reconnects with
+//! exponential backoff and jitter, and rebuilds the whole topology.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use backon::{BackoffBuilder, ExponentialBuilder};
+use futures::StreamExt;
+use lapin::Event;
+
+use super::Shared;
+use super::session::Session;
+
+/// Watches the current session; on failure, reconnects until it succeeds
+/// or the transport closes.
+pub(crate) async fn supervise(shared: Arc<Shared>) {
+    loop {
+        let Some(session) = shared.session.load_full() else {
+            return;
+        };
+        let error = lost(&session).await;
+        if shared.is_closing() {
+            return;
+        }
+        shared.session.store(None);
+        session.abandon();
+        tracing::warn!(broker = %shared.config.redacted_url(), %error, "lost the broker connection; reconnecting");
+        shared.inbound().connection_changed(false);
+        if !reconnect(&shared).await {
+            return;
+        }
+    }
+}
+
+/// Resolves when the session's connection fails, with the reason.
+async fn lost(session: &Session) -> String {
+    let mut events = session.connection.events_listener();
+    while let Some(event) = events.next().await {
+        if let Event::Error(error) = event {
+            return error.to_string();
+        }
+    }
+    "the connection closed".to_string()
+}
+
+/// Tries until connected (`true`) or closing (`false`).
+async fn reconnect(shared: &Arc<Shared>) -> bool {
+    let delays = ExponentialBuilder::default()
+        .with_min_delay(shared.config.reconnect_min)
+        .with_max_delay(shared.config.reconnect_max)
+        .with_jitter()
+        .without_max_times()
+        .build();
+    for (attempt, delay) in delays.enumerate() {
+        tokio::time::sleep(delay).await;
+        if shared.is_closing() {
+            return false;
+        }
+        let wanted = shared.wanted.lock().await;
+        let Some((names, inbound)) = shared.started.get() else {
+            return false;
+        };
+        match Session::open(&shared.config, names, inbound, &wanted).await {
+            Ok(session) => {
+                shared.session.store(Some(Arc::new(session)));
+                drop(wanted);
+                tracing::info!(broker = %shared.config.redacted_url(), attempts = attempt + 1, "reconnected to the broker; topology restored");
+                inbound.connection_changed(true);
+                return true;
+            }
+            Err(error) => {
+                tracing::debug!(%error, attempt = attempt + 1, "reconnect failed");
+            }
+        }
+    }
+    false
+}
+
+/// The default backoff bounds.
+pub(crate) const MIN_DELAY: Duration = Duration::from_millis(100);
+pub(crate) const MAX_DELAY: Duration = Duration::from_secs(10);

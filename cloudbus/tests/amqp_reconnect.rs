@@ -1,0 +1,270 @@
+//! Losing the broker connection: the node reconnects by itself and
+//! restores its queues, bindings and consumers; sends fail fast while it
+//! is away; a request in flight across the outage still gets its reply.
+
+mod common;
+mod proxy;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use cloudbus::transport::amqp::{AmqpConfig, AmqpTransport};
+use cloudbus::{Bus, Context, Service, codes};
+use common::*;
+use proxy::Proxy;
+use tokio::sync::Notify;
+
+const WAIT: Duration = Duration::from_secs(20);
+
+fn url() -> String {
+    std::env::var("CLOUDBUS_AMQP_URL")
+        .unwrap_or_else(|_| cloudbus::transport::amqp::DEFAULT_URL.to_string())
+}
+
+/// The broker's address, for the proxy to forward to.
+fn broker_addr() -> String {
+    let host = std::env::var("CLOUDBUS_AMQP_HOST").unwrap_or_else(|_| "127.0.0.1".into());
+    let port = std::env::var("CLOUDBUS_AMQP_PORT").unwrap_or_else(|_| "5672".into());
+    format!("{host}:{port}")
+}
+
+fn unique_bus(test: &str) -> String {
+    format!(
+        "t-{test}-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    )
+}
+
+fn echo_service(name: &'static str) -> Service {
+    Service::builder(name, ())
+        .on_request(|req: Echo, ctx: Context| async move {
+            Ok(EchoReply {
+                text: req.text,
+                node: ctx.bus().node_id().to_string(),
+            })
+        })
+        .build()
+}
+
+async fn node(bus: &str, url: String) -> Bus {
+    let transport = AmqpTransport::with_config(
+        AmqpConfig::new(url)
+            .reconnect_backoff(Duration::from_millis(20), Duration::from_millis(200)),
+    );
+    Bus::builder()
+        .name(bus)
+        .transport(transport)
+        // Nobody is declared dead during these outages.
+        .heartbeat_interval(Duration::from_secs(30))
+        .build()
+        .await
+        .unwrap_or_else(|e| panic!("RabbitMQ must be reachable: {e}"))
+}
+
+async fn broker_is(bus: &Bus, connected: bool) {
+    let mut changes = bus.broker_changes();
+    tokio::time::timeout(WAIT, changes.wait_for(|c| *c == connected))
+        .await
+        .unwrap_or_else(|_| panic!("the broker connection did not become {connected}"))
+        .unwrap();
+}
+
+fn rabbitmqctl(args: &[&str]) -> String {
+    let out = std::process::Command::new("rabbitmqctl")
+        .args(args)
+        .output()
+        .expect("rabbitmqctl must be installed next to the broker");
+    assert!(out.status.success(), "rabbitmqctl {args:?} failed: {out:?}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn queues(bus: &str) -> Vec<String> {
+    let mut names: Vec<String> = rabbitmqctl(&["list_queues", "name", "-q", "--no-table-headers"])
+        .lines()
+        .filter(|q| q.starts_with(&format!("{bus}.")))
+        .map(str::to_string)
+        .collect();
+    names.sort();
+    names
+}
+
+async fn remove_exchanges(bus: &str) {
+    let conn = lapin::Connection::connect(&url(), Default::default())
+        .await
+        .unwrap();
+    let channel = conn.create_channel().await.unwrap();
+    for ex in ["P2P", "BROADCAST"] {
+        channel
+            .exchange_delete(format!("{bus}.{ex}").into(), Default::default())
+            .await
+            .unwrap();
+    }
+    conn.close(200, "done".into()).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_lost_connection_comes_back_with_its_topology_and_sends_fail_fast_meanwhile() {
+    let name = unique_bus("reconnect");
+    let proxy = Proxy::start(broker_addr()).await;
+    let proxied = format!("amqp://guest:guest@127.0.0.1:{}/%2f", proxy.port());
+    let a = node(&name, proxied).await;
+    let b = node(&name, url()).await;
+    a.register(echo_service("api")).await.unwrap();
+    b.register(echo_service("echo")).await.unwrap();
+    let (release, started) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
+    b.register(
+        Service::builder("slow", ())
+            .on_request({
+                let (release, started) = (release.clone(), started.clone());
+                move |w: Work, _| {
+                    let (release, started) = (release.clone(), started.clone());
+                    async move {
+                        started.notify_one();
+                        release.notified().await;
+                        Ok(Done { n: w.n })
+                    }
+                }
+            })
+            .build(),
+    )
+    .await
+    .unwrap();
+    let mut events = a.subscribe::<VmStateChanged>().await.unwrap();
+    let before = queues(&name);
+    let echo = |text: &str| Echo { text: text.into() };
+    a.call(echo("1")).node(b.node_id()).await.unwrap();
+
+    // A request is in flight when the connection goes.
+    let in_flight = tokio::spawn({
+        let (a, target) = (a.clone(), b.node_id());
+        async move {
+            a.call(Work {
+                key: "k".into(),
+                n: 7,
+            })
+            .service("slow")
+            .node(target)
+            .timeout(WAIT)
+            .await
+        }
+    });
+    started.notified().await;
+    proxy.cut();
+    broker_is(&a, false).await;
+    assert!(!a.broker_connected());
+
+    // Meanwhile: fail fast, never wait for a timeout.
+    let err = a
+        .call(echo("2"))
+        .node(b.node_id())
+        .timeout(WAIT)
+        .await
+        .unwrap_err();
+    assert!(err.is(codes::BROKER_UNAVAILABLE), "{err}");
+    let err = a
+        .publish(VmStateChanged {
+            uuid: "x".into(),
+            state: "y".into(),
+        })
+        .await
+        .unwrap_err();
+    assert!(err.is(codes::BROKER_UNAVAILABLE), "{err}");
+    // The slow handler answers while the caller is away: the reply waits
+    // in the caller's node queue.
+    release.notify_one();
+
+    proxy.restore();
+    broker_is(&a, true).await;
+    assert_eq!(a.stats().reconnects.get(), 1);
+    let done = tokio::time::timeout(WAIT, in_flight)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        done.n, 7,
+        "the reply sent during the outage arrives after it"
+    );
+
+    // Everything is back: calls out, calls in (A's service consumer),
+    // events in (A's binding), and not one queue more or less.
+    assert_eq!(a.call(echo("3")).node(b.node_id()).await.unwrap().text, "3");
+    let reply = b
+        .call(echo("4"))
+        .service("api")
+        .node(a.node_id())
+        .await
+        .unwrap();
+    assert_eq!(reply.node, a.node_id().to_string());
+    b.publish(VmStateChanged {
+        uuid: "v1".into(),
+        state: "Running".into(),
+    })
+    .await
+    .unwrap();
+    let event = tokio::time::timeout(WAIT, events.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(event.uuid, "v1");
+    assert_eq!(queues(&name), before);
+
+    a.shutdown().await;
+    b.shutdown().await;
+    remove_exchanges(&name).await;
+}
+
+#[tokio::test]
+async fn a_connection_closed_by_the_broker_is_reopened() {
+    let name = unique_bus("closed");
+    let a = node(&name, url()).await;
+    let b = node(&name, url()).await;
+    b.register(echo_service("echo")).await.unwrap();
+    let conn_name = format!("cloudbus {name} {}", a.node_id());
+    let listing = rabbitmqctl(&[
+        "list_connections",
+        "pid",
+        "client_properties",
+        "-q",
+        "--no-table-headers",
+    ]);
+    let pid = listing
+        .lines()
+        .find(|l| l.contains(&format!("\"{conn_name}\"")))
+        .and_then(|l| l.split('\t').next())
+        .unwrap_or_else(|| panic!("no connection {conn_name:?}"))
+        .to_string();
+    rabbitmqctl(&["close_connection", &pid, "test: operator closes it"]);
+    broker_is(&a, false).await;
+    broker_is(&a, true).await;
+    let reply = a
+        .call(Echo {
+            text: "back".into(),
+        })
+        .node(b.node_id())
+        .await
+        .unwrap();
+    assert_eq!(reply.text, "back");
+    a.shutdown().await;
+    b.shutdown().await;
+    remove_exchanges(&name).await;
+}
+
+#[tokio::test]
+async fn an_unreachable_broker_fails_the_start_with_a_clear_error() {
+    let proxy = Proxy::start(broker_addr()).await;
+    proxy.cut();
+    let url = format!("amqp://guest:secret-pw@127.0.0.1:{}/%2f", proxy.port());
+    let err = tokio::time::timeout(
+        WAIT,
+        Bus::builder().name(unique_bus("down")).amqp(url).build(),
+    )
+    .await
+    .expect("no hang")
+    .unwrap_err();
+    assert!(err.is(codes::BROKER_UNAVAILABLE), "{err}");
+    assert!(
+        !err.to_string().contains("secret-pw"),
+        "the password is never shown: {err}"
+    );
+}
