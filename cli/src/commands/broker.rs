@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use anyhow::Context as _;
-use cloudbus::transport::amqp::{self, AmqpTransport};
+use cloudbus::transport::amqp::{self, AmqpConfig, AmqpTransport};
 use cloudbus::{Bus, BusBuilder};
 
 /// Where the bus is.
@@ -16,20 +16,30 @@ pub struct BrokerArgs {
     /// The bus name: several buses can share one broker.
     #[arg(long, env = "CLOUDBUS_BUS", default_value = cloudbus::DEFAULT_BUS_NAME)]
     pub bus: String,
+    /// A PEM file of CA certificates to trust for an `amqps://` broker
+    /// (besides the system's); the broker's certificate is always verified.
+    #[arg(long, env = "CLOUDBUS_AMQP_CA", value_name = "PEM_FILE")]
+    pub amqp_ca: Option<std::path::PathBuf>,
 }
 
 impl BrokerArgs {
     /// A bus builder connected to this broker.
-    pub fn builder(&self) -> BusBuilder {
-        Bus::builder()
+    pub fn builder(&self) -> anyhow::Result<BusBuilder> {
+        let mut config = AmqpConfig::new(&self.amqp_url);
+        if let Some(path) = &self.amqp_ca {
+            let pem = std::fs::read_to_string(path)
+                .with_context(|| format!("reading the CA file {}", path.display()))?;
+            config = config.tls_ca_pem(pem);
+        }
+        Ok(Bus::builder()
             .name(&self.bus)
-            .transport(AmqpTransport::new(&self.amqp_url))
+            .transport(AmqpTransport::with_config(config)))
     }
 
     /// Joins the bus as an observer: it can call, publish and listen, but
     /// it owns no resources and nobody routes work to it.
     pub async fn observer(&self) -> anyhow::Result<Bus> {
-        self.builder().observer().build().await.with_context(|| {
+        self.builder()?.observer().build().await.with_context(|| {
             format!(
                 "connecting to bus {:?} at {}",
                 self.bus,

@@ -32,7 +32,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     super::logging::init("info");
     let mut builder = args
         .broker
-        .builder()
+        .builder()?
         .heartbeat_interval(args.heartbeat)
         .heartbeat_misses(args.heartbeat_misses);
     if let Some(node) = args.node_id {

@@ -56,6 +56,7 @@ pub struct AmqpConfig {
     max_body: usize,
     reconnect_min: Duration,
     reconnect_max: Duration,
+    tls_ca: Option<String>,
 }
 
 impl AmqpConfig {
@@ -67,6 +68,7 @@ impl AmqpConfig {
             max_body: 4 * 1024 * 1024,
             reconnect_min: supervisor::MIN_DELAY,
             reconnect_max: supervisor::MAX_DELAY,
+            tls_ca: None,
         }
     }
 
@@ -91,6 +93,14 @@ impl AmqpConfig {
     pub fn reconnect_backoff(mut self, min: Duration, max: Duration) -> Self {
         self.reconnect_min = min;
         self.reconnect_max = max.max(min);
+        self
+    }
+
+    /// Also trusts these CA certificates (PEM) when verifying the broker's
+    /// certificate on an `amqps://` URL, for brokers with a private CA.
+    /// The broker's certificate is always verified, host name included.
+    pub fn tls_ca_pem(mut self, pem: impl Into<String>) -> Self {
+        self.tls_ca = Some(pem.into());
         self
     }
 

@@ -10,6 +10,7 @@ use lapin::options::{
     BasicCancelOptions, BasicConsumeOptions, BasicQosOptions, ConfirmSelectOptions,
     QueueDeleteOptions,
 };
+use lapin::tcp::OwnedTLSConfig;
 use lapin::types::FieldTable;
 use lapin::{Channel, Connection, ConnectionProperties};
 use tokio::sync::Mutex;
@@ -59,7 +60,17 @@ impl Session {
     ) -> lapin::Result<Session> {
         let properties = ConnectionProperties::default()
             .with_connection_name(format!("cloudbus {} {}", names.bus, names.node).into());
-        let connection = Connection::connect(&config.url, properties).await?;
+        let tls = OwnedTLSConfig {
+            identity: None,
+            cert_chain: config.tls_ca.clone(),
+        };
+        let connection = Connection::connect_with_config(
+            &config.url,
+            properties,
+            tls,
+            lapin::runtime::default_runtime()?,
+        )
+        .await?;
         let confirmed = connection.create_channel().await?;
         confirmed
             .confirm_select(ConfirmSelectOptions::default())
