@@ -25,6 +25,24 @@ if ! broker_up; then
   exit 1
 fi
 
+# The cross-language test (cloudbus/tests/interop.rs) runs a Python client
+# on pika, from a venv under target/ so nothing is installed system-wide.
+# CLOUDBUS_INTEROP_PYTHON, if set, names another interpreter.
+if [[ -z "${CLOUDBUS_INTEROP_PYTHON:-}" ]]; then
+  venv_python="$PWD/target/interop-venv/bin/python3"
+  if "$venv_python" -c 'import pika' 2>/dev/null; then
+    export CLOUDBUS_INTEROP_PYTHON="$venv_python"
+  elif python3 -m venv --clear target/interop-venv 2>/dev/null; then
+    "$venv_python" -m pip install --quiet --disable-pip-version-check 'pika>=1.3,<2'
+    export CLOUDBUS_INTEROP_PYTHON="$venv_python"
+  else
+    # No venv module (Debian without python3-venv): install for the user.
+    python3 -c 'import pika' 2>/dev/null ||
+      python3 -m pip install --quiet --user --break-system-packages 'pika>=1.3,<2'
+    export CLOUDBUS_INTEROP_PYTHON=python3
+  fi
+fi
+
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 if cargo nextest --version >/dev/null 2>&1; then
