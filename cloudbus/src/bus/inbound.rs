@@ -88,7 +88,10 @@ impl Bus {
     }
 
     async fn on_service_message(&self, service: &str, message: WireMessage) {
-        let WireMessage { envelope, body } = message;
+        let WireMessage { mut envelope, body } = message;
+        // The queue it came from names the service: interceptors and
+        // handlers see the same envelope as on the sending node.
+        envelope.service = Some(service.to_string().into());
         let reply = match envelope.kind {
             Kind::Reply => return self.on_reply(service, envelope, &body),
             Kind::Event => {

@@ -84,8 +84,9 @@ pub trait Transport: Send + Sync + 'static {
     fn remove_service<'a>(&'a self, service: &'a str) -> BoxFuture<'a, Result<(), ErrorCode>>;
 
     /// Publishes a request, plain message or reply on P2P with `routing_key`
-    /// (`<service>.<node>`), mandatory: if no queue takes it, the result is
-    /// `cloudbus.NO_SUCH_SERVICE`.
+    /// (`<service>.<node>`). Requests and plain messages are mandatory: if
+    /// no queue takes one, the result is `cloudbus.NO_SUCH_SERVICE`. Replies
+    /// are not: a reply whose caller is gone has nobody to tell.
     fn send<'a>(
         &'a self,
         routing_key: &'a str,
