@@ -807,3 +807,48 @@ async fn a_huge_timeout_means_wait_as_long_as_it_takes_not_a_panic() {
         .unwrap_err();
     assert!(err.is(codes::TIMEOUT), "{err}");
 }
+
+#[tokio::test]
+async fn what_the_wire_cannot_carry_is_refused_before_sending() {
+    let bus = Bus::embedded();
+    bus.register(echo_service()).await.unwrap();
+    let long_type = format!("echo.{}", "E".repeat(300));
+    let err = bus.call_json(long_type.clone(), "{}").await.unwrap_err();
+    assert!(err.is(codes::INVALID_ARGUMENT), "{err}");
+    let err = bus.publish_json(long_type, "{}").await.unwrap_err();
+    assert!(err.is(codes::INVALID_ARGUMENT), "{err}");
+    for key in ["cb-kind", ""] {
+        let err = bus.call(echo("x")).header(key, "v").await.unwrap_err();
+        assert!(err.is(codes::INVALID_ARGUMENT), "{key:?}: {err}");
+    }
+    let long_service = "s".repeat(101);
+    let err = bus
+        .register(
+            Service::builder(long_service, ())
+                .on_request(|e: Echo, _| async move {
+                    Ok(EchoReply {
+                        text: e.text,
+                        node: String::new(),
+                    })
+                })
+                .build(),
+        )
+        .await
+        .unwrap_err();
+    assert!(err.is(codes::INVALID_ARGUMENT), "{err}");
+    let err = Bus::builder()
+        .name("b".repeat(65))
+        .build()
+        .await
+        .unwrap_err();
+    assert!(err.is(codes::INVALID_ARGUMENT), "{err}");
+    // Ordinary headers still travel.
+    assert_eq!(
+        bus.call(echo("ok"))
+            .header("session", "s")
+            .await
+            .unwrap()
+            .text,
+        "ok"
+    );
+}

@@ -137,13 +137,14 @@ impl BusBuilder {
     /// a transport, declares this node's topology.
     pub async fn build(self) -> Result<Bus, ErrorCode> {
         if self.name.is_empty()
+            || self.name.len() > 64
             || !self
                 .name
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
         {
             return Err(ErrorCode::invalid(format!(
-                "`{}` is not a valid bus name: use letters, digits, `_` and `-`",
+                "`{}` is not a valid bus name: use 1 to 64 letters, digits, `_` and `-`",
                 self.name
             )));
         }

@@ -274,6 +274,7 @@ impl Bus {
     ) -> Result<Body, ErrorCode> {
         self.check_open()?;
         self.intercept_send(&mut envelope, &body)?;
+        envelope.check_wire_limits()?;
         let timeout = envelope
             .timeout
             .unwrap_or(self.inner.config.default_timeout);
@@ -328,6 +329,7 @@ impl Bus {
     pub(crate) async fn post(&self, mut envelope: Envelope, body: Body) -> Result<(), ErrorCode> {
         self.check_open()?;
         self.intercept_send(&mut envelope, &body)?;
+        envelope.check_wire_limits()?;
         match self.resolve(envelope.service_name(), envelope.target)? {
             Target::Local(runtime) => {
                 let delivery = Delivery {

@@ -20,6 +20,7 @@ impl Bus {
     ) -> Result<(), ErrorCode> {
         self.check_open()?;
         self.intercept_publish(&mut envelope, &body)?;
+        envelope.check_wire_limits()?;
         let body = body.into_shared();
         if let Some(transport) = &self.inner.transport {
             // Other nodes get it through the broker; this node's own copy

@@ -154,6 +154,27 @@ impl Envelope {
     pub fn service_name(&self) -> &str {
         self.service.as_deref().unwrap_or("")
     }
+
+    /// Refuses what the wire cannot carry faithfully: AMQP short strings
+    /// hold at most 255 bytes, and `cb-*` headers belong to the protocol.
+    pub(crate) fn check_wire_limits(&self) -> Result<(), ErrorCode> {
+        if self.type_name.is_empty() || self.type_name.len() > 255 {
+            return Err(ErrorCode::invalid(format!(
+                "a message type name must have 1 to 255 bytes, `{}…` has {}",
+                self.type_name.chars().take(40).collect::<String>(),
+                self.type_name.len()
+            )));
+        }
+        for (key, _) in self.headers.iter() {
+            if key.is_empty() || key.len() > 255 || key.starts_with("cb-") {
+                return Err(ErrorCode::invalid(format!(
+                    "header `{}` cannot be sent: names have 1 to 255 bytes and `cb-` is reserved",
+                    key.chars().take(40).collect::<String>()
+                )));
+            }
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]

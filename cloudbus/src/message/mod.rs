@@ -94,10 +94,12 @@ pub fn service_of(type_name: &str) -> &str {
     type_name.split('.').next().unwrap_or(type_name)
 }
 
-/// Whether `name` is a valid service name: `[a-z][a-z0-9_-]*`.
+/// Whether `name` is a valid service name: `[a-z][a-z0-9_-]*`, at most
+/// 100 bytes (so that queue names stay within AMQP's 255).
 pub fn is_valid_service_name(name: &str) -> bool {
     let mut chars = name.chars();
-    matches!(chars.next(), Some('a'..='z'))
+    name.len() <= 100
+        && matches!(chars.next(), Some('a'..='z'))
         && chars.all(|c| matches!(c, 'a'..='z' | '0'..='9' | '_' | '-'))
 }
 
@@ -117,7 +119,8 @@ mod tests {
         for ok in ["vm", "host-agent", "a_1"] {
             assert!(is_valid_service_name(ok), "{ok}");
         }
-        for bad in ["", "Vm", "1vm", "vm.x", "vm x", "é"] {
+        let long = "v".repeat(101);
+        for bad in ["", "Vm", "1vm", "vm.x", "vm x", "é", long.as_str()] {
             assert!(!is_valid_service_name(bad), "{bad}");
         }
     }

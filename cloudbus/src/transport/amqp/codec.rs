@@ -146,7 +146,10 @@ pub(crate) fn decode(
     envelope.id = id;
     envelope.reply_to = reply_to;
     if let Some(ts) = props.timestamp() {
-        envelope.created_at = UNIX_EPOCH + Duration::from_secs(*ts);
+        // A timestamp beyond what the clock can hold counts as "now".
+        envelope.created_at = UNIX_EPOCH
+            .checked_add(Duration::from_secs(*ts))
+            .unwrap_or_else(SystemTime::now);
     }
     if let Some(correlation) = props.correlation_id() {
         envelope.correlation_id = Some(correlation.as_str().parse().map_err(&reject)?);

@@ -20,6 +20,8 @@
 
 mod codec;
 mod consumer;
+#[doc(hidden)]
+pub mod fuzzing;
 mod session;
 mod supervisor;
 mod topology;
