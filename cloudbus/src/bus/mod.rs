@@ -222,6 +222,10 @@ impl Bus {
         if self.inner.closed.load(Ordering::Acquire) {
             return;
         }
+        if let Some(transport) = &self.inner.transport {
+            // No new work from the broker; what it holds stays queued.
+            transport.pause().await;
+        }
         let runtimes: Vec<Arc<ServiceRuntime>> =
             self.inner.services.load().values().cloned().collect();
         // Handlers still running may call other local services, so every

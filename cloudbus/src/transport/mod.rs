@@ -107,6 +107,13 @@ pub trait Transport: Send + Sync + 'static {
     /// Removes a binding of this node's event queue.
     fn unbind<'a>(&'a self, pattern: &'a str) -> BoxFuture<'a, Result<(), ErrorCode>>;
 
+    /// Stops taking new requests and messages for the services of this
+    /// node (not its replies or events), as the first step of a graceful
+    /// stop: what is not taken yet stays queued on the broker.
+    fn pause(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async {})
+    }
+
     /// Stops consuming and releases this node's queues.
     fn close(&self) -> BoxFuture<'_, ()>;
 }

@@ -47,6 +47,9 @@ use crate::{Envelope, ErrorCode, Kind, NodeId, codes};
 use session::{Session, Wanted};
 use topology::Names;
 
+/// The node's own service, whose queue also brings replies.
+const NODE_SERVICE: &str = "cloudbus";
+
 /// The URL used when none is given: a local broker with the default user.
 pub const DEFAULT_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 
@@ -390,6 +393,14 @@ impl Transport for AmqpTransport {
                 )
                 .await
                 .map_err(|e| broker_error(&format!("cannot unbind {pattern}"), e))
+        })
+    }
+
+    fn pause(&self) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            if let Ok(session) = self.shared.session() {
+                session.pause(NODE_SERVICE).await;
+            }
         })
     }
 

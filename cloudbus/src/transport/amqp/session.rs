@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use lapin::options::{
     BasicCancelOptions, BasicConsumeOptions, BasicQosOptions, ConfirmSelectOptions,
-    QueueDeleteOptions,
+    QueueDeclareOptions, QueueDeleteOptions,
 };
 use lapin::tcp::OwnedTLSConfig;
 use lapin::types::FieldTable;
@@ -46,7 +46,28 @@ pub(crate) struct Session {
 struct ServiceConsumer {
     channel: Channel,
     tag: String,
-    task: JoinHandle<()>,
+    /// `None` once cancelled.
+    task: Option<JoinHandle<()>>,
+}
+
+impl ServiceConsumer {
+    /// Stops deliveries and waits until the loop has handed over what it
+    /// already took; what is still queued stays on the broker.
+    async fn cancel(&mut self) -> lapin::Result<()> {
+        let Some(task) = self.task.take() else {
+            return Ok(());
+        };
+        let cancelled = self
+            .channel
+            .basic_cancel(self.tag.as_str().into(), BasicCancelOptions::default())
+            .await;
+        if cancelled.is_ok() {
+            let _ = task.await;
+        } else {
+            task.abort();
+        }
+        cancelled
+    }
 }
 
 impl Session {
@@ -151,7 +172,14 @@ impl Session {
             inbound.clone(),
             config.max_body,
         ));
-        consumers.insert(service.to_string(), ServiceConsumer { channel, tag, task });
+        consumers.insert(
+            service.to_string(),
+            ServiceConsumer {
+                channel,
+                tag,
+                task: Some(task),
+            },
+        );
         Ok(())
     }
 
@@ -162,36 +190,69 @@ impl Session {
         names: &Names,
         service: &str,
     ) -> Result<(), ErrorCode> {
-        let Some(ServiceConsumer { channel, tag, task }) =
-            self.consumers.lock().await.remove(service)
-        else {
+        let Some(mut consumer) = self.consumers.lock().await.remove(service) else {
             return Ok(());
         };
-        let cancelled = channel
-            .basic_cancel(tag.as_str().into(), BasicCancelOptions::default())
-            .await;
-        if cancelled.is_ok() {
-            let _ = task.await;
-        } else {
-            task.abort();
-        }
+        let cancelled = consumer.cancel().await;
         let queue = names.service_queue(service);
-        let deleted = channel
+        let deleted = consumer
+            .channel
             .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
             .await;
-        let _ = channel.close(200, "service removed".into()).await;
+        if let Ok(dropped @ 1..) = deleted {
+            tracing::warn!(%queue, dropped, "messages still queued for a removed service were dropped");
+        }
+        let _ = consumer.channel.close(200, "service removed".into()).await;
         cancelled
             .and(deleted.map(|_| ()))
             .map_err(|e| super::broker_error(&format!("cannot remove {queue}"), e))
     }
 
-    /// Stops every consumer and deletes this node's queues: a node that
-    /// stops on purpose leaves nothing behind.
+    /// Stops taking new work for every service but `keep` (the node's own
+    /// queue, which must go on bringing replies while in-flight handlers
+    /// finish). Messages not yet taken stay queued.
+    pub(crate) async fn pause(&self, keep: &str) {
+        let mut consumers = self.consumers.lock().await;
+        for (service, consumer) in consumers.iter_mut() {
+            if service != keep
+                && let Err(error) = consumer.cancel().await
+            {
+                tracing::debug!(%service, %error, "cancelling a consumer");
+            }
+        }
+    }
+
+    /// Stops every consumer and deletes this node's queues, except a
+    /// service queue that still holds messages: those were accepted by the
+    /// broker for this node, and a node restarted with the same id takes
+    /// them up (otherwise the queue expires).
     pub(crate) async fn close(&self, names: &Names) {
-        let services: Vec<String> = self.consumers.lock().await.keys().cloned().collect();
-        for service in services {
-            if let Err(error) = self.stop_consuming(names, &service).await {
-                tracing::debug!(%service, %error, "stopping a consumer");
+        let mut consumers = std::mem::take(&mut *self.consumers.lock().await);
+        for (service, consumer) in consumers.iter_mut() {
+            let _ = consumer.cancel().await;
+            let queue = names.service_queue(service);
+            let waiting = consumer
+                .channel
+                .queue_declare(
+                    queue.as_str().into(),
+                    QueueDeclareOptions {
+                        passive: true,
+                        ..Default::default()
+                    },
+                    FieldTable::default(),
+                )
+                .await
+                .map(|q| q.message_count());
+            match waiting {
+                Ok(waiting @ 1..) if service != super::NODE_SERVICE => {
+                    tracing::warn!(%queue, waiting, "messages still queued for this node are kept until the queue expires or the node comes back with the same id");
+                }
+                _ => {
+                    let _ = consumer
+                        .channel
+                        .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
+                        .await;
+                }
             }
         }
         let _ = self
@@ -209,8 +270,8 @@ impl Session {
     pub(crate) fn abandon(&self) {
         self.event_task.abort();
         if let Ok(consumers) = self.consumers.try_lock() {
-            for consumer in consumers.values() {
-                consumer.task.abort();
+            for task in consumers.values().filter_map(|c| c.task.as_ref()) {
+                task.abort();
             }
         }
     }

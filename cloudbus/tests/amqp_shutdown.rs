@@ -1,0 +1,211 @@
+//! A graceful stop on the real broker: in-flight work finishes, the node
+//! says `left`, and not one accepted plain message is lost: what the node
+//! did not take stays queued, and a node restarted with the same id takes
+//! it up.
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use cloudbus::{Bus, NodeId, Service};
+use common::*;
+use tokio::sync::Notify;
+
+const WAIT: Duration = Duration::from_secs(30);
+const NOTES: u32 = 300;
+
+fn url() -> String {
+    std::env::var("CLOUDBUS_AMQP_URL")
+        .unwrap_or_else(|_| cloudbus::transport::amqp::DEFAULT_URL.to_string())
+}
+
+async fn node(bus: &str, id: NodeId) -> Bus {
+    Bus::builder()
+        .name(bus)
+        .node_id(id)
+        .amqp(url())
+        .heartbeat_interval(Duration::from_secs(30))
+        .build()
+        .await
+        .unwrap_or_else(|e| panic!("RabbitMQ must be reachable at {}: {e}", url()))
+}
+
+/// Records every note it handles; takes a moment per note, like real work.
+#[derive(Clone, Default)]
+struct Ledger {
+    seen: Arc<Mutex<Vec<u32>>>,
+    progress: Arc<Notify>,
+}
+
+impl Ledger {
+    fn service(&self) -> Service {
+        let ledger = self.clone();
+        Service::builder("work", ())
+            .concurrency(4)
+            .on_message(move |note: Note, _| {
+                let ledger = ledger.clone();
+                async move {
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                    ledger.seen.lock().unwrap().push(note.n);
+                    ledger.progress.notify_waiters();
+                    Ok(())
+                }
+            })
+            .build()
+    }
+
+    fn count(&self) -> usize {
+        self.seen.lock().unwrap().len()
+    }
+
+    async fn until(&self, n: usize) {
+        tokio::time::timeout(WAIT, async {
+            loop {
+                let progress = self.progress.notified();
+                if self.count() >= n {
+                    return;
+                }
+                progress.await;
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("{n} notes were not handled in time; got {}", self.count()));
+    }
+}
+
+fn queue_counts(queue: &str) -> Option<String> {
+    let out = std::process::Command::new("rabbitmqctl")
+        .args([
+            "list_queues",
+            "name",
+            "messages_ready",
+            "messages_unacknowledged",
+            "-q",
+            "--no-table-headers",
+        ])
+        .output()
+        .expect("rabbitmqctl must be installed next to the broker");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{queue}\t")).map(str::to_string))
+}
+
+#[tokio::test]
+async fn a_graceful_stop_finishes_in_flight_work_and_loses_no_accepted_message() {
+    let name = format!("t-stop-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let server_id = NodeId::random();
+    let client = node(&name, NodeId::random()).await;
+    let server = node(&name, server_id).await;
+    let ledger = Ledger::default();
+    server.register(ledger.service()).await.unwrap();
+    let (release, started) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
+    server
+        .register(
+            Service::builder("slow", ())
+                .on_request({
+                    let (release, started) = (release.clone(), started.clone());
+                    move |w: Work, _| {
+                        let (release, started) = (release.clone(), started.clone());
+                        async move {
+                            started.notify_one();
+                            release.notified().await;
+                            Ok(Done { n: w.n })
+                        }
+                    }
+                })
+                .build(),
+        )
+        .await
+        .unwrap();
+    client
+        .wait_for_cluster(WAIT, |v| v.node(server_id).is_some())
+        .await
+        .unwrap();
+
+    for n in 0..NOTES {
+        let note = Note { key: "k".into(), n };
+        client
+            .send(note)
+            .service("work")
+            .node(server_id)
+            .await
+            .unwrap();
+    }
+    let in_flight = tokio::spawn({
+        let client = client.clone();
+        async move {
+            client
+                .call(Work {
+                    key: "w".into(),
+                    n: 42,
+                })
+                .service("slow")
+                .node(server_id)
+                .timeout(WAIT)
+                .await
+        }
+    });
+    started.notified().await;
+    ledger.until(20).await;
+
+    // Stop while notes are still queued and a request is being handled.
+    let stopping = tokio::spawn({
+        let server = server.clone();
+        async move { server.shutdown().await }
+    });
+    release.notify_one();
+    tokio::time::timeout(WAIT, stopping).await.unwrap().unwrap();
+    let done = tokio::time::timeout(WAIT, in_flight)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(done.unwrap().n, 42, "the in-flight request was answered");
+    client
+        .wait_for_cluster(WAIT, |v| v.node(server_id).is_none())
+        .await
+        .expect("`left` reaches the others (heartbeats are 30 s apart)");
+
+    let handled = ledger.count();
+    assert!(
+        handled < NOTES as usize,
+        "the test must stop the node mid-way"
+    );
+    let queue = format!("{name}.message.work.{server_id}");
+    assert_eq!(
+        queue_counts(&queue),
+        Some(format!("{}\t0", NOTES as usize - handled)),
+        "every note not handled is still queued, none is held or lost"
+    );
+
+    // The node comes back under the same id and finishes the work.
+    let again = node(&name, server_id).await;
+    again.register(ledger.service()).await.unwrap();
+    ledger.until(NOTES as usize).await;
+    let mut seen = ledger.seen.lock().unwrap().clone();
+    seen.sort();
+    assert_eq!(
+        seen,
+        (0..NOTES).collect::<Vec<_>>(),
+        "each note exactly once"
+    );
+
+    again.shutdown().await;
+    client.shutdown().await;
+    assert_eq!(
+        queue_counts(&queue),
+        None,
+        "an empty queue is removed on stop"
+    );
+    let conn = lapin::Connection::connect(&url(), Default::default())
+        .await
+        .unwrap();
+    let channel = conn.create_channel().await.unwrap();
+    for ex in ["P2P", "BROADCAST"] {
+        channel
+            .exchange_delete(format!("{name}.{ex}").into(), Default::default())
+            .await
+            .unwrap();
+    }
+    conn.close(200, "done".into()).await.unwrap();
+}
