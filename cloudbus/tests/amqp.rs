@@ -392,9 +392,47 @@ async fn handler_errors_travel_back_with_their_code() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), codes::INTERNAL);
+
+    // A handler that drops its reply port: NO_REPLY, not a timeout.
+    b.register(
+        Service::builder("forgetful", Forgetful)
+            .defer::<Echo>()
+            .build(),
+    )
+    .await
+    .unwrap();
+    let err = a
+        .call(Echo { text: "x".into() })
+        .service("forgetful")
+        .node(b.node_id())
+        .timeout(Duration::from_secs(60))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), codes::NO_REPLY);
+    // After an error, a panic and a lost reply, the service still serves.
+    let err = a
+        .call(Echo { text: "y".into() })
+        .node(b.node_id())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), "echo.REFUSED");
     a.shutdown().await;
     b.shutdown().await;
     remove_exchanges(&name).await;
+}
+
+/// Never answers: drops the port it should reply through.
+struct Forgetful;
+
+impl cloudbus::DeferredHandler<Echo> for Forgetful {
+    async fn handle(
+        &self,
+        _req: Echo,
+        _ctx: cloudbus::Context,
+        reply: cloudbus::ReplyPort<EchoReply>,
+    ) {
+        drop(reply);
+    }
 }
 
 #[tokio::test]
