@@ -161,6 +161,11 @@ async fn the_topology_is_exactly_the_documented_one() {
             queue.contains("x-expires"),
             "{queue} must expire when its node is gone"
         );
+        assert_eq!(
+            queue.contains("x-max-length"),
+            queue.contains(".event."),
+            "only event queues are capped: {queue}"
+        );
     }
     assert_eq!(
         rabbitmqctl(&["list_exchanges", "name", "type", "durable"], &name),

@@ -268,3 +268,49 @@ async fn an_unreachable_broker_fails_the_start_with_a_clear_error() {
         "the password is never shown: {err}"
     );
 }
+
+#[tokio::test]
+async fn a_silently_stalled_link_is_noticed_by_heartbeats_and_replaced() {
+    let name = unique_bus("stall");
+    let proxy = Proxy::start(broker_addr()).await;
+    // AMQP heartbeats every second: a link that stops moving bytes is
+    // declared lost after a couple of missed beats.
+    let proxied = format!(
+        "amqp://guest:guest@127.0.0.1:{}/%2f?heartbeat=1",
+        proxy.port()
+    );
+    let transport = AmqpTransport::with_config(
+        AmqpConfig::new(proxied)
+            .reconnect_backoff(Duration::from_millis(20), Duration::from_millis(200))
+            .connect_timeout(Duration::from_secs(2)),
+    );
+    let a = Bus::builder()
+        .name(&name)
+        .transport(transport)
+        .heartbeat_interval(Duration::from_secs(30))
+        .build()
+        .await
+        .unwrap();
+    let b = node(&name, url()).await;
+    b.register(echo_service("echo")).await.unwrap();
+    let echo = |text: &str| Echo { text: text.into() };
+    a.call(echo("1")).node(b.node_id()).await.unwrap();
+
+    proxy.stall();
+    broker_is(&a, false).await;
+    let err = a
+        .call(echo("2"))
+        .node(b.node_id())
+        .timeout(WAIT)
+        .await
+        .unwrap_err();
+    assert!(err.is(codes::BROKER_UNAVAILABLE), "{err}");
+    // While stalled, reconnect attempts hang in the handshake and are
+    // abandoned after the connect timeout, then retried.
+    proxy.restore();
+    broker_is(&a, true).await;
+    assert_eq!(a.call(echo("3")).node(b.node_id()).await.unwrap().text, "3");
+    a.shutdown().await;
+    b.shutdown().await;
+    remove_exchanges(&name).await;
+}

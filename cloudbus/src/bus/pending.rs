@@ -94,6 +94,16 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_duplicate_reply_is_refused_and_the_first_one_counts() {
+        let pending = Pending::default();
+        let id = MessageId::random();
+        let (_guard, rx) = pending.register(id, NodeId::random());
+        assert!(pending.complete(id, Err(ErrorCode::internal("first"))));
+        assert!(!pending.complete(id, Err(ErrorCode::internal("second"))));
+        assert_eq!(rx.await.unwrap().unwrap_err().description(), "first");
+    }
+
+    #[tokio::test]
     async fn failing_a_node_reaches_only_its_callers() {
         let pending = Pending::default();
         let (dead, alive) = (NodeId::random(), NodeId::random());

@@ -1,16 +1,20 @@
-//! A TCP proxy between a node and the broker that a test can cut and
-//! restore at will: the deterministic way to lose a connection.
+//! A TCP proxy between a node and the broker that a test can cut, stall
+//! and restore at will: the deterministic way to lose a connection.
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
 use tokio::task::{AbortHandle, JoinHandle};
 
-#[derive(Default)]
 struct State {
+    /// New connections are refused.
     down: bool,
+    /// Bytes stop flowing (both ways) while connections stay open.
+    stalled: watch::Sender<bool>,
     links: Vec<AbortHandle>,
 }
 
@@ -25,21 +29,34 @@ impl Proxy {
     pub async fn start(upstream: String) -> Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let state = Arc::new(Mutex::new(State::default()));
+        let state = Arc::new(Mutex::new(State {
+            down: false,
+            stalled: watch::Sender::new(false),
+            links: Vec::new(),
+        }));
         let task = tokio::spawn({
             let state = state.clone();
             async move {
                 while let Ok((client, _)) = listener.accept().await {
-                    if state.lock().unwrap().down {
-                        drop(client); // refused: the broker is "unreachable"
-                        continue;
-                    }
+                    let stalled = {
+                        let state = state.lock().unwrap();
+                        if state.down {
+                            drop(client); // refused: the broker is "unreachable"
+                            continue;
+                        }
+                        state.stalled.subscribe()
+                    };
                     let upstream = upstream.clone();
                     let link = tokio::spawn(async move {
-                        if let Ok(mut server) = TcpStream::connect(&upstream).await {
-                            let mut client = client;
-                            let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
-                        }
+                        let Ok(server) = TcpStream::connect(&upstream).await else {
+                            return;
+                        };
+                        let (client_read, client_write) = client.into_split();
+                        let (server_read, server_write) = server.into_split();
+                        tokio::join!(
+                            pump(client_read, server_write, stalled.clone()),
+                            pump(server_read, client_write, stalled),
+                        );
                     });
                     state.lock().unwrap().links.push(link.abort_handle());
                 }
@@ -61,9 +78,38 @@ impl Proxy {
         }
     }
 
-    /// Accepts connections again.
+    /// Keeps every connection open but lets no byte through: a network
+    /// that silently stops delivering.
+    pub fn stall(&self) {
+        self.state.lock().unwrap().stalled.send_replace(true);
+    }
+
+    /// Accepts connections and moves bytes again.
     pub fn restore(&self) {
-        self.state.lock().unwrap().down = false;
+        let mut state = self.state.lock().unwrap();
+        state.down = false;
+        state.stalled.send_replace(false);
+    }
+}
+
+/// Copies one direction, holding bytes back while stalled.
+async fn pump(
+    mut from: impl AsyncRead + Unpin,
+    mut to: impl AsyncWrite + Unpin,
+    mut stalled: watch::Receiver<bool>,
+) {
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        if stalled.wait_for(|s| !*s).await.is_err() {
+            return;
+        }
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        if stalled.wait_for(|s| !*s).await.is_err() || to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
     }
 }
 

@@ -61,6 +61,7 @@ pub struct AmqpConfig {
     max_body: usize,
     reconnect_min: Duration,
     reconnect_max: Duration,
+    connect_timeout: Duration,
     tls_ca: Option<String>,
 }
 
@@ -73,6 +74,7 @@ impl AmqpConfig {
             max_body: 4 * 1024 * 1024,
             reconnect_min: supervisor::MIN_DELAY,
             reconnect_max: supervisor::MAX_DELAY,
+            connect_timeout: Duration::from_secs(10),
             tls_ca: None,
         }
     }
@@ -98,6 +100,15 @@ impl AmqpConfig {
     pub fn reconnect_backoff(mut self, min: Duration, max: Duration) -> Self {
         self.reconnect_min = min;
         self.reconnect_max = max.max(min);
+        self
+    }
+
+    /// How long connecting (TCP, TLS, AMQP handshake and declaring the
+    /// topology) may take before the attempt counts as failed (default 10 s).
+    /// For a silently dead link, also set the AMQP heartbeat in the URL,
+    /// e.g. `?heartbeat=5`, which bounds how long a loss goes unnoticed.
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
         self
     }
 
@@ -222,14 +233,7 @@ impl Transport for AmqpTransport {
             if shared.started.get().is_some() {
                 return Err(ErrorCode::invalid("this AMQP transport is already started"));
             }
-            let session = Session::open(&shared.config, &names, &inbound, &wanted)
-                .await
-                .map_err(|e| {
-                    broker_error(
-                        &format!("cannot connect to {}", shared.config.redacted_url()),
-                        e,
-                    )
-                })?;
+            let session = Session::open(&shared.config, &names, &inbound, &wanted).await?;
             shared
                 .started
                 .set((names, inbound))

@@ -72,8 +72,32 @@ impl ServiceConsumer {
 
 impl Session {
     /// Connects and declares the exchanges, the event queue with every
-    /// wanted binding, and a consumed queue for every wanted service.
+    /// wanted binding, and a consumed queue for every wanted service,
+    /// within the configured connect timeout (a broker that accepts TCP
+    /// but never answers must not hold a node forever).
     pub(crate) async fn open(
+        config: &AmqpConfig,
+        names: &Names,
+        inbound: &Arc<dyn Inbound>,
+        wanted: &Wanted,
+    ) -> Result<Session, ErrorCode> {
+        let what = || format!("cannot connect to {}", config.redacted_url());
+        match tokio::time::timeout(
+            config.connect_timeout,
+            Self::open_now(config, names, inbound, wanted),
+        )
+        .await
+        {
+            Ok(Ok(session)) => Ok(session),
+            Ok(Err(error)) => Err(super::broker_error(&what(), error)),
+            Err(_) => Err(ErrorCode::new(
+                crate::codes::BROKER_UNAVAILABLE,
+                format!("{}: no answer within {:?}", what(), config.connect_timeout),
+            )),
+        }
+    }
+
+    async fn open_now(
         config: &AmqpConfig,
         names: &Names,
         inbound: &Arc<dyn Inbound>,
@@ -101,7 +125,13 @@ impl Session {
 
         let events = connection.create_channel().await?;
         let event_queue = names.event_queue();
-        topology::declare_queue(&events, &event_queue, config.expiry_ms()).await?;
+        topology::declare_queue(
+            &events,
+            &event_queue,
+            config.expiry_ms(),
+            Some(topology::EVENT_QUEUE_MAX),
+        )
+        .await?;
         for pattern in &wanted.bindings {
             topology::bind(&events, &event_queue, &names.broadcast, pattern).await?;
         }
@@ -156,7 +186,7 @@ impl Session {
         channel
             .basic_qos(prefetch, BasicQosOptions::default())
             .await?;
-        topology::declare_queue(&channel, &queue, config.expiry_ms()).await?;
+        topology::declare_queue(&channel, &queue, config.expiry_ms(), None).await?;
         topology::bind(&channel, &queue, &names.p2p, &names.service_key(service)).await?;
         let consumer = channel
             .basic_consume(

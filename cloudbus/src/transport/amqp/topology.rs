@@ -68,19 +68,28 @@ pub(crate) async fn declare_exchanges(channel: &Channel, names: &Names) -> lapin
 }
 
 /// Declares a node queue that the broker deletes after `expires_ms` without
-/// a consumer, so a dead node's queues do not pile up.
+/// a consumer, so a dead node's queues do not pile up. `max_length` caps a
+/// queue that may fill while nobody reads it (the event queue of a node
+/// that is gone): the oldest messages are dropped first.
 pub(crate) async fn declare_queue(
     channel: &Channel,
     name: &str,
     expires_ms: u32,
+    max_length: Option<u32>,
 ) -> lapin::Result<()> {
     let mut args = FieldTable::default();
     args.insert("x-expires".into(), AMQPValue::LongUInt(expires_ms));
+    if let Some(max) = max_length {
+        args.insert("x-max-length".into(), AMQPValue::LongUInt(max));
+    }
     channel
         .queue_declare(name.into(), QueueDeclareOptions::default(), args)
         .await
         .map(|_| ())
 }
+
+/// At most this many events wait in a node's event queue.
+pub(crate) const EVENT_QUEUE_MAX: u32 = 10_000;
 
 /// Binds a queue to an exchange.
 pub(crate) async fn bind(
