@@ -265,6 +265,14 @@ async fn a_silent_node_is_declared_dead_and_its_callers_fail_at_once() {
             .unwrap();
         assert_eq!(view.len(), 2);
     }
+    // A call addressed to it fails at once, though its queue may remain.
+    let err = nodes[0]
+        .call(echo("x"))
+        .node(target)
+        .timeout(Duration::from_secs(600))
+        .await
+        .unwrap_err();
+    assert!(err.is(codes::NODE_UNAVAILABLE), "{err}");
     // New requests for its resources go to the survivors.
     let survivors: HashSet<String> = nodes[..2].iter().map(|b| b.node_id().to_string()).collect();
     for i in 0..30 {

@@ -241,7 +241,12 @@ impl Bus {
         let transport = self.inner.transport.is_some();
         match node {
             Some(node) if node != here => {
-                if transport {
+                if self.inner.members.departed(node) {
+                    Err(ErrorCode::new(
+                        crate::codes::NODE_UNAVAILABLE,
+                        format!("node {node} has left the cluster or is dead"),
+                    ))
+                } else if transport {
                     Ok(Target::Remote(node))
                 } else {
                     Err(ErrorCode::new(

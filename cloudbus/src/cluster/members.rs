@@ -2,7 +2,7 @@
 //! them. Written about once per heartbeat; read on every routed message,
 //! lock-free.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -26,7 +26,13 @@ struct Member {
 struct Routes {
     ring: Arc<HashRing>,
     by_service: HashMap<String, Vec<NodeId>>,
+    /// Nodes seen to die or leave (the most recent ones), so a call
+    /// addressed to one fails at once instead of waiting in its queue.
+    departed: Arc<HashSet<NodeId>>,
 }
+
+/// How many departed nodes are remembered.
+const DEPARTED_MAX: usize = 1024;
 
 /// What a heartbeat or announcement changed.
 #[derive(Debug, PartialEq, Eq)]
@@ -39,11 +45,18 @@ pub(crate) enum Change {
     Unchanged,
 }
 
+#[derive(Default)]
+struct Table {
+    live: BTreeMap<NodeId, Member>,
+    /// Departed nodes, oldest first.
+    departed: VecDeque<NodeId>,
+}
+
 pub(crate) struct Members {
     me: NodeId,
     pub(crate) config: MembershipConfig,
     started_at: u64,
-    table: Mutex<BTreeMap<NodeId, Member>>,
+    table: Mutex<Table>,
     routes: ArcSwap<Routes>,
     next: AtomicUsize,
     version: watch::Sender<u64>,
@@ -58,7 +71,7 @@ impl Members {
             me,
             config,
             started_at,
-            table: Mutex::new(BTreeMap::new()),
+            table: Mutex::new(Table::default()),
             routes: ArcSwap::default(),
             next: AtomicUsize::new(0),
             version: watch::Sender::new(0),
@@ -88,7 +101,7 @@ impl Members {
     pub(crate) fn observe(&self, announcement: &Announcement) -> Change {
         let mut table = self.lock();
         let interval = Duration::from_millis(announcement.interval_ms.max(1));
-        let change = match table.get_mut(&announcement.node) {
+        let change = match table.live.get_mut(&announcement.node) {
             Some(member) => {
                 member.last_seen = Instant::now();
                 member.interval = interval;
@@ -100,7 +113,8 @@ impl Members {
                 }
             }
             None => {
-                table.insert(
+                table.departed.retain(|n| *n != announcement.node);
+                table.live.insert(
                     announcement.node,
                     Member {
                         services: announcement.services.clone(),
@@ -124,8 +138,12 @@ impl Members {
             return false;
         }
         let mut table = self.lock();
-        let removed = table.remove(&node).is_some();
+        let removed = table.live.remove(&node).is_some();
         if removed {
+            if table.departed.len() == DEPARTED_MAX {
+                table.departed.pop_front();
+            }
+            table.departed.push_back(node);
             self.rebuild(&table);
         }
         removed
@@ -136,6 +154,7 @@ impl Members {
     pub(crate) fn silent(&self) -> Vec<NodeId> {
         let misses = self.config.misses.max(1);
         self.lock()
+            .live
             .iter()
             .filter(|(node, m)| **node != self.me && m.last_seen.elapsed() > m.interval * misses)
             .map(|(node, _)| *node)
@@ -145,6 +164,11 @@ impl Members {
     /// The owner of a resource by the ring.
     pub(crate) fn owner(&self, resource: &str) -> Option<NodeId> {
         self.routes.load().ring.owner(resource)
+    }
+
+    /// Whether `node` was seen to die or leave (and has not come back).
+    pub(crate) fn departed(&self, node: NodeId) -> bool {
+        self.routes.load().departed.contains(&node)
     }
 
     /// A member running `service`, taking turns among them.
@@ -158,6 +182,7 @@ impl Members {
     pub(crate) fn view(&self) -> ClusterView {
         let table = self.lock();
         let nodes = table
+            .live
             .iter()
             .map(|(node, m)| NodeStatus {
                 node: *node,
@@ -183,10 +208,10 @@ impl Members {
         self.version.subscribe()
     }
 
-    fn rebuild(&self, table: &BTreeMap<NodeId, Member>) {
+    fn rebuild(&self, table: &Table) {
         let mut ring = HashRing::new();
         let mut by_service: HashMap<String, Vec<NodeId>> = HashMap::new();
-        for (node, member) in table {
+        for (node, member) in &table.live {
             ring.insert(*node);
             for service in &member.services {
                 by_service.entry(service.clone()).or_default().push(*node);
@@ -195,11 +220,12 @@ impl Members {
         self.routes.store(Arc::new(Routes {
             ring: Arc::new(ring),
             by_service,
+            departed: Arc::new(table.departed.iter().copied().collect()),
         }));
         self.version.send_modify(|v| *v += 1);
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<NodeId, Member>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Table> {
         // The table holds plain data; a panic elsewhere cannot leave it torn.
         self.table.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -242,6 +268,10 @@ mod tests {
         assert_eq!(members.pick("storage"), None);
         assert!(members.remove(a));
         assert!(!members.remove(a));
+        assert!(members.departed(a));
+        members.observe(&hello(a, &["vm"]));
+        assert!(!members.departed(a), "a node that comes back is live again");
+        members.remove(a);
         assert!(!members.remove(me), "a node never removes itself");
         assert_eq!(members.pick("vm"), Some(b));
         assert_eq!(members.view().ring().len(), 2);
@@ -264,8 +294,8 @@ mod tests {
         let a = NodeId::random();
         members.observe(&hello(a, &["vm"]));
         // Age the heartbeat instead of waiting for it to age.
-        members.lock().get_mut(&a).unwrap().last_seen -= Duration::from_millis(31);
-        members.lock().get_mut(&me).unwrap().last_seen -= Duration::from_secs(60);
+        members.lock().live.get_mut(&a).unwrap().last_seen -= Duration::from_millis(31);
+        members.lock().live.get_mut(&me).unwrap().last_seen -= Duration::from_secs(60);
         assert_eq!(members.silent(), vec![a]);
         members.remove(a);
         assert_eq!(members.silent(), Vec::<NodeId>::new());
