@@ -3,29 +3,19 @@
 //! run in parallel without seeing each other. A broker that cannot be
 //! reached fails these tests; they never skip.
 
+mod broker;
 mod common;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use broker::*;
 use cloudbus::{Bus, ErrorCode, Message, Ping, Request, Service, codes};
 use common::*;
 use futures::FutureExt;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, mpsc};
-
-fn url() -> String {
-    std::env::var("CLOUDBUS_AMQP_URL")
-        .unwrap_or_else(|_| cloudbus::transport::amqp::DEFAULT_URL.to_string())
-}
-
-fn unique_bus(test: &str) -> String {
-    format!(
-        "t-{test}-{}",
-        &uuid::Uuid::new_v4().simple().to_string()[..8]
-    )
-}
 
 async fn node(bus: &str) -> Bus {
     Bus::builder()
@@ -73,24 +63,6 @@ async fn request_reply_crosses_the_broker() {
     b.shutdown().await;
 }
 
-/// What `rabbitmqctl` lists for a bus: its queues (with their
-/// `x-expires`) and its exchanges (with type and durability).
-fn rabbitmqctl(args: &[&str], bus: &str) -> Vec<String> {
-    let out = std::process::Command::new("rabbitmqctl")
-        .args(args)
-        .args(["-q", "--no-table-headers"])
-        .output()
-        .expect("rabbitmqctl must be installed next to the broker");
-    assert!(out.status.success(), "rabbitmqctl {args:?} failed");
-    let mut lines: Vec<String> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter(|l| l.starts_with(&format!("{bus}.")))
-        .map(str::to_string)
-        .collect();
-    lines.sort();
-    lines
-}
-
 /// Waits until `rabbitmqctl` shows `queue` with `counts` (messages ready,
 /// tab, unacknowledged): what the broker holds is the thing under test.
 async fn wait_for_queue(queue: &str, counts: &str) {
@@ -100,7 +72,7 @@ async fn wait_for_queue(queue: &str, counts: &str) {
         loop {
             let bus = bus.clone();
             let lines = tokio::task::spawn_blocking(move || {
-                rabbitmqctl(
+                listing(
                     &[
                         "list_queues",
                         "name",
@@ -120,25 +92,6 @@ async fn wait_for_queue(queue: &str, counts: &str) {
     .await
 }
 
-fn queue_names(bus: &str) -> Vec<String> {
-    rabbitmqctl(&["list_queues", "name"], bus)
-}
-
-/// Exchanges are durable and outlive the test's nodes: remove them.
-async fn remove_exchanges(bus: &str) {
-    let conn = lapin::Connection::connect(&url(), Default::default())
-        .await
-        .unwrap();
-    let channel = conn.create_channel().await.unwrap();
-    for ex in ["P2P", "BROADCAST"] {
-        channel
-            .exchange_delete(format!("{bus}.{ex}").into(), Default::default())
-            .await
-            .unwrap();
-    }
-    conn.close(200, "done".into()).await.unwrap();
-}
-
 #[tokio::test]
 async fn the_topology_is_exactly_the_documented_one() {
     let name = unique_bus("topo");
@@ -156,7 +109,7 @@ async fn the_topology_is_exactly_the_documented_one() {
     ];
     expected.sort();
     assert_eq!(queue_names(&name), expected);
-    for queue in rabbitmqctl(&["list_queues", "name", "arguments"], &name) {
+    for queue in listing(&["list_queues", "name", "arguments"], &name) {
         assert!(
             queue.contains("x-expires"),
             "{queue} must expire when its node is gone"
@@ -168,13 +121,13 @@ async fn the_topology_is_exactly_the_documented_one() {
         );
     }
     assert_eq!(
-        rabbitmqctl(&["list_exchanges", "name", "type", "durable"], &name),
+        listing(&["list_exchanges", "name", "type", "durable"], &name),
         vec![
             format!("{name}.BROADCAST\ttopic\ttrue"),
             format!("{name}.P2P\tdirect\ttrue"),
         ]
     );
-    let bindings = rabbitmqctl(
+    let bindings = listing(
         &[
             "list_bindings",
             "source_name",
@@ -195,7 +148,7 @@ async fn the_topology_is_exactly_the_documented_one() {
     a.shutdown().await;
     b.shutdown().await;
     assert_eq!(queue_names(&name), Vec::<String>::new());
-    remove_exchanges(&name).await;
+    delete_bus(&name).await;
 }
 
 #[tokio::test]
@@ -226,7 +179,7 @@ async fn plain_messages_arrive_in_order_without_a_reply() {
     }
     a.shutdown().await;
     b.shutdown().await;
-    remove_exchanges(&name).await;
+    delete_bus(&name).await;
 }
 
 #[tokio::test]
@@ -263,7 +216,7 @@ async fn events_reach_every_subscriber_on_every_node() {
     for bus in [a, b, c] {
         bus.shutdown().await;
     }
-    remove_exchanges(&name).await;
+    delete_bus(&name).await;
 }
 
 #[tokio::test]
@@ -297,7 +250,7 @@ async fn a_non_blocking_api_is_answered_by_an_event_everyone_sees() {
     for bus in [a, b, c] {
         bus.shutdown().await;
     }
-    remove_exchanges(&name).await;
+    delete_bus(&name).await;
 }
 
 /// A type the echo service does not handle.
@@ -359,7 +312,7 @@ async fn unknown_services_nodes_and_types_fail_at_once() {
     assert_eq!(err.code(), codes::UNKNOWN_MESSAGE, "{err}");
     a.shutdown().await;
     b.shutdown().await;
-    remove_exchanges(&name).await;
+    delete_bus(&name).await;
 }
 
 #[tokio::test]
@@ -423,7 +376,7 @@ async fn handler_errors_travel_back_with_their_code() {
     assert_eq!(err.code(), "echo.REFUSED");
     a.shutdown().await;
     b.shutdown().await;
-    remove_exchanges(&name).await;
+    delete_bus(&name).await;
 }
 
 /// Never answers: drops the port it should reply through.
@@ -507,7 +460,7 @@ async fn a_timeout_ends_the_wait_and_the_late_reply_is_dropped() {
     assert_eq!(a.stats().timeouts.get(), 2);
     a.shutdown().await;
     b.shutdown().await;
-    remove_exchanges(&name).await;
+    delete_bus(&name).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -560,7 +513,7 @@ async fn ten_thousand_concurrent_requests_create_no_queue() {
     assert_eq!(a.pending_remote_calls(), 0);
     a.shutdown().await;
     b.shutdown().await;
-    remove_exchanges(&name).await;
+    delete_bus(&name).await;
 }
 
 /// Records whether deliveries came through the broker (they carry a
@@ -602,7 +555,7 @@ async fn the_local_shortcut_skips_the_broker_unless_turned_off() {
         assert_eq!(*seen.0.lock().unwrap(), vec![expected]);
         a.shutdown().await;
     }
-    remove_exchanges(&name).await;
+    delete_bus(&name).await;
 }
 
 /// A foreign client that speaks the wire protocol with nothing but lapin.
@@ -801,5 +754,5 @@ async fn bad_input_from_the_wire_gets_an_error_reply_and_the_consumer_goes_on() 
     assert!(b.stats().malformed.get() >= 3);
     raw.conn.close(200, "done".into()).await.unwrap();
     b.shutdown().await;
-    remove_exchanges(&name).await;
+    delete_bus(&name).await;
 }

@@ -2,6 +2,7 @@
 //! each other join, agree on owners, and a node cut off from the broker
 //! is declared dead with its callers failed at once.
 
+mod broker;
 mod common;
 mod proxy;
 
@@ -9,24 +10,13 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
+use broker::*;
 use cloudbus::{Bus, Context, NodeId, Service, codes};
 use common::*;
 use proxy::Proxy;
 use tokio::sync::Notify;
 
 const WAIT: Duration = Duration::from_secs(20);
-
-fn url() -> String {
-    std::env::var("CLOUDBUS_AMQP_URL")
-        .unwrap_or_else(|_| cloudbus::transport::amqp::DEFAULT_URL.to_string())
-}
-
-fn unique_bus(test: &str) -> String {
-    format!(
-        "t-{test}-{}",
-        &uuid::Uuid::new_v4().simple().to_string()[..8]
-    )
-}
 
 async fn member(bus: &str, beat: Duration) -> Bus {
     member_at(bus, beat, url()).await
@@ -53,37 +43,6 @@ async fn member_at(bus: &str, beat: Duration, broker: String) -> Bus {
     .await
     .unwrap();
     bus
-}
-
-fn rabbitmqctl(args: &[&str]) -> String {
-    let out = std::process::Command::new("rabbitmqctl")
-        .args(args)
-        .args(["-q", "--no-table-headers"])
-        .output()
-        .expect("rabbitmqctl must be installed next to the broker");
-    assert!(out.status.success(), "rabbitmqctl {args:?} failed");
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-async fn cleanup(bus: &str) {
-    let conn = lapin::Connection::connect(&url(), Default::default())
-        .await
-        .unwrap();
-    let channel = conn.create_channel().await.unwrap();
-    let queues = rabbitmqctl(&["list_queues", "name"]);
-    for queue in queues.lines().filter(|q| q.starts_with(&format!("{bus}."))) {
-        channel
-            .queue_delete(queue.into(), Default::default())
-            .await
-            .unwrap();
-    }
-    for ex in ["P2P", "BROADCAST"] {
-        channel
-            .exchange_delete(format!("{bus}.{ex}").into(), Default::default())
-            .await
-            .unwrap();
-    }
-    conn.close(200, "done".into()).await.unwrap();
 }
 
 #[tokio::test]
@@ -127,7 +86,7 @@ async fn three_nodes_form_a_cluster_and_route_each_resource_to_its_owner() {
     for bus in &nodes {
         bus.shutdown().await;
     }
-    cleanup(&name).await;
+    delete_bus(&name).await;
 }
 
 #[tokio::test]
@@ -137,9 +96,7 @@ async fn a_node_cut_off_from_the_broker_is_declared_dead_and_its_callers_fail_fa
     let caller = member(&name, beat).await;
     // The victim reaches the broker through a proxy that the test cuts for
     // good, as a crash or a partition would.
-    let host = std::env::var("CLOUDBUS_AMQP_HOST").unwrap_or_else(|_| "127.0.0.1".into());
-    let port = std::env::var("CLOUDBUS_AMQP_PORT").unwrap_or_else(|_| "5672".into());
-    let proxy = Proxy::start(format!("{host}:{port}")).await;
+    let proxy = Proxy::start(broker_addr()).await;
     let victim_url = format!("amqp://guest:guest@127.0.0.1:{}/%2f", proxy.port());
     let victim = member_at(&name, beat, victim_url).await;
     let started = Arc::new(Notify::new());
@@ -195,5 +152,5 @@ async fn a_node_cut_off_from_the_broker_is_declared_dead_and_its_callers_fail_fa
     // Its resources now belong to the survivor.
     assert_eq!(caller.owner("vm-1").unwrap(), caller.node_id());
     caller.shutdown().await;
-    cleanup(&name).await;
+    delete_bus(&name).await;
 }

@@ -3,21 +3,18 @@
 //! the rest), every request ends with a reply or a TIMEOUT, no queue is
 //! created, and the node still answers `cloudbus.Ping` at once.
 
+mod broker;
 mod common;
 
 use std::future::IntoFuture;
 use std::time::Duration;
 
+use broker::*;
 use cloudbus::{Bus, Ping, Service, codes};
 use common::*;
 
 const LIMIT: usize = 8;
 const REQUESTS: u32 = 10_000;
-
-fn url() -> String {
-    std::env::var("CLOUDBUS_AMQP_URL")
-        .unwrap_or_else(|_| cloudbus::transport::amqp::DEFAULT_URL.to_string())
-}
 
 async fn node(bus: &str) -> Bus {
     Bus::builder()
@@ -28,33 +25,27 @@ async fn node(bus: &str) -> Bus {
         .unwrap_or_else(|e| panic!("RabbitMQ must be reachable at {}: {e}", url()))
 }
 
-/// `<queue>\t<ready>\t<unacked>` for every queue of the bus.
+/// `(queue, ready, unacknowledged)` for every queue of the bus.
 fn queues(bus: &str) -> Vec<(String, u64, u64)> {
-    let out = std::process::Command::new("rabbitmqctl")
-        .args([
+    listing(
+        &[
             "list_queues",
             "name",
             "messages_ready",
             "messages_unacknowledged",
-            "-q",
-            "--no-table-headers",
-        ])
-        .output()
-        .expect("rabbitmqctl must be installed next to the broker");
-    let mut rows: Vec<(String, u64, u64)> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter(|l| l.starts_with(&format!("{bus}.")))
-        .map(|l| {
-            let f: Vec<&str> = l.split('\t').collect();
-            (
-                f[0].to_string(),
-                f[1].parse().unwrap(),
-                f[2].parse().unwrap(),
-            )
-        })
-        .collect();
-    rows.sort();
-    rows
+        ],
+        bus,
+    )
+    .iter()
+    .map(|l| {
+        let f: Vec<&str> = l.split('\t').collect();
+        (
+            f[0].to_string(),
+            f[1].parse().unwrap(),
+            f[2].parse().unwrap(),
+        )
+    })
+    .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -162,15 +153,5 @@ async fn ten_thousand_requests_to_a_slow_service_all_end_and_memory_stays_bounde
 
     caller.shutdown().await;
     server.shutdown().await;
-    let conn = lapin::Connection::connect(&url(), Default::default())
-        .await
-        .unwrap();
-    let channel = conn.create_channel().await.unwrap();
-    for ex in ["P2P", "BROADCAST"] {
-        channel
-            .exchange_delete(format!("{name}.{ex}").into(), Default::default())
-            .await
-            .unwrap();
-    }
-    conn.close(200, "done".into()).await.unwrap();
+    delete_bus(&name).await;
 }

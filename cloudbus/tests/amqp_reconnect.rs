@@ -2,12 +2,14 @@
 //! restores its queues, bindings and consumers; sends fail fast while it
 //! is away; a request in flight across the outage still gets its reply.
 
+mod broker;
 mod common;
 mod proxy;
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use broker::*;
 use cloudbus::transport::amqp::{AmqpConfig, AmqpTransport};
 use cloudbus::{Bus, Context, Service, codes};
 use common::*;
@@ -15,25 +17,6 @@ use proxy::Proxy;
 use tokio::sync::Notify;
 
 const WAIT: Duration = Duration::from_secs(20);
-
-fn url() -> String {
-    std::env::var("CLOUDBUS_AMQP_URL")
-        .unwrap_or_else(|_| cloudbus::transport::amqp::DEFAULT_URL.to_string())
-}
-
-/// The broker's address, for the proxy to forward to.
-fn broker_addr() -> String {
-    let host = std::env::var("CLOUDBUS_AMQP_HOST").unwrap_or_else(|_| "127.0.0.1".into());
-    let port = std::env::var("CLOUDBUS_AMQP_PORT").unwrap_or_else(|_| "5672".into());
-    format!("{host}:{port}")
-}
-
-fn unique_bus(test: &str) -> String {
-    format!(
-        "t-{test}-{}",
-        &uuid::Uuid::new_v4().simple().to_string()[..8]
-    )
-}
 
 fn echo_service(name: &'static str) -> Service {
     Service::builder(name, ())
@@ -69,39 +52,6 @@ async fn broker_is(bus: &Bus, connected: bool) {
         .unwrap();
 }
 
-fn rabbitmqctl(args: &[&str]) -> String {
-    let out = std::process::Command::new("rabbitmqctl")
-        .args(args)
-        .output()
-        .expect("rabbitmqctl must be installed next to the broker");
-    assert!(out.status.success(), "rabbitmqctl {args:?} failed: {out:?}");
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn queues(bus: &str) -> Vec<String> {
-    let mut names: Vec<String> = rabbitmqctl(&["list_queues", "name", "-q", "--no-table-headers"])
-        .lines()
-        .filter(|q| q.starts_with(&format!("{bus}.")))
-        .map(str::to_string)
-        .collect();
-    names.sort();
-    names
-}
-
-async fn remove_exchanges(bus: &str) {
-    let conn = lapin::Connection::connect(&url(), Default::default())
-        .await
-        .unwrap();
-    let channel = conn.create_channel().await.unwrap();
-    for ex in ["P2P", "BROADCAST"] {
-        channel
-            .exchange_delete(format!("{bus}.{ex}").into(), Default::default())
-            .await
-            .unwrap();
-    }
-    conn.close(200, "done".into()).await.unwrap();
-}
-
 #[tokio::test]
 async fn a_lost_connection_comes_back_with_its_topology_and_sends_fail_fast_meanwhile() {
     let name = unique_bus("reconnect");
@@ -130,7 +80,7 @@ async fn a_lost_connection_comes_back_with_its_topology_and_sends_fail_fast_mean
     .await
     .unwrap();
     let mut events = a.subscribe::<VmStateChanged>().await.unwrap();
-    let before = queues(&name);
+    let before = queue_names(&name);
     let echo = |text: &str| Echo { text: text.into() };
     a.call(echo("1")).node(b.node_id()).await.unwrap();
 
@@ -207,11 +157,11 @@ async fn a_lost_connection_comes_back_with_its_topology_and_sends_fail_fast_mean
         .unwrap()
         .unwrap();
     assert_eq!(event.uuid, "v1");
-    assert_eq!(queues(&name), before);
+    assert_eq!(queue_names(&name), before);
 
     a.shutdown().await;
     b.shutdown().await;
-    remove_exchanges(&name).await;
+    delete_bus(&name).await;
 }
 
 #[tokio::test]
@@ -247,7 +197,7 @@ async fn a_connection_closed_by_the_broker_is_reopened() {
     assert_eq!(reply.text, "back");
     a.shutdown().await;
     b.shutdown().await;
-    remove_exchanges(&name).await;
+    delete_bus(&name).await;
 }
 
 #[tokio::test]
@@ -312,5 +262,5 @@ async fn a_silently_stalled_link_is_noticed_by_heartbeats_and_replaced() {
     assert_eq!(a.call(echo("3")).node(b.node_id()).await.unwrap().text, "3");
     a.shutdown().await;
     b.shutdown().await;
-    remove_exchanges(&name).await;
+    delete_bus(&name).await;
 }

@@ -2,25 +2,15 @@
 //! bad session tokens across nodes, one virtual host per deployment, and
 //! credentials that never show up in errors.
 
+mod broker;
 mod common;
 
 use std::collections::HashSet;
 use std::time::Duration;
 
+use broker::*;
 use cloudbus::{Body, Bus, Context, Envelope, ErrorCode, Interceptor, Ping, Service, codes};
 use common::*;
-
-fn url() -> String {
-    std::env::var("CLOUDBUS_AMQP_URL")
-        .unwrap_or_else(|_| cloudbus::transport::amqp::DEFAULT_URL.to_string())
-}
-
-fn unique(test: &str) -> String {
-    format!(
-        "t-{test}-{}",
-        &uuid::Uuid::new_v4().simple().to_string()[..8]
-    )
-}
 
 /// Accepts `echo` requests only with a known `session` header.
 struct RequireSession(HashSet<&'static str>);
@@ -55,31 +45,9 @@ fn echo_service() -> Service {
         .build()
 }
 
-fn rabbitmqctl(args: &[&str]) {
-    let out = std::process::Command::new("rabbitmqctl")
-        .args(args)
-        .output()
-        .expect("rabbitmqctl must be installed next to the broker");
-    assert!(out.status.success(), "rabbitmqctl {args:?} failed: {out:?}");
-}
-
-async fn remove_exchanges(url: &str, bus: &str) {
-    let conn = lapin::Connection::connect(url, Default::default())
-        .await
-        .unwrap();
-    let channel = conn.create_channel().await.unwrap();
-    for ex in ["P2P", "BROADCAST"] {
-        channel
-            .exchange_delete(format!("{bus}.{ex}").into(), Default::default())
-            .await
-            .unwrap();
-    }
-    conn.close(200, "done".into()).await.unwrap();
-}
-
 #[tokio::test]
 async fn an_interceptor_refuses_a_bad_session_token_with_a_clear_error() {
-    let name = unique("auth");
+    let name = unique_bus("auth");
     let server = Bus::builder()
         .name(&name)
         .amqp(url())
@@ -118,12 +86,12 @@ async fn an_interceptor_refuses_a_bad_session_token_with_a_clear_error() {
     client.call(Ping {}).node(to).await.unwrap();
     client.shutdown().await;
     server.shutdown().await;
-    remove_exchanges(&url(), &name).await;
+    delete_bus(&name).await;
 }
 
 #[tokio::test]
 async fn each_deployment_can_have_its_own_virtual_host() {
-    let vhost = unique("vhost");
+    let vhost = unique_bus("vhost");
     rabbitmqctl(&["add_vhost", &vhost]);
     rabbitmqctl(&["set_permissions", "-p", &vhost, "guest", ".*", ".*", ".*"]);
     let base = url();
@@ -131,7 +99,7 @@ async fn each_deployment_can_have_its_own_virtual_host() {
         .rsplit_once('/')
         .map_or(base.as_str(), |(root, _)| root);
     let isolated = format!("{root}/{vhost}");
-    let name = unique("bus");
+    let name = unique_bus("bus");
     let a = Bus::builder()
         .name(&name)
         .amqp(&isolated)
@@ -170,7 +138,7 @@ async fn each_deployment_can_have_its_own_virtual_host() {
     for bus in [a, b, outsider] {
         bus.shutdown().await;
     }
-    remove_exchanges(&base, &name).await;
+    delete_bus_at(&base, &name).await;
     rabbitmqctl(&["delete_vhost", &vhost]);
 }
 
@@ -181,7 +149,7 @@ async fn wrong_credentials_fail_clearly_without_showing_the_password() {
     let bad = format!("amqp://guest:not-the-password@{rest}");
     let err = tokio::time::timeout(
         Duration::from_secs(20),
-        Bus::builder().name(unique("creds")).amqp(bad).build(),
+        Bus::builder().name(unique_bus("creds")).amqp(bad).build(),
     )
     .await
     .expect("no hang")

@@ -3,22 +3,19 @@
 //! did not take stays queued, and a node restarted with the same id takes
 //! it up.
 
+mod broker;
 mod common;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use broker::*;
 use cloudbus::{Bus, NodeId, Service};
 use common::*;
 use tokio::sync::Notify;
 
 const WAIT: Duration = Duration::from_secs(30);
 const NOTES: u32 = 300;
-
-fn url() -> String {
-    std::env::var("CLOUDBUS_AMQP_URL")
-        .unwrap_or_else(|_| cloudbus::transport::amqp::DEFAULT_URL.to_string())
-}
 
 async fn node(bus: &str, id: NodeId) -> Bus {
     Bus::builder()
@@ -74,26 +71,25 @@ impl Ledger {
     }
 }
 
+/// `<ready>\t<unacknowledged>` of one queue, if it exists.
 fn queue_counts(queue: &str) -> Option<String> {
-    let out = std::process::Command::new("rabbitmqctl")
-        .args([
+    let bus = queue.split(".message.").next().unwrap();
+    listing(
+        &[
             "list_queues",
             "name",
             "messages_ready",
             "messages_unacknowledged",
-            "-q",
-            "--no-table-headers",
-        ])
-        .output()
-        .expect("rabbitmqctl must be installed next to the broker");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .find_map(|l| l.strip_prefix(&format!("{queue}\t")).map(str::to_string))
+        ],
+        bus,
+    )
+    .iter()
+    .find_map(|l| l.strip_prefix(&format!("{queue}\t")).map(str::to_string))
 }
 
 #[tokio::test]
 async fn a_graceful_stop_finishes_in_flight_work_and_loses_no_accepted_message() {
-    let name = format!("t-stop-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let name = unique_bus("stop");
     let server_id = NodeId::random();
     let client = node(&name, NodeId::random()).await;
     let server = node(&name, server_id).await;
@@ -197,15 +193,5 @@ async fn a_graceful_stop_finishes_in_flight_work_and_loses_no_accepted_message()
         None,
         "an empty queue is removed on stop"
     );
-    let conn = lapin::Connection::connect(&url(), Default::default())
-        .await
-        .unwrap();
-    let channel = conn.create_channel().await.unwrap();
-    for ex in ["P2P", "BROADCAST"] {
-        channel
-            .exchange_delete(format!("{name}.{ex}").into(), Default::default())
-            .await
-            .unwrap();
-    }
-    conn.close(200, "done".into()).await.unwrap();
+    delete_bus(&name).await;
 }

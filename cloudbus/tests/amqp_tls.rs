@@ -2,11 +2,13 @@
 //! certificate. A TLS terminator inside the test (with a CA made on the
 //! spot) stands in front of the plain local broker.
 
+mod broker;
 mod common;
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use broker::*;
 use cloudbus::transport::amqp::{AmqpConfig, AmqpTransport};
 use cloudbus::{Bus, Ping, codes};
 use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
@@ -16,17 +18,6 @@ use tokio_rustls::rustls::ServerConfig;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
 const WAIT: Duration = Duration::from_secs(20);
-
-fn url() -> String {
-    std::env::var("CLOUDBUS_AMQP_URL")
-        .unwrap_or_else(|_| cloudbus::transport::amqp::DEFAULT_URL.to_string())
-}
-
-fn broker_addr() -> String {
-    let host = std::env::var("CLOUDBUS_AMQP_HOST").unwrap_or_else(|_| "127.0.0.1".into());
-    let port = std::env::var("CLOUDBUS_AMQP_PORT").unwrap_or_else(|_| "5672".into());
-    format!("{host}:{port}")
-}
 
 /// A CA, and a TLS listener for `localhost` with a certificate it signed
 /// that forwards to the broker. Returns the CA's PEM and the port.
@@ -81,7 +72,7 @@ async fn build(bus: &str, config: AmqpConfig) -> Result<Bus, cloudbus::ErrorCode
 #[tokio::test]
 async fn a_node_on_amqps_talks_to_a_node_on_plain_amqp() {
     let (ca, port) = tls_terminator().await;
-    let name = format!("t-tls-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let name = unique_bus("tls");
     let tls_url = format!("amqps://guest:guest@localhost:{port}/%2f");
     let secure = build(&name, AmqpConfig::new(&tls_url).tls_ca_pem(ca.clone()))
         .await
@@ -106,15 +97,5 @@ async fn a_node_on_amqps_talks_to_a_node_on_plain_amqp() {
     assert!(err.is(codes::BROKER_UNAVAILABLE), "{err}");
     assert!(err.to_string().contains("not valid for name"), "{err}");
 
-    let conn = lapin::Connection::connect(&url(), Default::default())
-        .await
-        .unwrap();
-    let channel = conn.create_channel().await.unwrap();
-    for ex in ["P2P", "BROADCAST"] {
-        channel
-            .exchange_delete(format!("{name}.{ex}").into(), Default::default())
-            .await
-            .unwrap();
-    }
-    conn.close(200, "done".into()).await.unwrap();
+    delete_bus(&name).await;
 }

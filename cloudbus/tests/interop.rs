@@ -8,28 +8,19 @@
 //! `scripts/test.sh` makes in `target/interop-venv`, else `python3`. A
 //! missing broker, Python or pika fails this test; it never skips.
 
+mod broker;
+
 use std::collections::HashMap;
 use std::io::Read;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use broker::*;
 use cloudbus::{Bus, ErrorCode, Event, Message, NodeId, Ping, Request, Service};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
-
-fn url() -> String {
-    std::env::var("CLOUDBUS_AMQP_URL")
-        .unwrap_or_else(|_| cloudbus::transport::amqp::DEFAULT_URL.to_string())
-}
-
-fn unique_bus(test: &str) -> String {
-    format!(
-        "t-{test}-{}",
-        &uuid::Uuid::new_v4().simple().to_string()[..8]
-    )
-}
 
 macro_rules! message {
     ($name:ident = $ty:literal { $($field:ident : $t:ty),* $(,)? }) => {
@@ -190,36 +181,6 @@ async fn run_client(python: &str, args: &[String]) -> (std::process::ExitStatus,
     (status, stdout, stderr)
 }
 
-/// The queues and exchanges of a bus that `rabbitmqctl` lists.
-fn rabbitmqctl(args: &[&str], bus: &str) -> Vec<String> {
-    let out = Command::new("rabbitmqctl")
-        .args(args)
-        .args(["-q", "--no-table-headers"])
-        .output()
-        .expect("rabbitmqctl must be installed next to the broker");
-    assert!(out.status.success(), "rabbitmqctl {args:?} failed");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter(|l| l.starts_with(&format!("{bus}.")))
-        .map(str::to_string)
-        .collect()
-}
-
-/// Exchanges are durable and outlive the test's nodes: remove them.
-async fn remove_exchanges(bus: &str) {
-    let conn = lapin::Connection::connect(&url(), Default::default())
-        .await
-        .unwrap();
-    let channel = conn.create_channel().await.unwrap();
-    for ex in ["P2P", "BROADCAST"] {
-        channel
-            .exchange_delete(format!("{bus}.{ex}").into(), Default::default())
-            .await
-            .unwrap();
-    }
-    conn.close(200, "done".into()).await.unwrap();
-}
-
 async fn within<T>(what: &str, f: impl IntoFuture<Output = T>) -> T {
     tokio::time::timeout(Duration::from_secs(20), f.into_future())
         .await
@@ -327,9 +288,6 @@ async fn a_python_client_speaks_the_documented_protocol() {
 
     bus.shutdown().await;
     // The client deleted its own queues; the node deleted the rest.
-    assert_eq!(
-        rabbitmqctl(&["list_queues", "name"], &name),
-        Vec::<String>::new()
-    );
-    remove_exchanges(&name).await;
+    assert_eq!(queue_names(&name), Vec::<String>::new());
+    delete_bus(&name).await;
 }

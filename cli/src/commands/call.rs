@@ -50,7 +50,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 async fn call(bus: &cloudbus::Bus, args: &Args) -> anyhow::Result<bytes::Bytes> {
     let mut request = bus
         .call_json(&args.type_name, args.json.clone())
-        .service(&args.service)
+        .service(args.service.clone())
         .timeout(args.timeout);
     if let Some(node) = args.node {
         request = request.node(node);

@@ -32,6 +32,39 @@ pub(super) struct Addressing {
     pub(super) headers: Headers,
 }
 
+/// Where a message goes, the same for every outgoing builder: typed or
+/// raw, request or plain message.
+macro_rules! addressing_methods {
+    () => {
+        /// Sends to this service instead of the one the type name starts with.
+        pub fn service(mut self, service: impl Into<std::borrow::Cow<'static, str>>) -> Self {
+            self.to.service = Some(service.into());
+            self
+        }
+
+        /// Sends to the service on this node.
+        pub fn node(mut self, node: $crate::NodeId) -> Self {
+            self.to.node = Some(node);
+            self
+        }
+
+        /// Sends to the service on the node that owns `resource` (usually
+        /// its UUID) by the consistent hash ring, so every message about
+        /// one resource is handled on one node.
+        pub fn owner_of(mut self, resource: impl Into<String>) -> Self {
+            self.to.resource = Some(resource.into());
+            self
+        }
+
+        /// Adds an application header.
+        pub fn header(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+            self.to.headers.insert(key, value);
+            self
+        }
+    };
+}
+pub(super) use addressing_methods;
+
 /// A request on its way; `.await` it for the typed reply. Set a timeout,
 /// another service or a specific node first if needed.
 ///
@@ -72,31 +105,7 @@ impl<'a, R: Request> Call<'a, R> {
         self
     }
 
-    /// Sends to this service instead of the one the type names.
-    pub fn service(mut self, service: impl Into<Cow<'static, str>>) -> Self {
-        self.to.service = Some(service.into());
-        self
-    }
-
-    /// Sends to the service on this node.
-    pub fn node(mut self, node: NodeId) -> Self {
-        self.to.node = Some(node);
-        self
-    }
-
-    /// Sends to the service on the node that owns `resource` (usually its
-    /// UUID) by the consistent hash ring, so every message about one
-    /// resource is handled on one node.
-    pub fn owner_of(mut self, resource: impl Into<String>) -> Self {
-        self.to.resource = Some(resource.into());
-        self
-    }
-
-    /// Adds an application header.
-    pub fn header(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
-        self.to.headers.insert(key, value);
-        self
-    }
+    addressing_methods!();
 }
 
 impl<'a, R: Request> IntoFuture for Call<'a, R> {
@@ -131,31 +140,7 @@ pub struct SendMessage<'a, M> {
 }
 
 impl<'a, M: Message> SendMessage<'a, M> {
-    /// Sends to this service instead of the one the type names.
-    pub fn service(mut self, service: impl Into<Cow<'static, str>>) -> Self {
-        self.to.service = Some(service.into());
-        self
-    }
-
-    /// Sends to the service on this node.
-    pub fn node(mut self, node: NodeId) -> Self {
-        self.to.node = Some(node);
-        self
-    }
-
-    /// Sends to the service on the node that owns `resource` (usually its
-    /// UUID) by the consistent hash ring, so every message about one
-    /// resource is handled on one node.
-    pub fn owner_of(mut self, resource: impl Into<String>) -> Self {
-        self.to.resource = Some(resource.into());
-        self
-    }
-
-    /// Adds an application header.
-    pub fn header(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
-        self.to.headers.insert(key, value);
-        self
-    }
+    addressing_methods!();
 }
 
 impl<'a, M: Message> IntoFuture for SendMessage<'a, M> {

@@ -10,8 +10,8 @@ use bytes::Bytes;
 use futures::future::BoxFuture;
 
 use super::Bus;
-use super::call::Addressing;
-use crate::{Body, Envelope, ErrorCode, Kind, NodeId, service_of};
+use super::call::{Addressing, addressing_methods};
+use crate::{Body, Envelope, ErrorCode, Kind, service_of};
 
 /// A request made of a type name and JSON; `.await` it for the reply's JSON.
 ///
@@ -50,29 +50,7 @@ impl RawCall<'_> {
         self
     }
 
-    /// Sends to this service instead of the one the type name starts with.
-    pub fn service(mut self, service: impl Into<String>) -> Self {
-        self.to.service = Some(Cow::Owned(service.into()));
-        self
-    }
-
-    /// Sends to the service on this node.
-    pub fn node(mut self, node: NodeId) -> Self {
-        self.to.node = Some(node);
-        self
-    }
-
-    /// Sends to the service on the node that owns `resource` by the ring.
-    pub fn owner_of(mut self, resource: impl Into<String>) -> Self {
-        self.to.resource = Some(resource.into());
-        self
-    }
-
-    /// Adds an application header.
-    pub fn header(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
-        self.to.headers.insert(key, value);
-        self
-    }
+    addressing_methods!();
 
     /// Marks the request as a non-blocking API answered by an event of
     /// `event_type` (which carries the request id) instead of a reply.
@@ -113,29 +91,7 @@ pub struct RawSend<'a> {
 }
 
 impl RawSend<'_> {
-    /// Sends to this service instead of the one the type name starts with.
-    pub fn service(mut self, service: impl Into<String>) -> Self {
-        self.to.service = Some(Cow::Owned(service.into()));
-        self
-    }
-
-    /// Sends to the service on this node.
-    pub fn node(mut self, node: NodeId) -> Self {
-        self.to.node = Some(node);
-        self
-    }
-
-    /// Sends to the service on the node that owns `resource` by the ring.
-    pub fn owner_of(mut self, resource: impl Into<String>) -> Self {
-        self.to.resource = Some(resource.into());
-        self
-    }
-
-    /// Adds an application header.
-    pub fn header(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
-        self.to.headers.insert(key, value);
-        self
-    }
+    addressing_methods!();
 }
 
 impl<'a> IntoFuture for RawSend<'a> {

@@ -1,0 +1,87 @@
+//! What every test against the real broker needs: where it is, a bus name
+//! of its own (so tests run in parallel without seeing each other), what
+//! `rabbitmqctl` says, and cleaning up the durable exchanges afterwards.
+//! A broker that cannot be reached fails these tests; they never skip.
+#![allow(dead_code)]
+
+/// `CLOUDBUS_AMQP_URL`, by default the local broker.
+pub fn url() -> String {
+    std::env::var("CLOUDBUS_AMQP_URL")
+        .unwrap_or_else(|_| cloudbus::transport::amqp::DEFAULT_URL.to_string())
+}
+
+/// The broker's `host:port`, for proxies that stand in front of it.
+pub fn broker_addr() -> String {
+    let host = std::env::var("CLOUDBUS_AMQP_HOST").unwrap_or_else(|_| "127.0.0.1".into());
+    let port = std::env::var("CLOUDBUS_AMQP_PORT").unwrap_or_else(|_| "5672".into());
+    format!("{host}:{port}")
+}
+
+/// A bus name no other test uses.
+pub fn unique_bus(test: &str) -> String {
+    format!(
+        "t-{test}-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    )
+}
+
+/// Runs `rabbitmqctl` and returns its output; it must succeed.
+pub fn rabbitmqctl(args: &[&str]) -> String {
+    let out = std::process::Command::new("rabbitmqctl")
+        .args(args)
+        .output()
+        .expect("rabbitmqctl must be installed next to the broker");
+    assert!(out.status.success(), "rabbitmqctl {args:?} failed: {out:?}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The rows of a `rabbitmqctl list_*` command that belong to `bus`, sorted.
+pub fn listing(args: &[&str], bus: &str) -> Vec<String> {
+    let mut args = args.to_vec();
+    args.extend(["-q", "--no-table-headers"]);
+    let mut rows: Vec<String> = rabbitmqctl(&args)
+        .lines()
+        .filter(|l| l.starts_with(&format!("{bus}.")))
+        .map(str::to_string)
+        .collect();
+    rows.sort();
+    rows
+}
+
+/// The names of the bus's queues, sorted.
+pub fn queue_names(bus: &str) -> Vec<String> {
+    listing(&["list_queues", "name"], bus)
+}
+
+/// Removes what the bus left on the broker at `url`: queues a test left
+/// behind on purpose (a killed node's) and the durable exchanges.
+pub async fn delete_bus_at(url: &str, bus: &str) {
+    let conn = lapin::Connection::connect(url, Default::default())
+        .await
+        .unwrap();
+    let channel = conn.create_channel().await.unwrap();
+    let queues = tokio::task::spawn_blocking({
+        let bus = bus.to_string();
+        move || queue_names(&bus)
+    })
+    .await
+    .unwrap();
+    for queue in queues {
+        channel
+            .queue_delete(queue.into(), Default::default())
+            .await
+            .unwrap();
+    }
+    for ex in ["P2P", "BROADCAST"] {
+        channel
+            .exchange_delete(format!("{bus}.{ex}").into(), Default::default())
+            .await
+            .unwrap();
+    }
+    conn.close(200, "done".into()).await.unwrap();
+}
+
+/// [`delete_bus_at`] on the default broker.
+pub async fn delete_bus(bus: &str) {
+    delete_bus_at(&url(), bus).await;
+}
