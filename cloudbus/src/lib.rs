@@ -60,9 +60,9 @@ mod service;
 pub mod transport;
 
 pub use bus::{
-    Ack, Bus, BusBuilder, BusStats, Call, Counter, DEFAULT_BUS_NAME, DEFAULT_TIMEOUT, Interceptor,
-    Pattern, Ping, Pong, RawCall, RawEvent, RawSend, RawSubscription, Received, SendMessage,
-    Subscription,
+    Ack, Bus, BusBuilder, BusStats, Call, Counter, DEFAULT_BUS_NAME, DEFAULT_TIMEOUT, Forward,
+    Interceptor, Pattern, Ping, Pong, RawCall, RawEvent, RawSend, RawSubscription, Received,
+    SendMessage, Subscription,
 };
 pub use error::{ErrorCode, codes};
 pub use message::{
@@ -71,7 +71,8 @@ pub use message::{
 };
 pub use ring::HashRing;
 pub use service::{
-    Context, DeferredHandler, Handler, MessageHandler, ReplyPort, Service, ServiceBuilder, SyncKey,
+    CONTEXT_PREFIX, Context, DeferredHandler, Handler, MessageHandler, ReplyPort, Service,
+    ServiceBuilder, SyncKey,
 };
 
 pub(crate) use message::{decode_reply, encode_reply};

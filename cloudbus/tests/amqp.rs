@@ -510,7 +510,7 @@ async fn ten_thousand_concurrent_requests_create_no_queue() {
         assert_eq!(sample, before, "the queue count never changes");
     }
     assert_eq!(queue_names(&name), before);
-    assert_eq!(a.pending_remote_calls(), 0);
+    assert_eq!(a.pending_calls(), 0);
     a.shutdown().await;
     b.shutdown().await;
     delete_bus(&name).await;

@@ -109,7 +109,7 @@ async fn ten_thousand_requests_to_a_slow_service_all_end_and_memory_stays_bounde
             .node(server.node_id())
             .timeout(Duration::from_secs(10))
             .await;
-        let still_loaded = caller.pending_remote_calls();
+        let still_loaded = caller.pending_calls();
         let bus = name.clone();
         let sample = tokio::task::spawn_blocking(move || queues(&bus))
             .await
@@ -148,7 +148,7 @@ async fn ten_thousand_requests_to_a_slow_service_all_end_and_memory_stays_bounde
     }
     assert_eq!(ok + timed_out, REQUESTS);
     assert!(ok >= REQUESTS * 3 / 4, "every patient caller got its reply");
-    assert_eq!(caller.pending_remote_calls(), 0);
+    assert_eq!(caller.pending_calls(), 0);
     assert_eq!(names(queues(&name)), before);
 
     caller.shutdown().await;

@@ -248,7 +248,7 @@ async fn a_silent_node_is_declared_dead_and_its_callers_fail_at_once() {
             .await
     });
     started.notified().await;
-    assert_eq!(nodes[0].pending_remote_calls(), 1);
+    assert_eq!(nodes[0].pending_calls(), 1);
     // The node crashes: its queues vanish and nothing it sends arrives.
     broker.disconnect(BUS, target);
     let err = tokio::time::timeout(WAIT, call)

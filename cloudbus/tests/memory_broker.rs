@@ -61,7 +61,7 @@ async fn a_call_reaches_the_service_on_another_node_and_the_reply_comes_back() {
         .unwrap();
     assert_eq!(reply.text, "over the wire");
     assert_eq!(reply.node, b.node_id().to_string());
-    assert_eq!(a.pending_remote_calls(), 0);
+    assert_eq!(a.pending_calls(), 0);
     let pong = a.call(Ping {}).node(b.node_id()).await.unwrap();
     assert_eq!(pong.node, b.node_id());
     assert_eq!(pong.services, ["cloudbus", "echo"]);
@@ -116,7 +116,7 @@ async fn unknown_service_or_node_fails_at_once_through_the_mandatory_publish() {
     let err = a.call(Ping {}).node(NodeId::random()).await.unwrap_err();
     assert!(err.is(codes::NO_SUCH_SERVICE), "{err}");
     assert!(started.elapsed() < Duration::from_secs(60));
-    assert_eq!(a.pending_remote_calls(), 0);
+    assert_eq!(a.pending_calls(), 0);
 }
 
 #[tokio::test]
@@ -152,7 +152,7 @@ async fn a_remote_call_times_out_and_leaves_no_pending_entry() {
         .await
         .unwrap_err();
     assert!(err.is(codes::TIMEOUT), "{err}");
-    assert_eq!(a.pending_remote_calls(), 0);
+    assert_eq!(a.pending_calls(), 0);
 }
 
 #[tokio::test]
@@ -293,7 +293,7 @@ async fn a_non_blocking_api_on_another_node_answers_caller_and_auditors() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), "vm.NOT_FOUND");
-    assert_eq!(api.pending_remote_calls(), 0);
+    assert_eq!(api.pending_calls(), 0);
 }
 
 /// Records whether bodies reached handlers serialized.

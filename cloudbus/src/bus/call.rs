@@ -12,13 +12,15 @@ use tokio::time::Instant;
 
 use super::Bus;
 use crate::service::{Delivery, ReplyTarget, ServiceRuntime};
-use crate::{Body, Envelope, ErrorCode, Headers, Kind, Message, NodeId, ReplyStyle, Request};
+use crate::{
+    Body, Envelope, ErrorCode, Headers, Kind, Message, MessageId, NodeId, ReplyStyle, Request,
+};
 
 /// What "no timeout" amounts to: longer than any process lives.
 const FOREVER: Duration = Duration::from_secs(100 * 365 * 86_400);
 
 /// Where a message goes.
-enum Target {
+pub(super) enum Target {
     Local(Arc<ServiceRuntime>),
     Remote(NodeId),
 }
@@ -61,6 +63,16 @@ macro_rules! addressing_methods {
             self.to.headers.insert(key, value);
             self
         }
+
+        /// Adds a value to the task context: it travels with this message
+        /// and with every message sent while handling it, on any node
+        /// (read it with [`Context::context`](crate::Context::context)).
+        pub fn context(mut self, key: &str, value: impl Into<String>) -> Self {
+            self.to
+                .headers
+                .insert(format!("{}{key}", $crate::CONTEXT_PREFIX), value);
+            self
+        }
     };
 }
 pub(super) use addressing_methods;
@@ -93,12 +105,19 @@ pub(super) use addressing_methods;
 #[must_use = "a call does nothing until awaited"]
 pub struct Call<'a, R> {
     bus: &'a Bus,
+    id: MessageId,
     request: R,
     timeout: Option<Duration>,
     to: Addressing,
 }
 
 impl<'a, R: Request> Call<'a, R> {
+    /// The request's id, known before it is sent: hand it to
+    /// [`Bus::cancel`] to stop waiting from elsewhere.
+    pub fn id(&self) -> MessageId {
+        self.id
+    }
+
     /// How long to wait for the reply (default: the bus's default timeout).
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = Some(timeout);
@@ -120,6 +139,7 @@ impl<'a, R: Request> IntoFuture for Call<'a, R> {
             let mut envelope =
                 self.bus
                     .envelope(Kind::Request, R::TYPE.into(), R::service().into(), self.to)?;
+            envelope.id = self.id;
             envelope.timeout = Some(timeout);
             let api_event = (R::STYLE == ReplyStyle::ApiEvent).then_some(R::Reply::TYPE);
             self.bus
@@ -163,6 +183,7 @@ impl Bus {
     pub fn call<R: Request>(&self, request: R) -> Call<'_, R> {
         Call {
             bus: self,
+            id: MessageId::random(),
             request,
             timeout: None,
             to: Addressing::default(),
@@ -178,6 +199,20 @@ impl Bus {
         }
     }
 
+    /// Stops waiting for a request (ZStack's `cancel`): its caller's future
+    /// resolves at once with `error`, by default `cloudbus.CANCELLED`. A
+    /// reply that arrives later is counted as late and dropped. Returns
+    /// whether a caller was waiting.
+    pub fn cancel(&self, request: MessageId, error: Option<ErrorCode>) -> bool {
+        let error = error.unwrap_or_else(|| {
+            ErrorCode::new(
+                crate::codes::CANCELLED,
+                format!("request {request} was cancelled"),
+            )
+        });
+        self.inner.pending.complete(request, Err(error))
+    }
+
     /// Sends many requests, at most `parallelism` at a time, and returns
     /// their outcomes in the order of the requests.
     pub async fn call_all<R: Request>(
@@ -190,6 +225,26 @@ impl Bus {
             .buffered(parallelism.max(1))
             .collect()
             .await
+    }
+
+    /// Sends many requests, at most `parallelism` at a time, and yields
+    /// each outcome as it arrives with the request's index (ZStack's
+    /// stepping callback): act on the first answers while others are out.
+    pub fn call_each<'a, R: Request, I>(
+        &'a self,
+        requests: I,
+        parallelism: usize,
+    ) -> impl futures::Stream<Item = (usize, Result<R::Reply, ErrorCode>)> + 'a
+    where
+        I: IntoIterator<Item = R>,
+        I::IntoIter: 'a,
+    {
+        stream::iter(requests.into_iter().enumerate())
+            .map(move |(i, r)| {
+                let call = self.call(r).into_future();
+                async move { (i, call.await) }
+            })
+            .buffer_unordered(parallelism.max(1))
     }
 
     pub(super) fn envelope(
@@ -207,7 +262,29 @@ impl Bus {
             (None, None) => None,
         };
         envelope.headers = to.headers;
+        crate::service::inherit_task_context(&mut envelope.headers);
         Ok(envelope)
+    }
+
+    /// Readdresses a request being forwarded and finds where it goes.
+    pub(super) fn forward_target(
+        &self,
+        envelope: &mut Envelope,
+        to: Addressing,
+    ) -> Result<Target, ErrorCode> {
+        if let Some(service) = to.service {
+            envelope.service = Some(service);
+        }
+        envelope.target = match (to.node, to.resource) {
+            (Some(node), _) => Some(node),
+            (None, Some(resource)) => Some(self.owner(&resource)?),
+            (None, None) => None,
+        };
+        for (key, value) in to.headers.iter() {
+            envelope.headers.insert(key, value);
+        }
+        envelope.check_wire_limits()?;
+        self.resolve(envelope.service_name(), envelope.target)
     }
 
     /// The node that owns `resource` by the consistent hash ring over the
@@ -221,7 +298,7 @@ impl Bus {
         })
     }
 
-    fn resolve(&self, service: &str, node: Option<NodeId>) -> Result<Target, ErrorCode> {
+    pub(super) fn resolve(&self, service: &str, node: Option<NodeId>) -> Result<Target, ErrorCode> {
         let here = self.inner.node;
         let transport = self.inner.transport.is_some();
         match node {
@@ -275,6 +352,9 @@ impl Bus {
         let what = envelope.type_name.clone();
         let outcome = match self.resolve(envelope.service_name(), envelope.target)? {
             Target::Local(runtime) => {
+                // Registered like a remote call, so that `cancel` finds it.
+                let id = envelope.id;
+                let (_waiting, cancelled) = self.inner.pending.register(id, self.inner.node);
                 let (tx, rx) = oneshot::channel();
                 let delivery = Delivery {
                     envelope,
@@ -284,9 +364,20 @@ impl Bus {
                 };
                 let exchange = async {
                     runtime.deliver(self, delivery).await;
-                    // A sender dropped unanswered means the request expired.
-                    rx.await
-                        .unwrap_or_else(|_| Err(ErrorCode::timeout(&what, timeout)))
+                    match rx.await {
+                        Ok(outcome) => outcome,
+                        // Dropped unanswered: the request expired before a
+                        // handler took it, or was forwarded to another node
+                        // whose reply comes back through `pending`. Either
+                        // way the deadline or that reply ends the wait.
+                        Err(_) => std::future::pending().await,
+                    }
+                };
+                let exchange = async {
+                    tokio::select! {
+                        outcome = exchange => outcome,
+                        Ok(outcome) = cancelled => outcome,
+                    }
                 };
                 tokio::time::timeout_at(deadline, exchange).await
             }
@@ -340,7 +431,7 @@ impl Bus {
         }
     }
 
-    fn transport(&self) -> Result<&Arc<dyn crate::transport::Transport>, ErrorCode> {
+    pub(super) fn transport(&self) -> Result<&Arc<dyn crate::transport::Transport>, ErrorCode> {
         self.inner
             .transport
             .as_ref()

@@ -4,6 +4,7 @@
 mod builder;
 mod builtin;
 mod call;
+mod forward;
 mod inbound;
 mod interceptor;
 mod membership;
@@ -18,6 +19,7 @@ mod subscribe;
 pub use builder::{BusBuilder, DEFAULT_BUS_NAME, DEFAULT_TIMEOUT};
 pub use builtin::{Ack, Ping, Pong};
 pub use call::{Call, SendMessage};
+pub use forward::Forward;
 pub use interceptor::Interceptor;
 pub use pattern::Pattern;
 pub use raw::{RawCall, RawSend};
@@ -132,8 +134,8 @@ impl Bus {
         self.inner.connected.subscribe()
     }
 
-    /// How many callers wait for replies from other nodes right now.
-    pub fn pending_remote_calls(&self) -> usize {
+    /// How many callers wait for a reply right now, on this node or others.
+    pub fn pending_calls(&self) -> usize {
         self.inner.pending.len()
     }
 

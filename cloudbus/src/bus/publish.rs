@@ -9,7 +9,8 @@ impl Bus {
     /// Publishes an event: every subscription whose pattern matches its
     /// type, on every node, gets a copy.
     pub async fn publish<E: Event>(&self, event: E) -> Result<(), ErrorCode> {
-        let envelope = Envelope::new(Kind::Event, E::TYPE, self.inner.node);
+        let mut envelope = Envelope::new(Kind::Event, E::TYPE, self.inner.node);
+        crate::service::inherit_task_context(&mut envelope.headers);
         self.publish_envelope(envelope, Body::new(event)).await
     }
 

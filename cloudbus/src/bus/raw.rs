@@ -11,7 +11,7 @@ use futures::future::BoxFuture;
 
 use super::Bus;
 use super::call::{Addressing, addressing_methods};
-use crate::{Body, Envelope, ErrorCode, Kind, service_of};
+use crate::{Body, Envelope, ErrorCode, Kind, MessageId, service_of};
 
 /// A request made of a type name and JSON; `.await` it for the reply's JSON.
 ///
@@ -36,6 +36,7 @@ use crate::{Body, Envelope, ErrorCode, Kind, service_of};
 #[must_use = "a call does nothing until awaited"]
 pub struct RawCall<'a> {
     bus: &'a Bus,
+    id: MessageId,
     type_name: String,
     body: Bytes,
     timeout: Option<Duration>,
@@ -44,6 +45,11 @@ pub struct RawCall<'a> {
 }
 
 impl RawCall<'_> {
+    /// The request's id, for [`Bus::cancel`].
+    pub fn id(&self) -> MessageId {
+        self.id
+    }
+
     /// How long to wait for the reply (default: the bus's default timeout).
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = Some(timeout);
@@ -69,6 +75,7 @@ impl<'a> IntoFuture for RawCall<'a> {
             let (mut envelope, body) =
                 self.bus
                     .raw_envelope(Kind::Request, self.type_name, self.body, self.to)?;
+            envelope.id = self.id;
             envelope.timeout = Some(
                 self.timeout
                     .unwrap_or(self.bus.inner.config.default_timeout),
@@ -116,6 +123,7 @@ impl Bus {
     pub fn call_json(&self, type_name: impl Into<String>, body: impl Into<Bytes>) -> RawCall<'_> {
         RawCall {
             bus: self,
+            id: MessageId::random(),
             type_name: type_name.into(),
             body: body.into(),
             timeout: None,

@@ -1,4 +1,56 @@
-use crate::{Bus, Envelope, MessageId, NodeId};
+use std::sync::Arc;
+
+use futures::future::{BoxFuture, FutureExt};
+
+use crate::{Bus, Envelope, Headers, MessageId, NodeId};
+
+/// Headers with this prefix form the task context (ZStack's task-context
+/// header): set by the API caller, they travel with every message sent
+/// while handling the message that carried them, across services and nodes.
+pub const CONTEXT_PREFIX: &str = "ctx-";
+/// The W3C trace context travels the same way.
+const TRACEPARENT: &str = "traceparent";
+
+tokio::task_local! {
+    /// The task context of the message a handler is working on.
+    static TASK_CONTEXT: Arc<Headers>;
+}
+
+fn is_context(key: &str) -> bool {
+    key.starts_with(CONTEXT_PREFIX) || key == TRACEPARENT
+}
+
+/// The task context a message carries, if any.
+pub(crate) fn task_context_of(envelope: &Envelope) -> Option<Arc<Headers>> {
+    let mut context = Headers::default();
+    for (key, value) in envelope.headers.iter().filter(|(k, _)| is_context(k)) {
+        context.insert(key, value);
+    }
+    (!context.is_empty()).then(|| Arc::new(context))
+}
+
+/// Runs a handler's work inside the task context of its message.
+pub(crate) fn within_task_context(
+    context: Option<Arc<Headers>>,
+    work: BoxFuture<'static, ()>,
+) -> BoxFuture<'static, ()> {
+    match context {
+        Some(context) => TASK_CONTEXT.scope(context, work).boxed(),
+        None => work,
+    }
+}
+
+/// Adds the current task context to the headers of a message being sent,
+/// without overriding what the sender set itself.
+pub(crate) fn inherit_task_context(headers: &mut Headers) {
+    let _ = TASK_CONTEXT.try_with(|context| {
+        for (key, value) in context.iter() {
+            if headers.get(key).is_none() {
+                headers.insert(key, value);
+            }
+        }
+    });
+}
 
 /// What a handler knows about the message it handles, and the bus to send
 /// further messages on.
@@ -36,5 +88,15 @@ impl Context {
     /// An application header of the message.
     pub fn header(&self, key: &str) -> Option<&str> {
         self.envelope.headers.get(key)
+    }
+
+    /// A value of the task context (set by the API caller with
+    /// `.context(key, value)`, carried here through every hop).
+    pub fn context(&self, key: &str) -> Option<&str> {
+        self.envelope
+            .headers
+            .iter()
+            .find(|(k, _)| k.strip_prefix(CONTEXT_PREFIX) == Some(key))
+            .map(|(_, v)| v)
     }
 }

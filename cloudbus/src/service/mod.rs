@@ -11,7 +11,8 @@ mod runtime;
 mod sync;
 
 pub use builder::{Service, ServiceBuilder};
-pub use context::Context;
+pub(crate) use context::inherit_task_context;
+pub use context::{CONTEXT_PREFIX, Context};
 pub use handler::{DeferredHandler, Handler, MessageHandler};
 pub use reply::ReplyPort;
 pub(crate) use reply::{ReplyMeta, ReplyTarget, Responder};

@@ -61,6 +61,12 @@ impl Responder {
         self
     }
 
+    /// Hands over where the answer must go, without answering: the
+    /// request is forwarded and another handler will answer it.
+    pub(crate) fn take_target(&mut self) -> Option<ReplyTarget> {
+        self.target.take()
+    }
+
     /// Sends the outcome to whoever waits for it.
     pub(crate) async fn answer(mut self, outcome: Result<Body, ErrorCode>) {
         if let Some(target) = self.target.take() {
@@ -122,6 +128,10 @@ impl<R: Message> ReplyPort<R> {
             responder,
             _reply: PhantomData,
         }
+    }
+
+    pub(crate) fn responder(&mut self) -> &mut Responder {
+        &mut self.responder
     }
 
     /// Answers with a reply or an error.

@@ -73,18 +73,20 @@ impl ServiceRuntime {
             bus.stats().expired.inc();
             return;
         }
+        let task_context = super::context::task_context_of(&delivery.envelope);
         let Some(job) = route.prepare(bus, delivery) else {
             return;
         };
+        let run = super::context::within_task_context(task_context, job.run);
         let ticket = Ticket::new(permit, in_flight);
         match job.sync {
             None => {
                 tokio::spawn(async move {
-                    job.run.await;
+                    run.await;
                     drop(ticket);
                 });
             }
-            Some(key) => self.sync.submit(key, job.run, ticket),
+            Some(key) => self.sync.submit(key, run, ticket),
         }
     }
 
