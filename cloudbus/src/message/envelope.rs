@@ -155,6 +155,32 @@ impl Envelope {
         self.service.as_deref().unwrap_or("")
     }
 
+    /// The envelope for a log line about a failure: ids, addresses and
+    /// headers, with the values of headers that look like credentials
+    /// (`token`, `secret`, `password`, `session`, `auth`, `key`) hidden.
+    pub fn redacted(&self) -> String {
+        const SECRET: [&str; 6] = ["token", "secret", "password", "session", "auth", "key"];
+        let headers: Vec<String> = self
+            .headers
+            .iter()
+            .map(|(k, v)| {
+                let lower = k.to_ascii_lowercase();
+                let hidden = SECRET.iter().any(|s| lower.contains(s));
+                format!("{k}={}", if hidden { "***" } else { v })
+            })
+            .collect();
+        format!(
+            "{} {} id={} from={} service={} reply_to={} headers=[{}]",
+            self.kind.as_str(),
+            self.type_name,
+            self.id,
+            self.source,
+            self.service_name(),
+            self.reply_to.as_deref().unwrap_or("-"),
+            headers.join(", ")
+        )
+    }
+
     /// Refuses what the wire cannot carry faithfully: AMQP short strings
     /// hold at most 255 bytes, and `cb-*` headers belong to the protocol.
     pub(crate) fn check_wire_limits(&self) -> Result<(), ErrorCode> {
@@ -180,6 +206,22 @@ impl Envelope {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_failure_report_hides_credentials() {
+        let mut envelope = Envelope::new(Kind::Request, "vm.StartVm", NodeId::random());
+        envelope.headers.insert("session", "s3cr3t");
+        envelope.headers.insert("X-Auth-Token", "t0k3n");
+        envelope.headers.insert("ctx-request-id", "r-1");
+        let report = envelope.redacted();
+        assert!(report.contains("vm.StartVm"), "{report}");
+        assert!(report.contains("ctx-request-id=r-1"), "{report}");
+        assert!(report.contains("session=***"), "{report}");
+        assert!(
+            !report.contains("s3cr3t") && !report.contains("t0k3n"),
+            "{report}"
+        );
+    }
 
     #[test]
     fn kinds_round_trip_through_their_wire_names() {

@@ -57,12 +57,21 @@ pub(crate) fn inherit_task_context(headers: &mut Headers) {
 #[derive(Clone)]
 pub struct Context {
     bus: Bus,
-    envelope: Envelope,
+    envelope: Arc<Envelope>,
 }
 
 impl Context {
     pub(crate) fn new(bus: Bus, envelope: Envelope) -> Self {
-        Self { bus, envelope }
+        Self {
+            bus,
+            envelope: Arc::new(envelope),
+        }
+    }
+
+    /// The envelope, shared, for the failure report of a handler that
+    /// panicked after taking the context.
+    pub(crate) fn shared_envelope(&self) -> Arc<Envelope> {
+        self.envelope.clone()
     }
 
     /// The bus, to call other services, send messages or publish events.

@@ -57,14 +57,16 @@ fn decode<M: Message>(bus: &Bus, delivery: Delivery) -> Result<(M, Envelope, Res
     }
 }
 
-/// Turns a caught panic into the error the caller sees.
-fn panic_error(type_name: &str, panic: Box<dyn std::any::Any + Send>) -> ErrorCode {
+/// Turns a caught panic into the error the caller sees, and logs the
+/// message that caused it (credentials hidden) for the post-mortem.
+fn panic_error(envelope: &Envelope, panic: Box<dyn std::any::Any + Send>) -> ErrorCode {
     let text = panic
         .downcast_ref::<&str>()
         .map(|s| s.to_string())
         .or_else(|| panic.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "unknown panic".into());
-    tracing::error!(type_name, panic = %text, "handler panicked");
+    let type_name = &envelope.type_name;
+    tracing::error!(%type_name, panic = %text, message = %envelope.redacted(), "handler panicked");
     ErrorCode::internal(format!("handler of `{type_name}` panicked: {text}"))
 }
 
@@ -76,6 +78,7 @@ impl<S: Handler<R>, R: Request> Route for RequestRoute<S, R> {
         let sync = self.0.sync_key(&req);
         let service = self.0.clone();
         let ctx = Context::new(bus.clone(), envelope);
+        let envelope = ctx.shared_envelope();
         let responder = responder.with_style(R::STYLE);
         Some(Job {
             sync,
@@ -85,7 +88,7 @@ impl<S: Handler<R>, R: Request> Route for RequestRoute<S, R> {
                     .await
                 {
                     Ok(outcome) => outcome,
-                    Err(panic) => Err(panic_error(R::TYPE, panic)),
+                    Err(panic) => Err(panic_error(&envelope, panic)),
                 };
                 responder.answer(outcome.map(Body::new)).await;
             }),
@@ -101,6 +104,7 @@ impl<S: MessageHandler<M>, M: Message> Route for MessageRoute<S, M> {
         let sync = self.0.sync_key(&msg);
         let service = self.0.clone();
         let ctx = Context::new(bus.clone(), envelope);
+        let envelope = ctx.shared_envelope();
         Some(Job {
             sync,
             run: Box::pin(async move {
@@ -109,7 +113,7 @@ impl<S: MessageHandler<M>, M: Message> Route for MessageRoute<S, M> {
                     .await
                 {
                     Ok(outcome) => outcome,
-                    Err(panic) => Err(panic_error(M::TYPE, panic)),
+                    Err(panic) => Err(panic_error(&envelope, panic)),
                 };
                 // A plain message has no caller; a request sent to a
                 // message handler still gets an answer.
@@ -129,6 +133,7 @@ impl<S: DeferredHandler<R>, R: Request> Route for DeferredRoute<S, R> {
         let sync = self.0.sync_key(&req);
         let service = self.0.clone();
         let ctx = Context::new(bus.clone(), envelope);
+        let envelope = ctx.shared_envelope();
         let panicked = Arc::new(AtomicBool::new(false));
         let port = ReplyPort::new(responder.with_style(R::STYLE).watch_panic(panicked.clone()));
         Some(Job {
@@ -141,7 +146,7 @@ impl<S: DeferredHandler<R>, R: Request> Route for DeferredRoute<S, R> {
                     Box::pin(AssertUnwindSafe(service.handle(req, ctx, port)).catch_unwind());
                 if let Err(panic) = (&mut handling).await {
                     panicked.store(true, Ordering::Release);
-                    panic_error(R::TYPE, panic);
+                    panic_error(&envelope, panic);
                 }
             }),
         })
