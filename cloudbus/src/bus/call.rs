@@ -106,6 +106,7 @@ pub(super) use addressing_methods;
 pub struct Call<'a, R> {
     bus: &'a Bus,
     id: MessageId,
+    cancellable: std::cell::Cell<bool>,
     request: R,
     timeout: Option<Duration>,
     to: Addressing,
@@ -115,6 +116,7 @@ impl<'a, R: Request> Call<'a, R> {
     /// The request's id, known before it is sent: hand it to
     /// [`Bus::cancel`] to stop waiting from elsewhere.
     pub fn id(&self) -> MessageId {
+        self.cancellable.set(true);
         self.id
     }
 
@@ -143,7 +145,12 @@ impl<'a, R: Request> IntoFuture for Call<'a, R> {
             envelope.timeout = Some(timeout);
             let api_event = (R::STYLE == ReplyStyle::ApiEvent).then_some(R::Reply::TYPE);
             self.bus
-                .request(envelope, Body::new(self.request), api_event)
+                .request(
+                    envelope,
+                    Body::new(self.request),
+                    api_event,
+                    self.cancellable.get(),
+                )
                 .await?
                 .decode::<R::Reply>()
         })
@@ -184,6 +191,7 @@ impl Bus {
         Call {
             bus: self,
             id: MessageId::random(),
+            cancellable: std::cell::Cell::new(false),
             request,
             timeout: None,
             to: Addressing::default(),
@@ -332,12 +340,14 @@ impl Bus {
     }
 
     /// Sends a request envelope and waits for the outcome. `api_event` names
-    /// the event type that answers a non-blocking API.
+    /// the event type that answers a non-blocking API; `cancellable` says
+    /// whether the caller may cancel it by id.
     pub(crate) async fn request(
         &self,
         mut envelope: Envelope,
         body: Body,
         api_event: Option<&str>,
+        cancellable: bool,
     ) -> Result<Body, ErrorCode> {
         self.check_open()?;
         self.intercept_send(&mut envelope, &body)?;
@@ -350,11 +360,9 @@ impl Bus {
             .checked_add(timeout)
             .unwrap_or_else(|| Instant::now() + FOREVER);
         let what = envelope.type_name.clone();
+        let id = envelope.id;
         let outcome = match self.resolve(envelope.service_name(), envelope.target)? {
             Target::Local(runtime) => {
-                // Registered like a remote call, so that `cancel` finds it.
-                let id = envelope.id;
-                let (_waiting, cancelled) = self.inner.pending.register(id, self.inner.node);
                 let (tx, rx) = oneshot::channel();
                 let delivery = Delivery {
                     envelope,
@@ -367,19 +375,25 @@ impl Bus {
                     match rx.await {
                         Ok(outcome) => outcome,
                         // Dropped unanswered: the request expired before a
-                        // handler took it, or was forwarded to another node
-                        // whose reply comes back through `pending`. Either
-                        // way the deadline or that reply ends the wait.
+                        // handler took it; the deadline ends the wait.
                         Err(_) => std::future::pending().await,
                     }
                 };
-                let exchange = async {
-                    tokio::select! {
-                        outcome = exchange => outcome,
-                        Ok(outcome) = cancelled => outcome,
-                    }
-                };
-                tokio::time::timeout_at(deadline, exchange).await
+                if cancellable {
+                    // Registered like a remote call, so that `cancel`
+                    // finds it; only when its id was asked for, since
+                    // nobody can cancel a call without its id.
+                    let (_waiting, cancelled) = self.inner.pending.register(id, self.inner.node);
+                    let exchange = async {
+                        tokio::select! {
+                            outcome = exchange => outcome,
+                            Ok(outcome) = cancelled => outcome,
+                        }
+                    };
+                    tokio::time::timeout_at(deadline, exchange).await
+                } else {
+                    tokio::time::timeout_at(deadline, exchange).await
+                }
             }
             Target::Remote(node) => {
                 let transport = self.transport()?;

@@ -7,6 +7,7 @@ use std::future::IntoFuture;
 use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
+use tokio::sync::oneshot;
 
 use super::call::{Addressing, Target, addressing_methods};
 use crate::service::{Delivery, ReplyMeta, ReplyTarget};
@@ -89,9 +90,16 @@ impl<'a, R: Request> IntoFuture for Forward<'a, R> {
                     let caller_here = !matches!(reply, ReplyTarget::Remote(_));
                     envelope.reply_to = Some(match reply {
                         ReplyTarget::Remote(reply_to) => reply_to,
-                        // The caller is in this process: its call waits for
-                        // the reply on this node's queue, under this id.
-                        _ => format!("{}.{}", super::builtin::SERVICE, bus.node_id()),
+                        ReplyTarget::Local(tx) => {
+                            // The caller is in this process, waiting on its
+                            // oneshot: relay the reply that comes back to
+                            // this node's queue under the request's id.
+                            relay(bus, envelope.id, node, tx).await;
+                            format!("{}.{}", super::builtin::SERVICE, bus.node_id())
+                        }
+                        ReplyTarget::None => {
+                            format!("{}.{}", super::builtin::SERVICE, bus.node_id())
+                        }
                     });
                     let routing_key = format!("{}.{node}", envelope.service_name());
                     let sent = match (Body::new(request).to_json(), bus.transport()) {
@@ -124,6 +132,31 @@ impl<'a, R: Request> IntoFuture for Forward<'a, R> {
             }
         })
     }
+}
+
+/// Waits for the forwarded request's reply in the pending map (which also
+/// fails it if `node` dies) and hands it to the local caller; gives up when
+/// the caller stops waiting. Returns once the waiter is registered.
+async fn relay(
+    bus: &crate::Bus,
+    id: crate::MessageId,
+    node: crate::NodeId,
+    tx: oneshot::Sender<Result<Body, ErrorCode>>,
+) {
+    let (ready, registered) = oneshot::channel::<()>();
+    let bus = bus.clone();
+    let mut tx = tx;
+    tokio::spawn(async move {
+        let (_waiting, rx) = bus.inner.pending.register(id, node);
+        let _ = ready.send(());
+        tokio::select! {
+            Ok(outcome) = rx => {
+                let _ = tx.send(outcome);
+            }
+            () = tx.closed() => {}
+        }
+    });
+    let _ = registered.await;
 }
 
 const YEAR: Duration = Duration::from_secs(365 * 86_400);

@@ -37,6 +37,7 @@ use crate::{Body, Envelope, ErrorCode, Kind, MessageId, service_of};
 pub struct RawCall<'a> {
     bus: &'a Bus,
     id: MessageId,
+    cancellable: std::cell::Cell<bool>,
     type_name: String,
     body: Bytes,
     timeout: Option<Duration>,
@@ -47,6 +48,7 @@ pub struct RawCall<'a> {
 impl RawCall<'_> {
     /// The request's id, for [`Bus::cancel`].
     pub fn id(&self) -> MessageId {
+        self.cancellable.set(true);
         self.id
     }
 
@@ -81,7 +83,12 @@ impl<'a> IntoFuture for RawCall<'a> {
                     .unwrap_or(self.bus.inner.config.default_timeout),
             );
             self.bus
-                .request(envelope, body, self.api_event.as_deref())
+                .request(
+                    envelope,
+                    body,
+                    self.api_event.as_deref(),
+                    self.cancellable.get(),
+                )
                 .await?
                 .to_json()
         })
@@ -124,6 +131,7 @@ impl Bus {
         RawCall {
             bus: self,
             id: MessageId::random(),
+            cancellable: std::cell::Cell::new(false),
             type_name: type_name.into(),
             body: body.into(),
             timeout: None,
