@@ -61,8 +61,8 @@ pub mod transport;
 
 pub use bus::{
     Ack, Bus, BusBuilder, BusStats, Call, Counter, DEFAULT_BUS_NAME, DEFAULT_TIMEOUT, Forward,
-    Interceptor, Pattern, Ping, Pong, RawCall, RawEvent, RawSend, RawSubscription, Received,
-    SendMessage, Subscription,
+    GetStatistics, Interceptor, Pattern, Ping, Pong, RawCall, RawEvent, RawSend, RawSubscription,
+    Received, SendMessage, Statistics, Subscription,
 };
 pub use error::{ErrorCode, codes};
 pub use message::{
@@ -72,7 +72,7 @@ pub use message::{
 pub use ring::HashRing;
 pub use service::{
     CONTEXT_PREFIX, Context, DeferredHandler, Handler, MessageHandler, ReplyPort, Service,
-    ServiceBuilder, SyncKey,
+    ServiceBuilder, SyncKey, TypeStatistics,
 };
 
 pub(crate) use message::{decode_reply, encode_reply};

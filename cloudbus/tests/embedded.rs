@@ -852,3 +852,26 @@ async fn what_the_wire_cannot_carry_is_refused_before_sending() {
         "ok"
     );
 }
+
+#[tokio::test]
+async fn statistics_count_every_handled_message_with_its_handling_time() {
+    let bus = Bus::embedded();
+    bus.register(echo_service()).await.unwrap();
+    for i in 0..25 {
+        bus.call(echo(&i.to_string())).await.unwrap();
+    }
+    let _ = bus.call(echo("fail")).await.unwrap_err();
+    let stats = bus.statistics();
+    let echo_stats = stats.iter().find(|s| s.type_name == "echo.Echo").unwrap();
+    assert_eq!(echo_stats.service, "echo");
+    assert_eq!(echo_stats.count, 26, "errors are handled messages too");
+    assert!(echo_stats.min_us <= echo_stats.avg_us && echo_stats.avg_us <= echo_stats.max_us);
+    // The same numbers over the bus, from the built-in service.
+    let reply = bus.call(cloudbus::GetStatistics {}).await.unwrap();
+    assert_eq!(reply.node, bus.node_id());
+    let over_bus = reply.types.iter().find(|s| s.type_name == "echo.Echo").unwrap();
+    assert_eq!(over_bus.count, 26);
+    let ping = reply.types.iter().find(|s| s.type_name == "cloudbus.Ping").unwrap();
+    assert_eq!(ping.count, 0);
+    assert_eq!((ping.min_us, ping.avg_us, ping.max_us), (0, 0, 0));
+}

@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::service::Service;
+use crate::service::TypeStatistics;
 use crate::{Message, NodeId, Request};
 
 pub(crate) const SERVICE: &str = "cloudbus";
@@ -35,6 +36,32 @@ impl Message for Pong {
     const TYPE: &'static str = "cloudbus.Pong";
 }
 
+/// Asks a node for its message statistics (ZStack's message statistics):
+/// answered by the built-in `cloudbus` service with [`Statistics`].
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct GetStatistics {}
+
+impl Message for GetStatistics {
+    const TYPE: &'static str = "cloudbus.GetStatistics";
+}
+
+impl Request for GetStatistics {
+    type Reply = Statistics;
+}
+
+/// Per message type, how many a node handled and how long they took.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Statistics {
+    /// The node id.
+    pub node: NodeId,
+    /// One entry per message type its services handle, sorted by type.
+    pub types: Vec<TypeStatistics>,
+}
+
+impl Message for Statistics {
+    const TYPE: &'static str = "cloudbus.Statistics";
+}
+
 /// The reply to a request that was handled by a plain-message handler.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Ack {}
@@ -50,6 +77,12 @@ pub(crate) fn service() -> Service {
                 node: ctx.bus().node_id(),
                 services: ctx.bus().services(),
                 version: env!("CARGO_PKG_VERSION").to_string(),
+            })
+        })
+        .on_request(|_: GetStatistics, ctx| async move {
+            Ok(Statistics {
+                node: ctx.bus().node_id(),
+                types: ctx.bus().statistics(),
             })
         })
         .build()

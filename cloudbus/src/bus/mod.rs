@@ -17,7 +17,7 @@ mod stats;
 mod subscribe;
 
 pub use builder::{BusBuilder, DEFAULT_BUS_NAME, DEFAULT_TIMEOUT};
-pub use builtin::{Ack, Ping, Pong};
+pub use builtin::{Ack, GetStatistics, Ping, Pong, Statistics};
 pub use call::{Call, SendMessage};
 pub use forward::Forward;
 pub use interceptor::Interceptor;
@@ -114,6 +114,21 @@ impl Bus {
         let mut names: Vec<String> = self.inner.services.load().keys().cloned().collect();
         names.sort();
         names
+    }
+
+    /// Per message type handled on this node: count and handling time
+    /// (min/avg/max), sorted by type. Other nodes ask with
+    /// [`GetStatistics`].
+    pub fn statistics(&self) -> Vec<crate::TypeStatistics> {
+        let mut all: Vec<crate::TypeStatistics> = self
+            .inner
+            .services
+            .load()
+            .values()
+            .flat_map(|runtime| runtime.statistics().collect::<Vec<_>>())
+            .collect();
+        all.sort_by(|a, b| a.type_name.cmp(&b.type_name));
+        all
     }
 
     /// Counters of dropped, refused and failed messages.

@@ -8,6 +8,7 @@ mod in_flight;
 mod reply;
 mod route;
 mod runtime;
+mod statistics;
 mod sync;
 
 pub use builder::{Service, ServiceBuilder};
@@ -18,4 +19,6 @@ pub use reply::ReplyPort;
 pub(crate) use reply::{ReplyMeta, ReplyTarget, Responder};
 pub(crate) use route::Delivery;
 pub(crate) use runtime::ServiceRuntime;
+pub use statistics::TypeStatistics;
+pub(crate) use statistics::TypeStats;
 pub use sync::SyncKey;

@@ -12,6 +12,7 @@ use futures::future::BoxFuture;
 
 use super::{
     Context, DeferredHandler, Handler, MessageHandler, ReplyPort, ReplyTarget, Responder, SyncKey,
+    TypeStats,
 };
 use crate::{Body, Bus, Envelope, ErrorCode, Message, Request};
 
@@ -35,7 +36,7 @@ pub(crate) struct Job {
 pub(crate) trait Route: Send + Sync {
     /// Decodes the message and prepares the job; `None` when the message was
     /// already answered (it could not be decoded).
-    fn prepare(&self, bus: &Bus, delivery: Delivery) -> Option<Job>;
+    fn prepare(&self, bus: &Bus, delivery: Delivery, stats: Arc<TypeStats>) -> Option<Job>;
 }
 
 fn decode<M: Message>(bus: &Bus, delivery: Delivery) -> Result<(M, Envelope, Responder), ()> {
@@ -73,7 +74,7 @@ fn panic_error(envelope: &Envelope, panic: Box<dyn std::any::Any + Send>) -> Err
 pub(crate) struct RequestRoute<S, R>(pub(crate) Arc<S>, pub(crate) PhantomData<fn(R)>);
 
 impl<S: Handler<R>, R: Request> Route for RequestRoute<S, R> {
-    fn prepare(&self, bus: &Bus, delivery: Delivery) -> Option<Job> {
+    fn prepare(&self, bus: &Bus, delivery: Delivery, stats: Arc<TypeStats>) -> Option<Job> {
         let (req, envelope, responder) = decode::<R>(bus, delivery).ok()?;
         let sync = self.0.sync_key(&req);
         let service = self.0.clone();
@@ -83,6 +84,7 @@ impl<S: Handler<R>, R: Request> Route for RequestRoute<S, R> {
         Some(Job {
             sync,
             run: Box::pin(async move {
+                let started = Instant::now();
                 let outcome = match AssertUnwindSafe(service.handle(req, ctx))
                     .catch_unwind()
                     .await
@@ -90,6 +92,7 @@ impl<S: Handler<R>, R: Request> Route for RequestRoute<S, R> {
                     Ok(outcome) => outcome,
                     Err(panic) => Err(panic_error(&envelope, panic)),
                 };
+                stats.record(started.elapsed());
                 responder.answer(outcome.map(Body::new)).await;
             }),
         })
@@ -99,7 +102,7 @@ impl<S: Handler<R>, R: Request> Route for RequestRoute<S, R> {
 pub(crate) struct MessageRoute<S, M>(pub(crate) Arc<S>, pub(crate) PhantomData<fn(M)>);
 
 impl<S: MessageHandler<M>, M: Message> Route for MessageRoute<S, M> {
-    fn prepare(&self, bus: &Bus, delivery: Delivery) -> Option<Job> {
+    fn prepare(&self, bus: &Bus, delivery: Delivery, stats: Arc<TypeStats>) -> Option<Job> {
         let (msg, envelope, responder) = decode::<M>(bus, delivery).ok()?;
         let sync = self.0.sync_key(&msg);
         let service = self.0.clone();
@@ -108,6 +111,7 @@ impl<S: MessageHandler<M>, M: Message> Route for MessageRoute<S, M> {
         Some(Job {
             sync,
             run: Box::pin(async move {
+                let started = Instant::now();
                 let outcome = match AssertUnwindSafe(service.receive(msg, ctx))
                     .catch_unwind()
                     .await
@@ -115,6 +119,7 @@ impl<S: MessageHandler<M>, M: Message> Route for MessageRoute<S, M> {
                     Ok(outcome) => outcome,
                     Err(panic) => Err(panic_error(&envelope, panic)),
                 };
+                stats.record(started.elapsed());
                 // A plain message has no caller; a request sent to a
                 // message handler still gets an answer.
                 responder
@@ -128,7 +133,7 @@ impl<S: MessageHandler<M>, M: Message> Route for MessageRoute<S, M> {
 pub(crate) struct DeferredRoute<S, R>(pub(crate) Arc<S>, pub(crate) PhantomData<fn(R)>);
 
 impl<S: DeferredHandler<R>, R: Request> Route for DeferredRoute<S, R> {
-    fn prepare(&self, bus: &Bus, delivery: Delivery) -> Option<Job> {
+    fn prepare(&self, bus: &Bus, delivery: Delivery, stats: Arc<TypeStats>) -> Option<Job> {
         let (req, envelope, responder) = decode::<R>(bus, delivery).ok()?;
         let sync = self.0.sync_key(&req);
         let service = self.0.clone();
@@ -142,12 +147,16 @@ impl<S: DeferredHandler<R>, R: Request> Route for DeferredRoute<S, R> {
                 // The port lives inside the handler's future: flag the panic
                 // before that future (and the port) is dropped, so the port
                 // answers `cloudbus.INTERNAL` rather than `NO_REPLY`.
+                // A deferred handler's time is until it returns, not until
+                // its port is answered (which may be later, elsewhere).
+                let started = Instant::now();
                 let mut handling =
                     Box::pin(AssertUnwindSafe(service.handle(req, ctx, port)).catch_unwind());
                 if let Err(panic) = (&mut handling).await {
                     panicked.store(true, Ordering::Release);
                     panic_error(&envelope, panic);
                 }
+                stats.record(started.elapsed());
             }),
         })
     }

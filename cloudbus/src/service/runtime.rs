@@ -9,7 +9,7 @@ use tokio::sync::Semaphore;
 use super::in_flight::InFlight;
 use super::route::{Delivery, Route};
 use super::sync::{SyncQueues, Ticket};
-use super::{Responder, Service};
+use super::{Responder, Service, TypeStatistics, TypeStats};
 use crate::{Bus, ErrorCode};
 
 /// A registered service at run time: its handlers, its concurrency permits
@@ -17,7 +17,7 @@ use crate::{Bus, ErrorCode};
 /// between services on the hot path.
 pub(crate) struct ServiceRuntime {
     name: Cow<'static, str>,
-    routes: HashMap<&'static str, Arc<dyn Route>>,
+    routes: HashMap<&'static str, (Arc<dyn Route>, Arc<TypeStats>)>,
     permits: Arc<Semaphore>,
     concurrency: usize,
     sync: SyncQueues,
@@ -29,7 +29,11 @@ impl ServiceRuntime {
     pub(crate) fn new(service: Service) -> Self {
         Self {
             name: service.name,
-            routes: service.routes,
+            routes: service
+                .routes
+                .into_iter()
+                .map(|(name, route)| (name, (route, Arc::default())))
+                .collect(),
             permits: Arc::new(Semaphore::new(service.concurrency)),
             concurrency: service.concurrency,
             sync: SyncQueues::default(),
@@ -46,6 +50,13 @@ impl ServiceRuntime {
         self.concurrency
     }
 
+    /// What each of this service's message types has seen so far.
+    pub(crate) fn statistics(&self) -> impl Iterator<Item = TypeStatistics> + '_ {
+        self.routes
+            .iter()
+            .map(|(name, (_, stats))| stats.snapshot(&self.name, name))
+    }
+
     /// Hands a message to its handler. Waits while the service is at its
     /// concurrency limit (that wait is the backpressure); returns once the
     /// handler is started or queued behind its sync key, not when it ends.
@@ -60,7 +71,7 @@ impl ServiceRuntime {
             bus.stats().rejected.inc();
             return reject(bus, delivery, error).await;
         }
-        let Some(route) = self.routes.get(&*delivery.envelope.type_name) else {
+        let Some((route, stats)) = self.routes.get(&*delivery.envelope.type_name) else {
             let error = ErrorCode::unknown_message(&self.name, &delivery.envelope.type_name);
             return reject(bus, delivery, error).await;
         };
@@ -74,7 +85,7 @@ impl ServiceRuntime {
             return;
         }
         let task_context = super::context::task_context_of(&delivery.envelope);
-        let Some(job) = route.prepare(bus, delivery) else {
+        let Some(job) = route.prepare(bus, delivery, stats.clone()) else {
             return;
         };
         let run = super::context::within_task_context(task_context, job.run);
