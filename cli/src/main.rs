@@ -30,6 +30,8 @@ enum Command {
     Status(commands::status::Args),
     /// Show which node owns a resource.
     Route(commands::route::Args),
+    /// Show per message type how many each node handled and how long they took.
+    Stats(commands::stats::Args),
 }
 
 fn main() -> ExitCode {
@@ -50,6 +52,7 @@ fn main() -> ExitCode {
             Command::Tail(args) => commands::tail::run(args).await,
             Command::Status(args) => commands::status::run(args).await,
             Command::Route(args) => commands::route::run(args).await,
+            Command::Stats(args) => commands::stats::run(args).await,
         }
     });
     match outcome {

@@ -381,3 +381,85 @@ fn a_killed_node_is_declared_dead_and_status_shows_the_survivor() {
     });
     remove_exchanges(&bus);
 }
+
+fn scrape(url: &str) -> String {
+    use std::io::{Read, Write};
+    let addr = url
+        .trim_start_matches("http://")
+        .trim_end_matches("/metrics");
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\n\r\n")
+        .unwrap();
+    let mut out = String::new();
+    stream.read_to_string(&mut out).unwrap();
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    out
+}
+
+#[test]
+fn stats_and_metrics_count_the_messages_actually_sent() {
+    let bus = unique_bus("stats");
+    let mut node = Running::start(
+        &bus,
+        &[
+            "node",
+            "--services",
+            "vm,host,storage",
+            "--metrics-addr",
+            "127.0.0.1:0",
+        ],
+    );
+    let id = node.node_id();
+    let line = node.wait_for("serving metrics");
+    let at = line.find("http://").expect("the metrics URL is logged");
+    let url = line[at..].split_whitespace().next().unwrap().to_string();
+
+    for _ in 0..3 {
+        stdout_json(&run(
+            &bus,
+            &["call", "vm", "vm.QueryVms", r#"{"state":null}"#],
+        ));
+    }
+    for name in ["a", "b"] {
+        let body = format!(r#"{{"name":"{name}","cpus":1,"memory_gb":1,"disk_gb":1}}"#);
+        stdout_json(&run(&bus, &["call", "vm", "vm.CreateVm", &body]));
+    }
+
+    let stats = stdout_json(&run(&bus, &["stats", "--json"]));
+    let types = stats[0]["types"].as_array().unwrap();
+    assert_eq!(stats[0]["node"], id.as_str());
+    let count = |t: &str| {
+        types
+            .iter()
+            .find(|s| s["type"] == t)
+            .map(|s| s["count"].as_u64().unwrap())
+    };
+    assert_eq!(count("vm.QueryVms"), Some(3));
+    assert_eq!(count("vm.CreateVm"), Some(2));
+    assert_eq!(
+        count("storage.AllocateVolume"),
+        Some(2),
+        "calls between services count too"
+    );
+    let table = run(&bus, &["stats"]);
+    let table = String::from_utf8_lossy(&table.stdout);
+    assert!(table.lines().next().unwrap().starts_with("NODE"), "{table}");
+    assert!(table.contains("vm.QueryVms"), "{table}");
+
+    let metrics = scrape(&url);
+    assert!(
+        metrics.contains(r#"cloudbus_messages_handled_total{type="vm.QueryVms",service="vm"} 3"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"cloudbus_messages_handled_total{type="vm.CreateVm",service="vm"} 2"#),
+        "{metrics}"
+    );
+    assert!(metrics.contains("cloudbus_cluster_nodes 1"), "{metrics}");
+    assert!(metrics.contains("cloudbus_broker_connected 1"), "{metrics}");
+
+    node.signal("-TERM");
+    assert!(node.wait());
+    remove_exchanges(&bus);
+}

@@ -869,9 +869,17 @@ async fn statistics_count_every_handled_message_with_its_handling_time() {
     // The same numbers over the bus, from the built-in service.
     let reply = bus.call(cloudbus::GetStatistics {}).await.unwrap();
     assert_eq!(reply.node, bus.node_id());
-    let over_bus = reply.types.iter().find(|s| s.type_name == "echo.Echo").unwrap();
+    let over_bus = reply
+        .types
+        .iter()
+        .find(|s| s.type_name == "echo.Echo")
+        .unwrap();
     assert_eq!(over_bus.count, 26);
-    let ping = reply.types.iter().find(|s| s.type_name == "cloudbus.Ping").unwrap();
+    let ping = reply
+        .types
+        .iter()
+        .find(|s| s.type_name == "cloudbus.Ping")
+        .unwrap();
     assert_eq!(ping.count, 0);
     assert_eq!((ping.min_us, ping.avg_us, ping.max_us), (0, 0, 0));
 }

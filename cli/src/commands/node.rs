@@ -25,6 +25,9 @@ pub struct Args {
     /// How many heartbeats a node may miss before it is declared dead.
     #[arg(long, default_value_t = 3)]
     heartbeat_misses: u32,
+    /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9464).
+    #[arg(long, value_name = "ADDR")]
+    metrics_addr: Option<std::net::SocketAddr>,
 }
 
 /// Runs the node until Ctrl-C or SIGTERM, then drains and leaves.
@@ -51,6 +54,17 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             return Err(error).context("installing the demo services");
         }
     };
+    if let Some(addr) = args.metrics_addr {
+        match super::metrics::serve(bus.clone(), addr).await {
+            Ok(bound) => {
+                tracing::info!(metrics = %format!("http://{bound}/metrics"), "serving metrics")
+            }
+            Err(error) => {
+                bus.shutdown().await;
+                return Err(error);
+            }
+        }
+    }
     tracing::info!(
         node = %bus.node_id(),
         bus = %bus.name(),

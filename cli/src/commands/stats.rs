@@ -1,0 +1,106 @@
+//! `cloudbus stats`: per message type, how many each node handled and how
+//! long they took (ZStack's message statistics).
+
+use std::time::Duration;
+
+use anyhow::bail;
+use cloudbus::{GetStatistics, NodeId, Statistics};
+use serde_json::json;
+
+use super::broker::{BrokerArgs, DISCOVERY_LIMIT, DISCOVERY_QUIET};
+
+/// Flags of `cloudbus stats`.
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    broker: BrokerArgs,
+    /// Only this node (default: every live node).
+    #[arg(long)]
+    node: Option<NodeId>,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Asks every node (or one) for its statistics and prints them.
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    super::logging::init("warn");
+    let bus = args.broker.observer().await?;
+    let nodes = match args.node {
+        Some(node) => vec![node],
+        None => {
+            let view = bus.settled_cluster(DISCOVERY_QUIET, DISCOVERY_LIMIT).await;
+            view.nodes().iter().map(|n| n.node).collect()
+        }
+    };
+    let mut all: Vec<Statistics> = Vec::new();
+    let mut failure = None;
+    for node in nodes {
+        match bus
+            .call(GetStatistics {})
+            .node(node)
+            .timeout(Duration::from_secs(5))
+            .await
+        {
+            Ok(stats) => all.push(stats),
+            Err(error) => failure = Some(format!("node {node}: {error}")),
+        }
+    }
+    bus.shutdown().await;
+    if all.is_empty() {
+        bail!(failure.unwrap_or_else(|| "no live node answered".to_string()));
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&json!(all))?);
+    } else {
+        print!("{}", table(&all));
+    }
+    if let Some(failure) = failure {
+        eprintln!("warning: {failure}");
+    }
+    Ok(())
+}
+
+/// Aligned columns, one row per node and message type that saw traffic.
+fn table(all: &[Statistics]) -> String {
+    let mut rows = vec![[
+        "NODE".to_string(),
+        "TYPE".to_string(),
+        "COUNT".to_string(),
+        "MIN µs".to_string(),
+        "AVG µs".to_string(),
+        "MAX µs".to_string(),
+    ]];
+    for stats in all {
+        for t in stats.types.iter().filter(|t| t.count > 0) {
+            rows.push([
+                stats.node.to_string()[..8].to_string(),
+                t.type_name.clone(),
+                t.count.to_string(),
+                t.min_us.to_string(),
+                t.avg_us.to_string(),
+                t.max_us.to_string(),
+            ]);
+        }
+    }
+    let widths: Vec<usize> = (0..6)
+        .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for row in rows {
+        let cells: Vec<String> = row
+            .iter()
+            .enumerate()
+            .map(|(c, cell)| {
+                if c < 2 {
+                    format!("{cell:<w$}", w = widths[c])
+                } else {
+                    format!("{cell:>w$}", w = widths[c])
+                }
+            })
+            .collect();
+        out.push_str(cells.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
+}
