@@ -10,6 +10,15 @@ use clap::{Parser, Subcommand};
 #[derive(Parser)]
 #[command(name = "cloudbus", version, about)]
 struct Cli {
+    /// Log format on stderr: text, or json for log pipelines (level: RUST_LOG).
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "text",
+        env = "CLOUDBUS_LOG_FORMAT"
+    )]
+    log_format: commands::LogFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -36,6 +45,7 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    commands::set_log_format(cli.log_format);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(e) => {

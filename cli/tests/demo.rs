@@ -46,3 +46,18 @@ fn unknown_flags_are_refused_with_usage() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--bogus"));
 }
+
+#[test]
+fn logs_can_be_json_lines_for_log_pipelines() {
+    let out = cloudbus(&["--log-format", "json", "demo", "--trace"]);
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let mut lines = 0;
+    for line in stderr.lines() {
+        let value: serde_json::Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("not a JSON log line ({e}): {line}"));
+        assert!(value["level"].is_string() && value["fields"]["message"].is_string());
+        lines += 1;
+    }
+    assert!(lines > 10, "{stderr}");
+}

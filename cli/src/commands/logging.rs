@@ -1,17 +1,40 @@
-//! Logs go to stderr so that stdout stays for results.
+//! Logs go to stderr so that stdout stays for results: readable text by
+//! default (colours only on a terminal), or JSON lines for log pipelines.
 
 use std::io::IsTerminal;
+use std::sync::OnceLock;
 
 use tracing_subscriber::EnvFilter;
+
+/// How log lines look.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, Default)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line, with the message's span fields.
+    Json,
+}
+
+static FORMAT: OnceLock<LogFormat> = OnceLock::new();
+
+/// Chooses the format for [`init`]; called once from `main`.
+pub fn set_format(format: LogFormat) {
+    let _ = FORMAT.set(format);
+}
 
 /// Installs the log subscriber: `RUST_LOG` if set, else `default`.
 pub fn init(default: &str) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    // A second init (in tests) is harmless; keep the first.
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_target(false)
-        .try_init();
+        .with_target(false);
+    // A second init (in tests) is harmless; keep the first.
+    let _ = match FORMAT.get().copied().unwrap_or_default() {
+        LogFormat::Text => builder
+            .with_ansi(std::io::stderr().is_terminal())
+            .try_init(),
+        LogFormat::Json => builder.json().with_current_span(true).try_init(),
+    };
 }

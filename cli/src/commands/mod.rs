@@ -12,3 +12,5 @@ mod signal;
 pub mod stats;
 pub mod status;
 pub mod tail;
+
+pub use logging::{LogFormat, set_format as set_log_format};

@@ -71,6 +71,17 @@ fn panic_error(envelope: &Envelope, panic: Box<dyn std::any::Any + Send>) -> Err
     ErrorCode::internal(format!("handler of `{type_name}` panicked: {text}"))
 }
 
+/// Counts a handled message and closes its span with the outcome.
+fn finished(stats: &TypeStats, started: Instant, error: Option<&ErrorCode>) {
+    let took = started.elapsed();
+    stats.record(took);
+    let span = tracing::Span::current();
+    if !span.is_disabled() {
+        span.record("outcome", error.map_or("ok", |e| e.code()));
+        span.record("duration_us", took.as_micros() as u64);
+    }
+}
+
 pub(crate) struct RequestRoute<S, R>(pub(crate) Arc<S>, pub(crate) PhantomData<fn(R)>);
 
 impl<S: Handler<R>, R: Request> Route for RequestRoute<S, R> {
@@ -92,7 +103,7 @@ impl<S: Handler<R>, R: Request> Route for RequestRoute<S, R> {
                     Ok(outcome) => outcome,
                     Err(panic) => Err(panic_error(&envelope, panic)),
                 };
-                stats.record(started.elapsed());
+                finished(&stats, started, outcome.as_ref().err());
                 responder.answer(outcome.map(Body::new)).await;
             }),
         })
@@ -119,7 +130,7 @@ impl<S: MessageHandler<M>, M: Message> Route for MessageRoute<S, M> {
                     Ok(outcome) => outcome,
                     Err(panic) => Err(panic_error(&envelope, panic)),
                 };
-                stats.record(started.elapsed());
+                finished(&stats, started, outcome.as_ref().err());
                 // A plain message has no caller; a request sent to a
                 // message handler still gets an answer.
                 responder
@@ -152,11 +163,14 @@ impl<S: DeferredHandler<R>, R: Request> Route for DeferredRoute<S, R> {
                 let started = Instant::now();
                 let mut handling =
                     Box::pin(AssertUnwindSafe(service.handle(req, ctx, port)).catch_unwind());
-                if let Err(panic) = (&mut handling).await {
-                    panicked.store(true, Ordering::Release);
-                    panic_error(&envelope, panic);
-                }
-                stats.record(started.elapsed());
+                let error = match (&mut handling).await {
+                    Ok(()) => None,
+                    Err(panic) => {
+                        panicked.store(true, Ordering::Release);
+                        Some(panic_error(&envelope, panic))
+                    }
+                };
+                finished(&stats, started, error.as_ref());
             }),
         })
     }

@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use tokio::sync::Semaphore;
+use tracing::Instrument;
 
 use super::in_flight::InFlight;
 use super::route::{Delivery, Route};
@@ -85,10 +86,17 @@ impl ServiceRuntime {
             return;
         }
         let task_context = super::context::task_context_of(&delivery.envelope);
+        let span = handling_span(bus, &self.name, &delivery.envelope);
         let Some(job) = route.prepare(bus, delivery, stats.clone()) else {
             return;
         };
         let run = super::context::within_task_context(task_context, job.run);
+        // Only a span someone listens to costs an allocation.
+        let run = if span.is_disabled() {
+            run
+        } else {
+            Box::pin(run.instrument(span))
+        };
         let ticket = Ticket::new(permit, in_flight);
         match job.sync {
             None => {
@@ -111,6 +119,23 @@ impl ServiceRuntime {
         self.closing.store(true, Ordering::SeqCst);
         self.in_flight.idle().await;
     }
+}
+
+/// The span of one message being handled: what it is, where, and (filled
+/// in when it ends) how it went and how long it took. `traceparent` ties
+/// it to the caller's trace.
+fn handling_span(bus: &Bus, service: &str, envelope: &crate::Envelope) -> tracing::Span {
+    tracing::debug_span!(
+        "handle",
+        r#type = %envelope.type_name,
+        service,
+        node = %bus.node_id(),
+        id = %envelope.id,
+        from = %envelope.source,
+        traceparent = envelope.headers.get("traceparent").unwrap_or(""),
+        outcome = tracing::field::Empty,
+        duration_us = tracing::field::Empty,
+    )
 }
 
 async fn reject(bus: &Bus, delivery: Delivery, error: ErrorCode) {
