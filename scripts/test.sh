@@ -43,6 +43,18 @@ if [[ -z "${CLOUDBUS_INTEROP_PYTHON:-}" ]]; then
   fi
 fi
 
+# The dashboard test (cli/tests/nodes.rs) loads the page in headless
+# Chromium; CLOUDBUS_CHROMIUM, if set, names the browser.
+if [[ -z "${CLOUDBUS_CHROMIUM:-}" ]] && ! command -v chromium >/dev/null; then
+  echo "Chromium is not installed; installing it (apt-get install chromium)" >&2
+  if [[ $(id -u) -eq 0 ]]; then
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null ||
+      { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null; }
+  else
+    sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null
+  fi
+fi
+
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 if cargo nextest --version >/dev/null 2>&1; then

@@ -463,3 +463,83 @@ fn stats_and_metrics_count_the_messages_actually_sent() {
     assert!(node.wait());
     remove_exchanges(&bus);
 }
+
+/// The page as headless Chromium sees it after its scripts ran.
+fn rendered_page(url: &str) -> String {
+    let chromium = std::env::var("CLOUDBUS_CHROMIUM").unwrap_or_else(|_| "chromium".into());
+    let out = Command::new(&chromium)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--timeout=5000",
+            "--dump-dom",
+            url,
+        ])
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("headless Chromium ({chromium}) must be installed (scripts/test.sh installs it): {e}")
+        });
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The count the dashboard shows for a message type.
+fn shown_count(page: &str, type_name: &str) -> u64 {
+    let row = page
+        .split(&format!(r#"data-type="{type_name}""#))
+        .nth(1)
+        .unwrap_or_else(|| panic!("no row for {type_name} in {page}"));
+    let count = row.split(r#"class="num count">"#).nth(1).unwrap();
+    count[..count.find('<').unwrap()].parse().unwrap()
+}
+
+#[test]
+fn the_dashboard_shows_the_cluster_and_rising_counters_in_a_real_browser() {
+    let bus = unique_bus("dash");
+    let mut api = Running::start(&bus, &["node", "--services", "vm", "--http", "127.0.0.1:0"]);
+    let mut infra = Running::start(&bus, &["node", "--services", "host,storage"]);
+    let (a, b) = (api.node_id(), infra.node_id());
+    api.wait_for(&format!("node joined node={b}"));
+    let line = api.wait_for("serving the dashboard");
+    let at = line.find("http://").unwrap();
+    let url = line[at..].split_whitespace().next().unwrap().to_string();
+
+    let body = |name: &str| format!(r#"{{"name":"{name}","cpus":1,"memory_gb":1,"disk_gb":1}}"#);
+    stdout_json(&run(&bus, &["call", "vm", "vm.CreateVm", &body("one")]));
+    let before = rendered_page(&url);
+    assert!(
+        before.contains(&a) && before.contains(&b),
+        "both nodes are shown: {before}"
+    );
+    assert!(before.contains(r#"class="ok">connected"#), "{before}");
+    assert_eq!(shown_count(&before, "vm.CreateVm"), 1);
+
+    for name in ["two", "three"] {
+        stdout_json(&run(&bus, &["call", "vm", "vm.CreateVm", &body(name)]));
+    }
+    let missing = run(
+        &bus,
+        &[
+            "call",
+            "vm",
+            "vm.StartVm",
+            r#"{"uuid":"nope"}"#,
+            "--api-event",
+            "vm.VmStarted",
+        ],
+    );
+    assert!(!missing.status.success());
+    let after = rendered_page(&url);
+    assert_eq!(shown_count(&after, "vm.CreateVm"), 3, "the counter rose");
+    assert!(
+        after.contains("vm.NOT_FOUND"),
+        "the recent error is shown: {after}"
+    );
+
+    for node in [&mut api, &mut infra] {
+        node.signal("-TERM");
+        assert!(node.wait());
+    }
+    remove_exchanges(&bus);
+}

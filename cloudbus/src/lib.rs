@@ -62,7 +62,7 @@ pub mod transport;
 pub use bus::{
     Ack, Bus, BusBuilder, BusStats, Call, Counter, DEFAULT_BUS_NAME, DEFAULT_TIMEOUT, Forward,
     GetStatistics, Interceptor, Pattern, Ping, Pong, RawCall, RawEvent, RawSend, RawSubscription,
-    Received, SendMessage, Statistics, Subscription,
+    Received, RecentError, SendMessage, Statistics, Subscription,
 };
 pub use error::{ErrorCode, codes};
 pub use message::{

@@ -882,4 +882,9 @@ async fn statistics_count_every_handled_message_with_its_handling_time() {
         .unwrap();
     assert_eq!(ping.count, 0);
     assert_eq!((ping.min_us, ping.avg_us, ping.max_us), (0, 0, 0));
+    // The failure is among the recent errors an operator sees.
+    let recent = bus.recent_errors();
+    assert_eq!(recent.len(), 1);
+    assert_eq!(recent[0].type_name, "echo.Echo");
+    assert_eq!(recent[0].code, "echo.FAILED");
 }

@@ -2,6 +2,7 @@
 
 mod broker;
 pub mod call;
+mod dashboard;
 pub mod demo;
 mod logging;
 mod metrics;

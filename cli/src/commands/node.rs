@@ -28,6 +28,9 @@ pub struct Args {
     /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9464).
     #[arg(long, value_name = "ADDR")]
     metrics_addr: Option<std::net::SocketAddr>,
+    /// Serve the live dashboard at http://ADDR/ (e.g. 127.0.0.1:8080).
+    #[arg(long, value_name = "ADDR")]
+    http: Option<std::net::SocketAddr>,
 }
 
 /// Runs the node until Ctrl-C or SIGTERM, then drains and leaves.
@@ -58,6 +61,17 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         match super::metrics::serve(bus.clone(), addr).await {
             Ok(bound) => {
                 tracing::info!(metrics = %format!("http://{bound}/metrics"), "serving metrics")
+            }
+            Err(error) => {
+                bus.shutdown().await;
+                return Err(error);
+            }
+        }
+    }
+    if let Some(addr) = args.http {
+        match super::dashboard::serve(bus.clone(), addr).await {
+            Ok(bound) => {
+                tracing::info!(dashboard = %format!("http://{bound}/"), "serving the dashboard")
             }
             Err(error) => {
                 bus.shutdown().await;

@@ -209,6 +209,7 @@ impl BusBuilder {
                 transport: self.transport,
                 closed: AtomicBool::new(false),
                 stats: Default::default(),
+                recent_errors: Default::default(),
             }),
         }
     }

@@ -12,6 +12,7 @@ mod pattern;
 mod pending;
 mod publish;
 mod raw;
+mod recent;
 mod reply;
 mod stats;
 mod subscribe;
@@ -23,6 +24,7 @@ pub use forward::Forward;
 pub use interceptor::Interceptor;
 pub use pattern::Pattern;
 pub use raw::{RawCall, RawSend};
+pub use recent::RecentError;
 pub use stats::{BusStats, Counter};
 pub use subscribe::{RawEvent, RawSubscription, Received, Subscription};
 
@@ -78,6 +80,7 @@ pub(crate) struct BusInner {
     transport: Option<Arc<dyn Transport>>,
     closed: AtomicBool,
     stats: BusStats,
+    recent_errors: recent::RecentErrors,
 }
 
 impl Bus {
@@ -129,6 +132,12 @@ impl Bus {
             .collect();
         all.sort_by(|a, b| a.type_name.cmp(&b.type_name));
         all
+    }
+
+    /// The last errors (up to 50) this node answered messages with,
+    /// newest first: what an operator looks at first.
+    pub fn recent_errors(&self) -> Vec<RecentError> {
+        self.inner.recent_errors.list()
     }
 
     /// Counters of dropped, refused and failed messages.

@@ -15,6 +15,9 @@ impl Bus {
         target: ReplyTarget,
         outcome: Result<Body, ErrorCode>,
     ) {
+        if let Err(error) = &outcome {
+            self.inner.recent_errors.push(&meta.request_type, error);
+        }
         let outcome = match outcome {
             Ok(body) if meta.style == ReplyStyle::ApiEvent => {
                 // A non-blocking API answers by publishing its event, which
