@@ -302,7 +302,9 @@ fn two_nodes_serve_each_other_and_the_broker_holds_exactly_the_documented_topolo
 #[test]
 fn tail_prints_published_events_as_json_lines() {
     let bus = unique_bus("tail");
-    let mut tail = Running::start(&bus, &["tail", "demo.*", "--count", "2"]);
+    let mut tail = Running::start(&bus, &["tail", "demo.*", "--count", "2", "--json"]);
+    let mut people = Running::start(&bus, &["tail", "demo.*", "--count", "1"]);
+    people.wait_for("listening");
     tail.wait_for("listening");
     for n in 1..=3 {
         let out = run(
@@ -332,6 +334,12 @@ fn tail_prints_published_events_as_json_lines() {
     assert_eq!(events[0]["type"], "demo.Event1");
     assert_eq!(events[0]["body"], serde_json::json!({"n": 1}));
     assert_eq!(events[1]["type"], "demo.Event2");
+    assert!(people.wait());
+    let line = people.wait_for("demo.Event1");
+    assert!(
+        line.contains(r#"{"n":1}"#) && !line.contains('\u{1b}'),
+        "{line}"
+    );
     let bad = run(&bus, &["publish", "demo.*", "{}"]);
     assert!(!bad.status.success());
     remove_exchanges(&bus);

@@ -12,6 +12,7 @@ pub mod route;
 mod signal;
 pub mod stats;
 pub mod status;
+mod table;
 pub mod tail;
 
 pub use logging::{LogFormat, set_format as set_log_format};

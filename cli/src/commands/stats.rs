@@ -61,19 +61,16 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Aligned columns, one row per node and message type that saw traffic.
+/// One row per node and message type that saw traffic.
 fn table(all: &[Statistics]) -> String {
-    let mut rows = vec![[
-        "NODE".to_string(),
-        "TYPE".to_string(),
-        "COUNT".to_string(),
-        "MIN µs".to_string(),
-        "AVG µs".to_string(),
-        "MAX µs".to_string(),
-    ]];
+    let mut rows = vec![
+        ["NODE", "TYPE", "COUNT", "MIN µs", "AVG µs", "MAX µs"]
+            .map(String::from)
+            .to_vec(),
+    ];
     for stats in all {
         for t in stats.types.iter().filter(|t| t.count > 0) {
-            rows.push([
+            rows.push(vec![
                 stats.node.to_string()[..8].to_string(),
                 t.type_name.clone(),
                 t.count.to_string(),
@@ -83,24 +80,5 @@ fn table(all: &[Statistics]) -> String {
             ]);
         }
     }
-    let widths: Vec<usize> = (0..6)
-        .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
-        .collect();
-    let mut out = String::new();
-    for row in rows {
-        let cells: Vec<String> = row
-            .iter()
-            .enumerate()
-            .map(|(c, cell)| {
-                if c < 2 {
-                    format!("{cell:<w$}", w = widths[c])
-                } else {
-                    format!("{cell:>w$}", w = widths[c])
-                }
-            })
-            .collect();
-        out.push_str(cells.join("  ").trim_end());
-        out.push('\n');
-    }
-    out
+    super::table::render(&rows, &[2, 3, 4, 5])
 }

@@ -35,18 +35,27 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         println!("bus {bus_name:?}: no live node answered");
         return Ok(());
     }
-    println!("bus {bus_name:?}: {} live node(s)", view.len());
+    println!("bus {bus_name:?}: {} live node(s)\n", view.len());
+    let mut rows = vec![
+        ["NODE", "SERVICES", "HEARTBEAT", "LAST SEEN", "UP"]
+            .map(String::from)
+            .to_vec(),
+    ];
     for node in view.nodes() {
-        println!();
-        println!("node      {}", node.node);
-        println!("services  {}", node.services.join(", "));
-        println!(
-            "heartbeat every {}, last seen {} ago",
-            short(node.interval),
-            short(node.last_seen)
-        );
-        println!("up        {}", short(uptime(node)));
-        println!("queues    {}", queues(bus_name, node).join("\n          "));
+        rows.push(vec![
+            node.node.to_string(),
+            node.services.join(","),
+            format!("every {}", short(node.interval)),
+            format!("{} ago", short(node.last_seen)),
+            short(uptime(node)),
+        ]);
+    }
+    print!("{}", super::table::render(&rows, &[3, 4]));
+    println!("\nqueues:");
+    for node in view.nodes() {
+        for queue in queues(bus_name, node) {
+            println!("  {queue}");
+        }
     }
     Ok(())
 }
