@@ -457,11 +457,25 @@ fn stats_and_metrics_count_the_messages_actually_sent() {
 
     let metrics = scrape(&url);
     assert!(
-        metrics.contains(r#"cloudbus_messages_handled_total{type="vm.QueryVms",service="vm"} 3"#),
+        metrics.contains(
+            r#"cloudbus_messages_handled_total{type="vm.QueryVms",service="vm",outcome="ok"} 3"#
+        ),
         "{metrics}"
     );
     assert!(
-        metrics.contains(r#"cloudbus_messages_handled_total{type="vm.CreateVm",service="vm"} 2"#),
+        metrics.contains(
+            r#"cloudbus_messages_handled_total{type="vm.CreateVm",service="vm",outcome="ok"} 2"#
+        ),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(
+            r#"cloudbus_handling_seconds_bucket{type="vm.CreateVm",service="vm",le="+Inf"} 2"#
+        ),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"cloudbus_handling_seconds_count{type="vm.QueryVms",service="vm"} 3"#),
         "{metrics}"
     );
     assert!(metrics.contains("cloudbus_cluster_nodes 1"), "{metrics}");

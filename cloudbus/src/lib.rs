@@ -71,8 +71,8 @@ pub use message::{
 };
 pub use ring::HashRing;
 pub use service::{
-    CONTEXT_PREFIX, Context, DeferredHandler, Handler, MessageHandler, ReplyPort, Service,
-    ServiceBuilder, SyncKey, TypeStatistics,
+    CONTEXT_PREFIX, Context, DeferredHandler, HISTOGRAM_BOUNDS_US, Handler, MessageHandler,
+    ReplyPort, Service, ServiceBuilder, SyncKey, TypeStatistics,
 };
 
 pub(crate) use message::{decode_reply, encode_reply};

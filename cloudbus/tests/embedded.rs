@@ -865,6 +865,16 @@ async fn statistics_count_every_handled_message_with_its_handling_time() {
     let echo_stats = stats.iter().find(|s| s.type_name == "echo.Echo").unwrap();
     assert_eq!(echo_stats.service, "echo");
     assert_eq!(echo_stats.count, 26, "errors are handled messages too");
+    assert_eq!(echo_stats.errors, 1);
+    assert_eq!(
+        echo_stats.histogram.iter().sum::<u64>(),
+        26,
+        "every one is in a bucket"
+    );
+    assert_eq!(
+        echo_stats.histogram.len(),
+        cloudbus::HISTOGRAM_BOUNDS_US.len() + 1
+    );
     assert!(echo_stats.min_us <= echo_stats.avg_us && echo_stats.avg_us <= echo_stats.max_us);
     // The same numbers over the bus, from the built-in service.
     let reply = bus.call(cloudbus::GetStatistics {}).await.unwrap();

@@ -43,7 +43,9 @@ async fn answer(
     let request = String::from_utf8_lossy(&head[..n]);
     let (status, body) = if request.starts_with("GET /metrics") {
         sample(bus, recorder);
-        ("200 OK", recorder.handle().render())
+        let mut body = recorder.handle().render();
+        body.push_str(&histograms(bus));
+        ("200 OK", body)
     } else {
         ("404 Not Found", "try /metrics\n".to_string())
     };
@@ -55,6 +57,34 @@ async fn answer(
     stream.shutdown().await
 }
 
+/// Handling time per message type as Prometheus histograms (the recorder
+/// only sees values, not the bus's own buckets, so these are rendered here).
+fn histograms(bus: &Bus) -> String {
+    let mut out = String::from(
+        "# HELP cloudbus_handling_seconds Time to handle a message, by type.\n\
+         # TYPE cloudbus_handling_seconds histogram\n",
+    );
+    for t in bus.statistics() {
+        let labels = format!("type=\"{}\",service=\"{}\"", t.type_name, t.service);
+        let mut cumulative = 0;
+        for (i, n) in t.histogram.iter().enumerate() {
+            cumulative += n;
+            let le = cloudbus::HISTOGRAM_BOUNDS_US
+                .get(i)
+                .map_or("+Inf".to_string(), |us| (*us as f64 / 1e6).to_string());
+            out.push_str(&format!(
+                "cloudbus_handling_seconds_bucket{{{labels},le=\"{le}\"}} {cumulative}\n"
+            ));
+        }
+        out.push_str(&format!(
+            "cloudbus_handling_seconds_sum{{{labels}}} {}\ncloudbus_handling_seconds_count{{{labels}}} {}\n",
+            t.total_us as f64 / 1e6,
+            t.count
+        ));
+    }
+    out
+}
+
 /// Copies the bus's numbers into the recorder.
 fn sample(bus: &Bus, recorder: &PrometheusRecorder) {
     with_local_recorder(recorder, || {
@@ -63,7 +93,14 @@ fn sample(bus: &Bus, recorder: &PrometheusRecorder) {
                 ("type", t.type_name.clone()),
                 ("service", t.service.clone()),
             ];
-            counter!("cloudbus_messages_handled_total", &labels).absolute(t.count);
+            for (outcome, n) in [("ok", t.count - t.errors), ("error", t.errors)] {
+                let labels = [
+                    ("type", t.type_name.clone()),
+                    ("service", t.service.clone()),
+                    ("outcome", outcome.to_string()),
+                ];
+                counter!("cloudbus_messages_handled_total", &labels).absolute(n);
+            }
             gauge!("cloudbus_handling_seconds_avg", &labels).set(t.avg_us as f64 / 1e6);
             gauge!("cloudbus_handling_seconds_max", &labels).set(t.max_us as f64 / 1e6);
         }

@@ -19,6 +19,6 @@ pub use reply::ReplyPort;
 pub(crate) use reply::{ReplyMeta, ReplyTarget, Responder};
 pub(crate) use route::Delivery;
 pub(crate) use runtime::ServiceRuntime;
-pub use statistics::TypeStatistics;
 pub(crate) use statistics::TypeStats;
+pub use statistics::{HISTOGRAM_BOUNDS_US, TypeStatistics};
 pub use sync::SyncKey;

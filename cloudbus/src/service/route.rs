@@ -74,7 +74,7 @@ fn panic_error(envelope: &Envelope, panic: Box<dyn std::any::Any + Send>) -> Err
 /// Counts a handled message and closes its span with the outcome.
 fn finished(stats: &TypeStats, started: Instant, error: Option<&ErrorCode>) {
     let took = started.elapsed();
-    stats.record(took);
+    stats.record(took, error.is_some());
     let span = tracing::Span::current();
     if !span.is_disabled() {
         span.record("outcome", error.map_or("ok", |e| e.code()));

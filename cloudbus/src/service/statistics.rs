@@ -8,30 +8,47 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+/// Upper bounds (µs) of the handling-time histogram's buckets; a last
+/// bucket takes everything slower.
+pub const HISTOGRAM_BOUNDS_US: [u64; 16] = [
+    100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000,
+    1_000_000, 2_500_000, 5_000_000, 10_000_000,
+];
+const BUCKETS: usize = HISTOGRAM_BOUNDS_US.len() + 1;
+
 /// The running totals of one message type on one node.
 #[derive(Debug)]
 pub(crate) struct TypeStats {
     count: AtomicU64,
+    errors: AtomicU64,
     total_us: AtomicU64,
     min_us: AtomicU64,
     max_us: AtomicU64,
+    buckets: [AtomicU64; BUCKETS],
 }
 
 impl Default for TypeStats {
     fn default() -> Self {
         Self {
             count: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
             total_us: AtomicU64::new(0),
             min_us: AtomicU64::new(u64::MAX),
             max_us: AtomicU64::new(0),
+            buckets: std::array::from_fn(|_| AtomicU64::new(0)),
         }
     }
 }
 
 impl TypeStats {
-    pub(crate) fn record(&self, took: Duration) {
+    pub(crate) fn record(&self, took: Duration, failed: bool) {
         let us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
         self.count.fetch_add(1, Ordering::Relaxed);
+        if failed {
+            self.errors.fetch_add(1, Ordering::Relaxed);
+        }
+        let bucket = HISTOGRAM_BOUNDS_US.partition_point(|bound| *bound < us);
+        self.buckets[bucket].fetch_add(1, Ordering::Relaxed);
         self.total_us.fetch_add(us, Ordering::Relaxed);
         self.min_us.fetch_min(us, Ordering::Relaxed);
         self.max_us.fetch_max(us, Ordering::Relaxed);
@@ -51,6 +68,13 @@ impl TypeStats {
             },
             avg_us: total.checked_div(count).unwrap_or(0),
             max_us: self.max_us.load(Ordering::Relaxed),
+            errors: self.errors.load(Ordering::Relaxed),
+            total_us: total,
+            histogram: self
+                .buckets
+                .iter()
+                .map(|b| b.load(Ordering::Relaxed))
+                .collect(),
         }
     }
 }
@@ -66,10 +90,17 @@ pub struct TypeStatistics {
     pub service: String,
     /// Messages handled (whatever the outcome).
     pub count: u64,
+    /// Of those, how many ended in an error.
+    pub errors: u64,
+    /// Total handling time, µs.
+    pub total_us: u64,
     /// Shortest handling time, µs.
     pub min_us: u64,
     /// Average handling time, µs.
     pub avg_us: u64,
     /// Longest handling time, µs.
     pub max_us: u64,
+    /// How many took at most each of [`HISTOGRAM_BOUNDS_US`] (and more,
+    /// last), not cumulative.
+    pub histogram: Vec<u64>,
 }
