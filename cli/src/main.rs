@@ -41,6 +41,8 @@ enum Command {
     Route(commands::route::Args),
     /// Show per message type how many each node handled and how long they took.
     Stats(commands::stats::Args),
+    /// Measure the bus against raw baselines in the same run (build with --release).
+    Bench(commands::bench::Args),
 }
 
 fn main() -> ExitCode {
@@ -63,6 +65,7 @@ fn main() -> ExitCode {
             Command::Status(args) => commands::status::run(args).await,
             Command::Route(args) => commands::route::run(args).await,
             Command::Stats(args) => commands::stats::run(args).await,
+            Command::Bench(args) => commands::bench::run(args).await,
         }
     });
     match outcome {

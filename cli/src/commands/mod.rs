@@ -1,5 +1,6 @@
 //! One module per subcommand.
 
+pub mod bench;
 mod broker;
 pub mod call;
 mod dashboard;

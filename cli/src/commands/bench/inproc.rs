@@ -1,0 +1,52 @@
+//! `inproc-rpc`: request/reply on the embedded bus against a tokio task
+//! serving an mpsc channel and answering on oneshots.
+
+use std::time::Duration;
+
+use cloudbus::{Bus, Service};
+use tokio::sync::{mpsc, oneshot};
+
+use super::measure::{Sample, closed_loop};
+use super::messages::{Echo, EchoReply, answer};
+
+pub async fn run(level: usize, duration: Duration) -> anyhow::Result<(Sample, Sample)> {
+    let bus = Bus::embedded();
+    bus.register(
+        Service::builder("bench", ())
+            .concurrency(level.max(64))
+            .on_request(|req: Echo, _| async move { Ok(answer(req)) })
+            .build(),
+    )
+    .await?;
+    let sample = closed_loop(level, duration, {
+        let bus = bus.clone();
+        move |i| {
+            let bus = bus.clone();
+            async move {
+                bus.call(Echo::new(i as u64, 1)).await?;
+                Ok(())
+            }
+        }
+    })
+    .await?;
+    bus.shutdown().await;
+
+    let (tx, mut rx) = mpsc::channel::<(Echo, oneshot::Sender<EchoReply>)>(1024);
+    let server = tokio::spawn(async move {
+        while let Some((req, reply)) = rx.recv().await {
+            let _ = reply.send(answer(req));
+        }
+    });
+    let baseline = closed_loop(level, duration, move |i| {
+        let tx = tx.clone();
+        async move {
+            let (reply, answered) = oneshot::channel();
+            tx.send((Echo::new(i as u64, 1), reply)).await?;
+            answered.await?;
+            Ok(())
+        }
+    })
+    .await?;
+    server.abort();
+    Ok((sample, baseline))
+}

@@ -1,0 +1,56 @@
+//! `sync-key`: per-resource serialized handling on the embedded bus with
+//! 1, 100 and 10,000 distinct keys, against the same service without keys.
+
+use std::time::Duration;
+
+use cloudbus::{Bus, Context, ErrorCode, Handler, Service, SyncKey};
+
+use super::measure::{Sample, closed_loop};
+use super::messages::{Echo, EchoReply, answer};
+
+struct Keyed;
+
+impl Handler<Echo> for Keyed {
+    async fn handle(&self, req: Echo, _ctx: Context) -> Result<EchoReply, ErrorCode> {
+        Ok(answer(req))
+    }
+    fn sync_key(&self, req: &Echo) -> Option<SyncKey> {
+        Some(req.sync_key())
+    }
+}
+
+pub async fn run(level: usize, keys: u64, duration: Duration) -> anyhow::Result<(Sample, Sample)> {
+    let bus = Bus::embedded();
+    bus.register(
+        Service::builder("bench", Keyed)
+            .handle::<Echo>()
+            .concurrency(level.max(64))
+            .build(),
+    )
+    .await?;
+    let keyed = load(&bus, level, keys, duration).await?;
+    bus.shutdown().await;
+    let bus = Bus::embedded();
+    bus.register(
+        Service::builder("bench", ())
+            .concurrency(level.max(64))
+            .on_request(|req: Echo, _| async move { Ok(answer(req)) })
+            .build(),
+    )
+    .await?;
+    let free = load(&bus, level, keys, duration).await?;
+    bus.shutdown().await;
+    Ok((keyed, free))
+}
+
+async fn load(bus: &Bus, level: usize, keys: u64, duration: Duration) -> anyhow::Result<Sample> {
+    let bus = bus.clone();
+    closed_loop(level, duration, move |i| {
+        let bus = bus.clone();
+        async move {
+            bus.call(Echo::new(i as u64, keys)).await?;
+            Ok(())
+        }
+    })
+    .await
+}
