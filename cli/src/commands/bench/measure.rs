@@ -66,7 +66,7 @@ where
         .map(|worker| {
             let op = op.clone();
             tokio::spawn(async move {
-                let mut histogram = Histogram::<u64>::new(3)?;
+                let mut histogram = histogram()?;
                 let mut done = 0u64;
                 let mut i = worker;
                 while Instant::now() < deadline {
@@ -80,7 +80,7 @@ where
             })
         })
         .collect();
-    let mut total = Histogram::<u64>::new(3)?;
+    let mut total = histogram()?;
     let mut done = 0;
     for task in tasks {
         let (histogram, n) = task.await??;
@@ -88,6 +88,12 @@ where
         done += n;
     }
     Ok((total, done))
+}
+
+/// Latencies from 1 µs to 60 s at 3 significant digits: a fixed range, so
+/// no value is clamped and histograms of all workers add up.
+fn histogram() -> anyhow::Result<Histogram<u64>> {
+    Ok(Histogram::new_with_bounds(1, 60_000_000, 3)?)
 }
 
 /// User + system CPU time of this process, from /proc (0 elsewhere).
