@@ -57,27 +57,20 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             return Err(error).context("installing the demo services");
         }
     };
-    if let Some(addr) = args.metrics_addr {
-        match super::metrics::serve(bus.clone(), addr).await {
-            Ok(bound) => {
-                tracing::info!(metrics = %format!("http://{bound}/metrics"), "serving metrics")
-            }
-            Err(error) => {
-                bus.shutdown().await;
-                return Err(error);
-            }
+    let served = async {
+        if let Some(addr) = args.metrics_addr {
+            let bound = super::metrics::serve(bus.clone(), addr).await?;
+            tracing::info!(metrics = %format!("http://{bound}/metrics"), "serving metrics");
         }
-    }
-    if let Some(addr) = args.http {
-        match super::dashboard::serve(bus.clone(), addr).await {
-            Ok(bound) => {
-                tracing::info!(dashboard = %format!("http://{bound}/"), "serving the dashboard")
-            }
-            Err(error) => {
-                bus.shutdown().await;
-                return Err(error);
-            }
+        if let Some(addr) = args.http {
+            let bound = super::dashboard::serve(bus.clone(), addr).await?;
+            tracing::info!(dashboard = %format!("http://{bound}/"), "serving the dashboard");
         }
+        Ok::<_, anyhow::Error>(())
+    };
+    if let Err(error) = served.await {
+        bus.shutdown().await;
+        return Err(error);
     }
     tracing::info!(
         node = %bus.node_id(),

@@ -3,21 +3,15 @@
 
 use std::time::Duration;
 
-use cloudbus::{Bus, Service};
+use cloudbus::Bus;
 use tokio::sync::{mpsc, oneshot};
 
 use super::measure::{Sample, closed_loop};
-use super::messages::{Echo, EchoReply, answer};
+use super::messages::{Echo, EchoReply, answer, echo_service};
 
 pub async fn run(level: usize, duration: Duration) -> anyhow::Result<(Sample, Sample)> {
     let bus = Bus::embedded();
-    bus.register(
-        Service::builder("bench", ())
-            .concurrency(level.max(64))
-            .on_request(|req: Echo, _| async move { Ok(answer(req)) })
-            .build(),
-    )
-    .await?;
+    bus.register(echo_service(level)).await?;
     let sample = closed_loop(level, duration, {
         let bus = bus.clone();
         move |i| {

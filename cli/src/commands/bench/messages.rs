@@ -1,6 +1,6 @@
 //! The benchmark's messages: about 100 bytes of JSON each.
 
-use cloudbus::{Event, Message, Request, SyncKey};
+use cloudbus::{Event, Message, Request, Service, SyncKey};
 use serde::{Deserialize, Serialize};
 
 /// A request with a ~100-byte body.
@@ -71,4 +71,13 @@ pub fn answer(req: Echo) -> EchoReply {
         n: req.n,
         text: req.text,
     }
+}
+
+/// The service both in-process scenarios measure, with room for `level`
+/// requests at once.
+pub fn echo_service(level: usize) -> Service {
+    Service::builder("bench", ())
+        .concurrency(level.max(64))
+        .on_request(|req: Echo, _| async move { Ok(answer(req)) })
+        .build()
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 use cloudbus::{Bus, Context, ErrorCode, Handler, Service, SyncKey};
 
 use super::measure::{Sample, closed_loop};
-use super::messages::{Echo, EchoReply, answer};
+use super::messages::{Echo, EchoReply, answer, echo_service};
 
 struct Keyed;
 
@@ -31,13 +31,7 @@ pub async fn run(level: usize, keys: u64, duration: Duration) -> anyhow::Result<
     let keyed = load(&bus, level, keys, duration).await?;
     bus.shutdown().await;
     let bus = Bus::embedded();
-    bus.register(
-        Service::builder("bench", ())
-            .concurrency(level.max(64))
-            .on_request(|req: Echo, _| async move { Ok(answer(req)) })
-            .build(),
-    )
-    .await?;
+    bus.register(echo_service(level)).await?;
     let free = load(&bus, level, keys, duration).await?;
     bus.shutdown().await;
     Ok((keyed, free))
