@@ -78,21 +78,7 @@ async fn cancel_forward_and_context_work_across_the_broker() {
         .unwrap();
     let (started, release) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
     nodes[2]
-        .register(
-            Service::builder("gate", ())
-                .on_request({
-                    let (started, release) = (started.clone(), release.clone());
-                    move |w: Work, _| {
-                        let (started, release) = (started.clone(), release.clone());
-                        async move {
-                            started.notify_one();
-                            release.notified().await;
-                            Ok(Done { n: w.n })
-                        }
-                    }
-                })
-                .build(),
-        )
+        .register(gated("gate", started.clone(), release.clone()))
         .await
         .unwrap();
     for bus in &nodes {

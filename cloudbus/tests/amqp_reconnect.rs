@@ -62,23 +62,9 @@ async fn a_lost_connection_comes_back_with_its_topology_and_sends_fail_fast_mean
     a.register(echo_service("api")).await.unwrap();
     b.register(echo_service("echo")).await.unwrap();
     let (release, started) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
-    b.register(
-        Service::builder("slow", ())
-            .on_request({
-                let (release, started) = (release.clone(), started.clone());
-                move |w: Work, _| {
-                    let (release, started) = (release.clone(), started.clone());
-                    async move {
-                        started.notify_one();
-                        release.notified().await;
-                        Ok(Done { n: w.n })
-                    }
-                }
-            })
-            .build(),
-    )
-    .await
-    .unwrap();
+    b.register(gated("slow", started.clone(), release.clone()))
+        .await
+        .unwrap();
     let mut events = a.subscribe::<VmStateChanged>().await.unwrap();
     let before = queue_names(&name);
     let echo = |text: &str| Echo { text: text.into() };

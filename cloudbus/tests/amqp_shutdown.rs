@@ -97,21 +97,7 @@ async fn a_graceful_stop_finishes_in_flight_work_and_loses_no_accepted_message()
     server.register(ledger.service()).await.unwrap();
     let (release, started) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
     server
-        .register(
-            Service::builder("slow", ())
-                .on_request({
-                    let (release, started) = (release.clone(), started.clone());
-                    move |w: Work, _| {
-                        let (release, started) = (release.clone(), started.clone());
-                        async move {
-                            started.notify_one();
-                            release.notified().await;
-                            Ok(Done { n: w.n })
-                        }
-                    }
-                })
-                .build(),
-        )
+        .register(gated("slow", started.clone(), release.clone()))
         .await
         .unwrap();
     client

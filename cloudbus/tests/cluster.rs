@@ -217,21 +217,7 @@ async fn a_silent_node_is_declared_dead_and_its_callers_fail_at_once() {
     let release = Arc::new(Notify::new());
     let started = Arc::new(Notify::new());
     victim
-        .register(
-            Service::builder("stuck", ())
-                .on_request({
-                    let (release, started) = (release.clone(), started.clone());
-                    move |_: Work, _| {
-                        let (release, started) = (release.clone(), started.clone());
-                        async move {
-                            started.notify_one();
-                            release.notified().await;
-                            Ok(Done { n: 1 })
-                        }
-                    }
-                })
-                .build(),
-        )
+        .register(gated("stuck", started.clone(), release.clone()))
         .await
         .unwrap();
     let caller = nodes[0].clone();

@@ -33,20 +33,6 @@ async fn cluster(n: usize) -> Vec<Bus> {
     nodes
 }
 
-/// A service whose handler waits until released, then answers.
-fn gated(name: &'static str, started: Arc<Notify>, release: Arc<Notify>) -> Service {
-    Service::builder(name, ())
-        .on_request(move |w: Work, _| {
-            let (started, release) = (started.clone(), release.clone());
-            async move {
-                started.notify_one();
-                release.notified().await;
-                Ok(Done { n: w.n })
-            }
-        })
-        .build()
-}
-
 /// Answers with where it ran and what task context it saw.
 fn echo_service() -> Service {
     Service::builder("echo", ())

@@ -4,8 +4,9 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use cloudbus::{Event, Message, ReplyStyle, Request};
+use cloudbus::{Event, Message, ReplyStyle, Request, Service};
 use serde::{Deserialize, Serialize};
+use tokio::sync::Notify;
 
 macro_rules! message {
     ($name:ident = $ty:literal { $($field:ident : $t:ty),* $(,)? }) => {
@@ -67,4 +68,20 @@ impl Gauge {
     pub fn max(&self) -> usize {
         self.max.load(Ordering::SeqCst)
     }
+}
+
+/// A service handling [`Work`] whose handler says it `started`, then waits
+/// until `release` before answering `Done { n }`: a request held in flight
+/// for as long as a test needs.
+pub fn gated(name: &'static str, started: Arc<Notify>, release: Arc<Notify>) -> Service {
+    Service::builder(name, ())
+        .on_request(move |w: Work, _| {
+            let (started, release) = (started.clone(), release.clone());
+            async move {
+                started.notify_one();
+                release.notified().await;
+                Ok(Done { n: w.n })
+            }
+        })
+        .build()
 }
