@@ -1,0 +1,219 @@
+//! The management-node side: sends typed commands to agents and receives
+//! their callbacks.
+
+mod call;
+mod callbacks;
+mod limits;
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use cloudbus::{ErrorCode, codes as bus_codes};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+use crate::Command;
+use crate::stats::ClientStats;
+use crate::wire::CALLBACK_PATH;
+
+pub use call::AgentCall;
+use callbacks::Waiting;
+use limits::Limits;
+
+/// Sends commands to host agents. One per management node: it holds the
+/// connection pool, the limits and the node's callback listener. Cloning
+/// is cheap and shares all of them.
+#[derive(Clone)]
+pub struct AgentClient {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    http: reqwest::Client,
+    limits: Limits,
+    waiting: Arc<Waiting>,
+    stats: Arc<ClientStats>,
+    timeout: Duration,
+    callback_url: String,
+    listener: JoinHandle<()>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.listener.abort();
+    }
+}
+
+/// Settings of an [`AgentClient`]; the defaults suit a node driving
+/// thousands of hosts.
+#[derive(Debug, Clone)]
+pub struct AgentClientBuilder {
+    per_host: usize,
+    total: usize,
+    timeout: Duration,
+    connect_timeout: Duration,
+    listen: SocketAddr,
+    callback_base: Option<String>,
+}
+
+impl Default for AgentClientBuilder {
+    fn default() -> Self {
+        Self {
+            per_host: 8,
+            total: 1024,
+            timeout: Duration::from_secs(60),
+            connect_timeout: Duration::from_secs(5),
+            listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+            callback_base: None,
+        }
+    }
+}
+
+impl AgentClientBuilder {
+    /// Commands in flight to one agent at most (default 8); more wait their
+    /// turn. Also the most connections kept open to one agent.
+    pub fn per_host_limit(mut self, limit: usize) -> Self {
+        self.per_host = limit;
+        self
+    }
+
+    /// Connections open to all agents at most (default 1024), so a node
+    /// driving 100,000 hosts never runs out of sockets. A command waiting
+    /// for its callback holds none.
+    pub fn max_connections(mut self, limit: usize) -> Self {
+        self.total = limit;
+        self
+    }
+
+    /// How long a command may take, callback included, unless the call
+    /// says otherwise (default 60 s). Past it the command fails with
+    /// `cloudbus.TIMEOUT`.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// How long to wait for an agent to accept a connection (default 5 s);
+    /// past it the command fails with `agent.UNREACHABLE`.
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// Where the callback listener binds (default `127.0.0.1:0`, a free
+    /// port on loopback, which only local agents can reach).
+    pub fn callback_listen(mut self, addr: SocketAddr) -> Self {
+        self.listen = addr;
+        self
+    }
+
+    /// The base URL agents reach the callback listener at, e.g.
+    /// `http://10.0.0.5:7071`, when it differs from the bound address
+    /// (behind NAT, or bound to `0.0.0.0`).
+    pub fn callback_url(mut self, base: impl Into<String>) -> Self {
+        self.callback_base = Some(base.into());
+        self
+    }
+
+    /// Binds the callback listener and returns the client.
+    pub async fn start(self) -> Result<AgentClient, ErrorCode> {
+        let invalid = |what: String| ErrorCode::new(bus_codes::INVALID_ARGUMENT, what);
+        if self.per_host == 0 || self.total == 0 {
+            return Err(invalid("agent client limits must be at least 1".into()));
+        }
+        if self.timeout.is_zero() {
+            return Err(invalid(
+                "the agent command timeout must be above zero".into(),
+            ));
+        }
+        let listener = TcpListener::bind(self.listen).await.map_err(|e| {
+            invalid(format!(
+                "cannot listen for agent callbacks on {}: {e}",
+                self.listen
+            ))
+        })?;
+        let bound = listener
+            .local_addr()
+            .map_err(|e| invalid(format!("the callback listener has no address: {e}")))?;
+        let base = match self.callback_base {
+            Some(base) => {
+                let url = reqwest::Url::parse(&base)
+                    .ok()
+                    .filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
+                    .ok_or_else(|| invalid(format!("callback URL {base:?} is not http(s)")))?;
+                url.as_str().trim_end_matches('/').to_owned()
+            }
+            None if bound.ip().is_unspecified() => {
+                return Err(invalid(format!(
+                    "the callback listener binds {bound}, which agents cannot dial: \
+                     give the URL they can reach it at"
+                )));
+            }
+            None => format!("http://{bound}"),
+        };
+        let http = reqwest::Client::builder()
+            .connect_timeout(self.connect_timeout)
+            .pool_max_idle_per_host(self.per_host)
+            .pool_idle_timeout(Duration::from_secs(60))
+            .tcp_nodelay(true)
+            .no_proxy()
+            .build()
+            .map_err(|e| invalid(format!("cannot build the HTTP client: {e}")))?;
+        let waiting = Arc::new(Waiting::default());
+        let stats = Arc::new(ClientStats::default());
+        let router = callbacks::router(Arc::clone(&waiting), Arc::clone(&stats));
+        let listener = tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, router).await {
+                tracing::error!("the agent callback listener stopped: {e}");
+            }
+        });
+        Ok(AgentClient {
+            inner: Arc::new(Inner {
+                http,
+                limits: Limits::new(self.per_host, self.total),
+                waiting,
+                stats,
+                timeout: self.timeout,
+                callback_url: format!("{base}{CALLBACK_PATH}"),
+                listener,
+            }),
+        })
+    }
+}
+
+impl AgentClient {
+    /// Settings, then [`AgentClientBuilder::start`].
+    pub fn builder() -> AgentClientBuilder {
+        AgentClientBuilder::default()
+    }
+
+    /// Sends `cmd` to the agent at `agent` (its base URL, e.g.
+    /// `http://10.0.0.7:7070`) and resolves to its typed response. Await
+    /// it, or set [`AgentCall::timeout`] first.
+    pub fn send<'a, C: Command>(&'a self, agent: &'a str, cmd: C) -> AgentCall<'a, C> {
+        AgentCall::new(self, agent, cmd)
+    }
+
+    /// The URL agents post callbacks to.
+    pub fn callback_url(&self) -> &str {
+        &self.inner.callback_url
+    }
+
+    /// Commands accepted by agents whose callback has not come yet.
+    pub fn awaiting_callbacks(&self) -> usize {
+        self.inner.waiting.len()
+    }
+
+    /// What this client has sent and how it ended.
+    pub fn stats(&self) -> &ClientStats {
+        &self.inner.stats
+    }
+
+    /// Stops the callback listener and fails the commands still waiting
+    /// for a callback with `cloudbus.SHUTTING_DOWN`.
+    pub fn shutdown(&self) {
+        self.inner.listener.abort();
+        self.inner.waiting.clear();
+    }
+}

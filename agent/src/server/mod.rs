@@ -1,0 +1,150 @@
+//! The host side: an agent serving typed commands over HTTP.
+
+mod deliver;
+mod dispatch;
+mod running;
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::post;
+use cloudbus::{ErrorCode, codes as bus_codes};
+use tokio_util::task::TaskTracker;
+
+use crate::Command;
+use crate::stats::AgentStats;
+use crate::wire::MAX_BODY;
+
+pub use running::RunningAgent;
+
+/// Handles one command type on an agent. Implemented by the agent's state,
+/// once per command, like [`cloudbus::Handler`] on a service.
+pub trait CommandHandler<C: Command>: Send + Sync + 'static {
+    /// Does the work. An error goes back to the caller with its code; a
+    /// panic goes back as `cloudbus.INTERNAL`.
+    fn handle(&self, cmd: C) -> impl Future<Output = Result<C::Response, ErrorCode>> + Send;
+}
+
+/// An agent: its commands, ready to serve with [`Agent::bind`] or to mount
+/// into an existing axum application with [`Agent::into_router`].
+pub struct Agent {
+    router: Router,
+    shared: Arc<Shared>,
+}
+
+/// What every request handler of one agent shares.
+pub(crate) struct Shared {
+    /// Sends callbacks; reuses connections to the management nodes.
+    http: reqwest::Client,
+    /// Callback work still running, so shutdown can wait for it.
+    tasks: TaskTracker,
+    stats: Arc<AgentStats>,
+}
+
+/// Builds an [`Agent`] from its state and the commands the state handles.
+pub struct AgentBuilder<S> {
+    state: Arc<S>,
+    router: Router,
+    paths: HashSet<&'static str>,
+    error: Option<ErrorCode>,
+    shared: Arc<Shared>,
+}
+
+impl Agent {
+    /// Starts an agent whose handlers share `state`.
+    pub fn builder<S: Send + Sync + 'static>(state: S) -> AgentBuilder<S> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(30))
+            .no_proxy()
+            .build()
+            .expect("a client with no TLS and no proxy always builds");
+        AgentBuilder {
+            state: Arc::new(state),
+            router: Router::new(),
+            paths: HashSet::new(),
+            error: None,
+            shared: Arc::new(Shared {
+                http,
+                tasks: TaskTracker::new(),
+                stats: Arc::default(),
+            }),
+        }
+    }
+
+    /// The agent as an axum router, to serve beside other routes. Callback
+    /// work started by it is not awaited by anyone then.
+    pub fn into_router(self) -> Router {
+        self.router
+    }
+
+    /// What the agent has done so far; clone it to read it after shutdown.
+    pub fn stats(&self) -> &Arc<AgentStats> {
+        &self.shared.stats
+    }
+}
+
+impl<S: Send + Sync + 'static> AgentBuilder<S> {
+    /// Serves command `C` at `C::PATH` with the state's handler.
+    pub fn command<C: Command>(mut self) -> Self
+    where
+        S: CommandHandler<C>,
+    {
+        if self.error.is_some() {
+            return self;
+        }
+        if let Err(e) = check_path(C::PATH) {
+            self.error = Some(e);
+            return self;
+        }
+        if !self.paths.insert(C::PATH) {
+            self.error = Some(ErrorCode::new(
+                bus_codes::INVALID_ARGUMENT,
+                format!("two commands are served at {}", C::PATH),
+            ));
+            return self;
+        }
+        let state = Arc::clone(&self.state);
+        let shared = Arc::clone(&self.shared);
+        self.router = self.router.route(
+            C::PATH,
+            post(move |headers, body| {
+                dispatch::serve::<S, C>(Arc::clone(&state), Arc::clone(&shared), headers, body)
+            }),
+        );
+        self
+    }
+
+    /// The agent, or the first mistake made while building it.
+    pub fn build(self) -> Result<Agent, ErrorCode> {
+        if let Some(error) = self.error {
+            return Err(error);
+        }
+        let router = self
+            .router
+            .fallback(dispatch::no_such_command)
+            .layer(DefaultBodyLimit::max(MAX_BODY));
+        Ok(Agent {
+            router,
+            shared: self.shared,
+        })
+    }
+}
+
+fn check_path(path: &str) -> Result<(), ErrorCode> {
+    let allowed = |c: char| c.is_ascii_alphanumeric() || "/_.-".contains(c);
+    if path.len() > 1 && path.starts_with('/') && path.chars().all(allowed) {
+        Ok(())
+    } else {
+        Err(ErrorCode::new(
+            bus_codes::INVALID_ARGUMENT,
+            format!(
+                "command path {path:?} must start with / and hold only letters, digits and /_.-"
+            ),
+        ))
+    }
+}
