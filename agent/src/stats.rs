@@ -65,6 +65,8 @@ impl Drop for Running<'_> {
 pub struct ClientStats {
     /// Commands sent.
     pub sent: Count,
+    /// Callbacks received for commands waiting for them.
+    pub callbacks: Count,
     /// Commands that failed for any reason, the agent's own errors included.
     pub failed: Count,
     /// Commands whose time ran out.

@@ -135,6 +135,20 @@ async fn agent(name: &str) -> Simulated {
     }
 }
 
+/// Starts a boot that waits for the test's permit, in its own task.
+fn gated_boot(
+    client: &AgentClient,
+    sim: &Simulated,
+    uuid: &str,
+) -> tokio::task::JoinHandle<Result<Booted, ErrorCode>> {
+    let (client, url) = (client.clone(), sim.agent.url());
+    let cmd = Boot {
+        uuid: uuid.into(),
+        gated: true,
+    };
+    tokio::spawn(async move { client.send(&url, cmd).await })
+}
+
 async fn client() -> AgentClient {
     AgentClient::builder()
         .timeout(Duration::from_secs(20))
@@ -168,21 +182,7 @@ async fn a_sync_command_is_answered_in_the_response() {
 async fn a_callback_command_is_completed_by_a_callback_to_the_node() {
     let mut sim = agent("host-2").await;
     let client = client().await;
-    let url = sim.agent.url();
-    let call = tokio::spawn({
-        let client = client.clone();
-        async move {
-            client
-                .send(
-                    &url,
-                    Boot {
-                        uuid: "vm-1".into(),
-                        gated: true,
-                    },
-                )
-                .await
-        }
-    });
+    let call = gated_boot(&client, &sim, "vm-1");
     sim.started.recv().await.expect("the boot started");
     assert!(!call.is_finished(), "the command waits for its callback");
     sim.release.add_permits(1);
@@ -195,6 +195,7 @@ async fn a_callback_command_is_completed_by_a_callback_to_the_node() {
         }
     );
     assert_eq!(client.awaiting_callbacks(), 0);
+    assert_eq!(client.stats().callbacks.get(), 1);
     let stats = std::sync::Arc::clone(sim.agent.stats());
     sim.agent.shutdown().await.expect("clean shutdown");
     assert_eq!(stats.callbacks_sent.get(), 1);
@@ -541,21 +542,7 @@ async fn the_callback_endpoint_refuses_strangers() {
 async fn shutting_the_client_down_fails_commands_waiting_for_callbacks() {
     let mut sim = agent("host-8").await;
     let client = client().await;
-    let url = sim.agent.url();
-    let call = tokio::spawn({
-        let client = client.clone();
-        async move {
-            client
-                .send(
-                    &url,
-                    Boot {
-                        uuid: "v".into(),
-                        gated: true,
-                    },
-                )
-                .await
-        }
-    });
+    let call = gated_boot(&client, &sim, "v");
     sim.started.recv().await.expect("started");
     // The 202 may still be in flight; the task is registered before sending.
     assert_eq!(client.awaiting_callbacks(), 1);
@@ -569,21 +556,7 @@ async fn shutting_the_client_down_fails_commands_waiting_for_callbacks() {
 async fn a_dropped_command_leaves_nothing_waiting() {
     let mut sim = agent("host-9").await;
     let client = client().await;
-    let url = sim.agent.url();
-    let call = tokio::spawn({
-        let client = client.clone();
-        async move {
-            client
-                .send(
-                    &url,
-                    Boot {
-                        uuid: "v".into(),
-                        gated: true,
-                    },
-                )
-                .await
-        }
-    });
+    let call = gated_boot(&client, &sim, "v");
     sim.started.recv().await.expect("started");
     call.abort();
     assert!(call.await.expect_err("aborted").is_cancelled());
@@ -641,6 +614,7 @@ async fn two_thousand_commands_to_a_hundred_agents() {
     }
     assert_eq!(client.stats().sent.get(), COMMANDS as u64);
     assert_eq!(client.stats().failed.get(), 0);
+    assert_eq!(client.stats().callbacks.get(), (COMMANDS / 2) as u64);
     assert_eq!(client.awaiting_callbacks(), 0);
     for (i, sim) in agents.iter().enumerate() {
         let stats = sim.agent.stats();

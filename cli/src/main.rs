@@ -41,6 +41,8 @@ enum Command {
     Route(commands::route::Args),
     /// Show per message type how many each node handled and how long they took.
     Stats(commands::stats::Args),
+    /// Serve simulated hypervisor agents over HTTP for the host service to drive.
+    Agent(commands::agent::Args),
     /// Measure the bus against raw baselines in the same run (build with --release).
     Bench(commands::bench::Args),
 }
@@ -66,6 +68,7 @@ fn main() -> ExitCode {
             Command::Route(args) => commands::route::run(args).await,
             Command::Stats(args) => commands::stats::run(args).await,
             Command::Bench(args) => commands::bench::run(args).await,
+            Command::Agent(args) => commands::agent::run(args).await,
         }
     });
     match outcome {

@@ -34,6 +34,7 @@ fn demo_trace_shows_the_flow_on_stderr() {
         "{stderr}"
     );
     assert!(stderr.contains("publish event    vm.VmStarted"), "{stderr}");
+    assert!(stderr.contains("/vm/boot for web-1"), "{stderr}");
     assert!(
         !stderr.contains('\u{1b}'),
         "no colours when not on a terminal"
@@ -60,4 +61,57 @@ fn logs_can_be_json_lines_for_log_pipelines() {
         lines += 1;
     }
     assert!(lines > 10, "{stderr}");
+}
+
+/// The demo driving agents served by another process, as in production:
+/// `cloudbus agent` prints one `NAME URL` line per host.
+#[test]
+fn the_demo_drives_agents_served_by_cloudbus_agent() {
+    use std::io::{BufRead, BufReader};
+    let mut agent = Command::new(env!("CARGO_BIN_EXE_cloudbus"))
+        .args(["agent", "--hosts", "2", "--listen", "127.0.0.1:0"])
+        .args(["--boot-time", "10ms"])
+        .env_remove("RUST_LOG")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("cloudbus agent starts");
+    let mut lines = BufReader::new(agent.stdout.take().expect("stdout")).lines();
+    let mut urls = Vec::new();
+    for name in ["host-1", "host-2"] {
+        let line = lines.next().expect("a line per host").expect("utf-8");
+        let (printed, url) = line.split_once(' ').expect("NAME URL");
+        assert_eq!(printed, name);
+        assert!(url.starts_with("http://127.0.0.1:"), "{line}");
+        urls.push(url.to_string());
+    }
+    let out = cloudbus(&["demo", "--agents", &urls.join(",")]);
+    let _ = agent.kill();
+    let _ = agent.wait();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(
+        stdout.contains(&format!("hypervisor agents at {}, {}", urls[0], urls[1])),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("web-1 started on host-1, console vnc://host-1:5900"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("host agents: 6 commands over HTTP, 3 completed by callback, 0 failed"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn the_demo_fails_clearly_when_its_agents_are_down() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    drop(listener);
+    let out = cloudbus(&["demo", "--agents", &url]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("host.CONNECT_FAILED"), "{stderr}");
+    assert!(stderr.contains(&url), "{stderr}");
 }

@@ -177,8 +177,31 @@ fn remove_exchanges(bus: &str) {
 #[test]
 fn two_nodes_serve_each_other_and_the_broker_holds_exactly_the_documented_topology() {
     let bus = unique_bus("two");
+    // The hosts' hypervisor agents run in a process of their own, reached
+    // over HTTP by the host service, never through the broker.
+    let mut agents = Running::start(
+        &bus,
+        &[
+            "agent",
+            "--hosts",
+            "2",
+            "--listen",
+            "127.0.0.1:0",
+            "--boot-time",
+            "50ms",
+        ],
+    );
+    let agent_url = |line: String| line.split_whitespace().nth(1).unwrap().to_string();
+    let urls = [
+        agent_url(agents.wait_for("host-1 http://")),
+        agent_url(agents.wait_for("host-2 http://")),
+    ]
+    .join(",");
     let mut api = Running::start(&bus, &["node", "--services", "vm,audit"]);
-    let mut infra = Running::start(&bus, &["node", "--services", "host,storage"]);
+    let mut infra = Running::start(
+        &bus,
+        &["node", "--services", "host,storage", "--agents", &urls],
+    );
     let (a, b) = (api.node_id(), infra.node_id());
     assert!(api.wait_for("node started").contains(&format!("bus={bus}")));
     assert!(
@@ -214,6 +237,8 @@ fn two_nodes_serve_each_other_and_the_broker_holds_exactly_the_documented_topolo
     ));
     assert_eq!(started["uuid"], uuid.as_str());
     assert_eq!(started["host"], "host-1");
+    // Booted by the agent process, which called the host node back.
+    assert_eq!(started["console"], "vnc://host-1:5900");
 
     // Exactly the queues of DESIGN §4: one per service per node, the node
     // queue, the event queue; nothing per request, nothing left by the tools.
@@ -292,6 +317,8 @@ fn two_nodes_serve_each_other_and_the_broker_holds_exactly_the_documented_topolo
         assert!(node.wait(), "a node stopped by SIGTERM exits 0");
         node.wait_for("node stopped");
     }
+    agents.signal("-TERM");
+    assert!(agents.wait(), "the agents stopped by SIGTERM exit 0");
     assert_eq!(
         rabbitmqctl(&["list_queues", "name"], &bus),
         Vec::<String>::new()

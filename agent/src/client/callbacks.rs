@@ -98,6 +98,7 @@ async fn receive(
         None => false,
     };
     if delivered {
+        endpoint.stats.callbacks.increment();
         return (StatusCode::OK, "delivered");
     }
     endpoint.stats.late_callbacks.increment();

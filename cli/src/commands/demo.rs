@@ -9,6 +9,8 @@ pub struct Args {
     /// Log every send, delivery and publish on stderr, to see the flow.
     #[arg(long)]
     trace: bool,
+    #[command(flatten)]
+    agents: super::host_agents::AgentArgs,
 }
 
 /// Runs the demo and prints its narration on stdout.
@@ -24,7 +26,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     }
     let bus = builder.build().await.context("starting the embedded bus")?;
     println!("cloudbus demo: an example control plane on the embedded bus");
-    cloudbus_demo::run(&bus, |line| println!("{line}"))
+    cloudbus_demo::run(&bus, &args.agents.host_agents(), |line| println!("{line}"))
         .await
         .context("the demo failed")?;
     Ok(())

@@ -1,10 +1,12 @@
 //! One module per subcommand.
 
+pub mod agent;
 pub mod bench;
 mod broker;
 pub mod call;
 mod dashboard;
 pub mod demo;
+mod host_agents;
 mod logging;
 mod metrics;
 pub mod node;

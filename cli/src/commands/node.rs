@@ -31,6 +31,8 @@ pub struct Args {
     /// Serve the live dashboard at http://ADDR/ (e.g. 127.0.0.1:8080).
     #[arg(long, value_name = "ADDR")]
     http: Option<std::net::SocketAddr>,
+    #[command(flatten)]
+    agents: super::host_agents::AgentArgs,
 }
 
 /// Runs the node until Ctrl-C or SIGTERM, then drains and leaves.
@@ -50,8 +52,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("starting a node of bus {:?} at {url}", args.broker.bus))?;
     let names: Vec<&str> = args.services.iter().map(String::as_str).collect();
-    let auditor = match cloudbus_demo::install(&bus, &names).await {
-        Ok(auditor) => auditor,
+    let auditor = match cloudbus_demo::install(&bus, &names, &args.agents.host_agents()).await {
+        Ok(installed) => installed.auditor,
         Err(error) => {
             bus.shutdown().await;
             return Err(error).context("installing the demo services");

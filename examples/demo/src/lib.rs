@@ -8,35 +8,91 @@
 
 pub mod audit;
 pub mod host;
+pub mod hypervisor;
 pub mod messages;
 pub mod storage;
 pub mod trace;
 pub mod vm;
 
+use std::time::Duration;
+
 use cloudbus::{Bus, ErrorCode, codes};
+use cloudbus_agent::{AgentClient, AgentClientBuilder};
 
 pub use audit::Auditor;
+use hypervisor::Simulation;
 use messages::*;
 
 /// The demo's services, by name.
 pub const SERVICES: [&str; 4] = ["vm", "host", "storage", "audit"];
 
-/// Registers the named demo services (any of [`SERVICES`]) on `bus`.
-/// Returns the auditor when `audit` is among them.
-pub async fn install(bus: &Bus, names: &[&str]) -> Result<Option<Auditor>, ErrorCode> {
-    let mut auditor = None;
+/// Where the host service finds its hosts' hypervisor agents.
+#[derive(Debug, Clone)]
+pub struct HostAgents {
+    /// The agents' base URLs, e.g. `http://10.0.0.7:7070`. When empty, the
+    /// node serves two simulated hosts itself, over HTTP on loopback.
+    pub urls: Vec<String>,
+    /// The node's agent client: callback listener, limits, timeout.
+    pub client: AgentClientBuilder,
+}
+
+impl Default for HostAgents {
+    fn default() -> Self {
+        Self {
+            urls: Vec::new(),
+            // Inside the bus's default 30 s call timeout, so a stuck agent
+            // surfaces as the agent's timeout, not the caller's.
+            client: AgentClient::builder().timeout(Duration::from_secs(20)),
+        }
+    }
+}
+
+/// What [`install`] started besides the services.
+pub struct Installed {
+    /// The auditor, when `audit` was installed.
+    pub auditor: Option<Auditor>,
+    /// The agent client of the host service, when `host` was installed.
+    pub agents: Option<AgentClient>,
+}
+
+/// Registers the named demo services (any of [`SERVICES`]) on `bus`; the
+/// host service connects the hosts of `agents` first.
+pub async fn install(
+    bus: &Bus,
+    names: &[&str],
+    agents: &HostAgents,
+) -> Result<Installed, ErrorCode> {
+    let mut installed = Installed {
+        auditor: None,
+        agents: None,
+    };
     for name in names {
         match *name {
             "vm" => bus.register(vm::VmService::default().service()).await?,
             "host" => {
-                bus.register(host::HostService::new(2, 8, 16).service())
-                    .await?
+                let client = agents.client.clone().start().await?;
+                let (urls, simulated) = if agents.urls.is_empty() {
+                    let simulated = Simulation::demo().serve().await.map_err(|e| {
+                        ErrorCode::new(
+                            codes::INTERNAL,
+                            format!("cannot serve the simulated hosts: {e}"),
+                        )
+                    })?;
+                    let urls = simulated.iter().map(|(_, agent)| agent.url()).collect();
+                    let agents = simulated.into_iter().map(|(_, agent)| agent).collect();
+                    (urls, agents)
+                } else {
+                    (agents.urls.clone(), Vec::new())
+                };
+                let service = host::HostService::connect(client.clone(), &urls, simulated).await?;
+                bus.register(service.service()).await?;
+                installed.agents = Some(client);
             }
             "storage" => {
                 bus.register(storage::StorageService::new(1000).service())
                     .await?
             }
-            "audit" => auditor = Some(Auditor::start(bus).await?),
+            "audit" => installed.auditor = Some(Auditor::start(bus).await?),
             other => {
                 return Err(ErrorCode::new(
                     codes::INVALID_ARGUMENT,
@@ -48,21 +104,35 @@ pub async fn install(bus: &Bus, names: &[&str]) -> Result<Option<Auditor>, Error
             }
         }
     }
-    Ok(auditor)
+    Ok(installed)
 }
 
 /// Plays the demo on `bus` (which must have no services yet), telling what
 /// happens through `say`, one line at a time, then shuts the bus down.
 /// The lines are the same on every run.
-pub async fn run(bus: &Bus, mut say: impl FnMut(String)) -> Result<(), ErrorCode> {
-    let auditor = install(bus, &SERVICES)
-        .await?
+pub async fn run(
+    bus: &Bus,
+    agents: &HostAgents,
+    mut say: impl FnMut(String),
+) -> Result<(), ErrorCode> {
+    let installed = install(bus, &SERVICES, agents).await?;
+    let auditor = installed
+        .auditor
         .expect("audit is one of the demo services");
+    let client = installed.agents.expect("host is one of the demo services");
     say(format!(
         "bus {:?} on the embedded transport: services {}",
         bus.name(),
         bus.services().join(", ")
     ));
+    if agents.urls.is_empty() {
+        say(
+            "hosts host-1 and host-2: simulated hypervisor agents in this process, over HTTP"
+                .into(),
+        );
+    } else {
+        say(format!("hypervisor agents at {}", agents.urls.join(", ")));
+    }
 
     say("\n1. Blocking API: vm.CreateVm is answered by a reply to the caller".into());
     let mut created = Vec::new();
@@ -102,8 +172,19 @@ pub async fn run(bus: &Bus, mut say: impl FnMut(String)) -> Result<(), ErrorCode
         })
         .await?;
     say(format!(
-        "   {} started on {} (vm asked host.AllocateHost, then published vm.StateChanged)",
-        started.name, started.host
+        "   {} started on {}, console {}",
+        started.name, started.host, started.console
+    ));
+    say("   vm asked host.AllocateHost, then host.StartVmOnHost; the host service sent".into());
+    say(format!(
+        "   POST /vm/boot to {}'s agent over HTTP, which answered 202 Accepted and called",
+        started.host
+    ));
+    say("   back when the VM ran; vm then published vm.StateChanged and the API event".into());
+    say(format!(
+        "   (agent commands so far: {} sent, {} completed by callback)",
+        client.stats().sent.get(),
+        client.stats().callbacks.get()
     ));
 
     say("\n3. Per-resource serialization: StartVm, StopVm, StartVm on db-1 sent at once".into());
@@ -115,7 +196,7 @@ pub async fn run(bus: &Bus, mut say: impl FnMut(String)) -> Result<(), ErrorCode
     );
     say(format!("   start -> running on {}", first?.host));
     say(format!(
-        "   stop  -> {} stopped (host capacity returned by a plain message)",
+        "   stop  -> {} stopped (halted by the agent, capacity returned by a plain message)",
         second?.name
     ));
     say(format!("   start -> running on {}", third?.host));
@@ -200,5 +281,13 @@ pub async fn run(bus: &Bus, mut say: impl FnMut(String)) -> Result<(), ErrorCode
         stats.late_replies.get(),
         stats.events_dropped.get()
     ));
+    let agents = client.stats();
+    say(format!(
+        "host agents: {} commands over HTTP, {} completed by callback, {} failed",
+        agents.sent.get(),
+        agents.callbacks.get(),
+        agents.failed.get()
+    ));
+    client.shutdown();
     Ok(())
 }

@@ -60,7 +60,13 @@ message!(
 );
 message!(
     /// The API event answering [`StartVm`].
-    VmStarted = "vm.VmStarted" { uuid: String, name: String, host: String }
+    VmStarted = "vm.VmStarted" {
+        uuid: String,
+        name: String,
+        host: String,
+        /// Where the VM's console is, as its hypervisor reported.
+        console: String,
+    }
 );
 impl Request for StartVm {
     type Reply = VmStarted;
@@ -110,6 +116,39 @@ message!(
 );
 impl Request for AllocateHost {
     type Reply = HostAllocated;
+}
+
+message!(
+    /// Internal request from the vm service: boot a VM on the host it was
+    /// given. The host service asks the host's agent over HTTP, which
+    /// accepts at once and calls back when the VM runs.
+    StartVmOnHost = "host.StartVmOnHost" {
+        vm_uuid: String,
+        name: String,
+        host: String,
+        cpus: u32,
+        memory_gb: u32,
+    }
+);
+message!(
+    /// A VM running on its host.
+    VmStartedOnHost = "host.VmStartedOnHost" { host: String, console: String }
+);
+impl Request for StartVmOnHost {
+    type Reply = VmStartedOnHost;
+}
+
+message!(
+    /// Internal request from the vm service: power a VM off on its host,
+    /// which the host's agent answers in its HTTP response.
+    StopVmOnHost = "host.StopVmOnHost" { vm_uuid: String, host: String }
+);
+message!(
+    /// A VM no longer running on its host.
+    VmStoppedOnHost = "host.VmStoppedOnHost" { host: String }
+);
+impl Request for StopVmOnHost {
+    type Reply = VmStoppedOnHost;
 }
 
 message!(

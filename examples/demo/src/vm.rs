@@ -1,5 +1,6 @@
 //! The vm service: the API entry of the demo. It owns the VM table and
-//! drives the host and storage services by messages, never by calls.
+//! drives the host and storage services by messages; the host service
+//! drives the hypervisors' agents over HTTP.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -9,7 +10,8 @@ use uuid::Uuid;
 
 use crate::messages::{
     AllocateHost, AllocateVolume, CreateVm, DestroyVm, QueryVms, ReleaseHost, ReturnCapacity,
-    StartVm, StopVm, VmDestroyed, VmInventory, VmList, VmStarted, VmStateChanged, VmStopped,
+    StartVm, StartVmOnHost, StopVm, StopVmOnHost, VmDestroyed, VmInventory, VmList, VmStarted,
+    VmStateChanged, VmStopped,
 };
 
 /// States a VM moves between.
@@ -93,6 +95,18 @@ async fn state_changed(ctx: &Context, vm: &VmInventory, to: &str) -> Result<(), 
         .await
 }
 
+/// Gives a host the capacity of a VM that left it. A plain message:
+/// nothing to wait for.
+async fn release(ctx: &Context, host: String, vm: &VmInventory) -> Result<(), ErrorCode> {
+    ctx.bus()
+        .send(ReleaseHost {
+            host,
+            cpus: vm.cpus,
+            memory_gb: vm.memory_gb,
+        })
+        .await
+}
+
 impl Handler<CreateVm> for VmService {
     async fn handle(&self, req: CreateVm, ctx: Context) -> Result<VmInventory, ErrorCode> {
         if req.name.is_empty() || req.cpus == 0 || req.memory_gb == 0 {
@@ -168,12 +182,31 @@ impl Handler<StartVm> for VmService {
                 memory_gb: vm.memory_gb,
             })
             .await?;
-        self.set_state(&vm.uuid, RUNNING, Some(placed.host.clone()))?;
+        let booted = ctx
+            .bus()
+            .call(StartVmOnHost {
+                vm_uuid: vm.uuid.clone(),
+                name: vm.name.clone(),
+                host: placed.host.clone(),
+                cpus: vm.cpus,
+                memory_gb: vm.memory_gb,
+            })
+            .await;
+        let booted = match booted {
+            Ok(booted) => booted,
+            Err(error) => {
+                // The VM never ran: give the host its capacity back.
+                release(&ctx, placed.host, &vm).await?;
+                return Err(error);
+            }
+        };
+        self.set_state(&vm.uuid, RUNNING, Some(booted.host.clone()))?;
         state_changed(&ctx, &vm, RUNNING).await?;
         Ok(VmStarted {
             uuid: vm.uuid,
             name: vm.name,
-            host: placed.host,
+            host: booted.host,
+            console: booted.console,
         })
     }
 
@@ -188,14 +221,13 @@ impl Handler<StopVm> for VmService {
         let Some(host) = vm.host.clone().filter(|_| vm.state == RUNNING) else {
             return Err(invalid_state(&vm, RUNNING));
         };
-        // The host's capacity comes back with a plain message: nothing to wait for.
         ctx.bus()
-            .send(ReleaseHost {
-                host,
-                cpus: vm.cpus,
-                memory_gb: vm.memory_gb,
+            .call(StopVmOnHost {
+                vm_uuid: vm.uuid.clone(),
+                host: host.clone(),
             })
             .await?;
+        release(&ctx, host, &vm).await?;
         self.set_state(&vm.uuid, STOPPED, None)?;
         state_changed(&ctx, &vm, STOPPED).await?;
         Ok(VmStopped {

@@ -1,13 +1,16 @@
 //! The demo's services and scenario, on the embedded bus.
 
 use cloudbus::Bus;
+use cloudbus_demo::hypervisor::Simulation;
 use cloudbus_demo::messages::*;
-use cloudbus_demo::{SERVICES, install, run};
+use cloudbus_demo::{HostAgents, SERVICES, install, run};
 
 async fn all_services() -> (Bus, cloudbus_demo::Auditor) {
     let bus = Bus::embedded();
-    let auditor = install(&bus, &SERVICES).await.unwrap().unwrap();
-    (bus, auditor)
+    let installed = install(&bus, &SERVICES, &HostAgents::default())
+        .await
+        .unwrap();
+    (bus, installed.auditor.unwrap())
 }
 
 fn create(name: &str, memory_gb: u32) -> CreateVm {
@@ -22,12 +25,16 @@ fn create(name: &str, memory_gb: u32) -> CreateVm {
 #[tokio::test]
 async fn the_scenario_tells_the_same_story_every_time() {
     let mut lines = Vec::new();
-    run(&Bus::embedded(), |line| lines.push(line))
-        .await
-        .unwrap();
+    run(&Bus::embedded(), &HostAgents::default(), |line| {
+        lines.push(line)
+    })
+    .await
+    .unwrap();
     let text = lines.join("\n");
     for expected in [
-        "web-1 started on host-1",
+        "web-1 started on host-1, console vnc://host-1:5900",
+        "POST /vm/boot to host-1's agent over HTTP, which answered 202 Accepted",
+        "(agent commands so far: 3 sent, 1 completed by callback)",
         "   start -> running on host-2\n   stop  -> db-1 stopped",
         "ps-1 free: 810 GiB before, 830 GiB after destroying web-2",
         "start an unknown VM          -> vm.NOT_FOUND",
@@ -36,13 +43,16 @@ async fn the_scenario_tells_the_same_story_every_time() {
         "call a service nobody runs   -> cloudbus.NO_SUCH_SERVICE",
         "vm.VmStopped     db-1 (api result)",
         "0 timeouts, 0 late replies, 0 events dropped",
+        "host agents: 6 commands over HTTP, 3 completed by callback, 0 failed",
     ] {
         assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
     }
     let mut again = Vec::new();
-    run(&Bus::embedded(), |line| again.push(line))
-        .await
-        .unwrap();
+    run(&Bus::embedded(), &HostAgents::default(), |line| {
+        again.push(line)
+    })
+    .await
+    .unwrap();
     assert_eq!(lines, again);
 }
 
@@ -169,7 +179,75 @@ async fn bad_requests_get_clear_errors() {
 #[tokio::test]
 async fn install_refuses_unknown_services() {
     let bus = Bus::embedded();
-    let err = install(&bus, &["vm", "billing"]).await.unwrap_err();
+    let err = install(&bus, &["vm", "billing"], &HostAgents::default())
+        .await
+        .err()
+        .expect("billing is no demo service");
     assert_eq!(err.code(), cloudbus::codes::INVALID_ARGUMENT);
     assert!(err.description().contains("billing"));
+}
+
+/// The whole path of a VM start, with the hosts' agents served apart from
+/// the node (as `cloudbus agent` does): API -> vm -> host -> HTTP agent ->
+/// callback -> API event. A host whose agent goes down fails the start
+/// with the agent's code and gives its capacity back.
+#[tokio::test]
+async fn a_vm_start_reaches_the_agent_and_a_dead_agent_fails_cleanly() {
+    let mut hosts = Simulation::demo().serve().await.unwrap();
+    let agents = HostAgents {
+        urls: hosts.iter().map(|(_, agent)| agent.url()).collect(),
+        ..HostAgents::default()
+    };
+    let bus = Bus::embedded();
+    let installed = install(&bus, &SERVICES, &agents).await.unwrap();
+    let a = bus.call(create("a", 16)).await.unwrap();
+    let started = bus.call(StartVm { uuid: a.uuid }).await.unwrap();
+    assert_eq!(started.host, "host-1");
+    assert_eq!(started.console, "vnc://host-1:5900");
+    let (_, host1) = hosts.remove(0);
+    let host1_stats = std::sync::Arc::clone(host1.stats());
+
+    // host-2 is the only one with room; its agent goes away.
+    let (_, host2) = hosts.remove(0);
+    host2.shutdown().await.unwrap();
+    let b = bus.call(create("b", 16)).await.unwrap();
+    let err = bus
+        .call(StartVm {
+            uuid: b.uuid.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), cloudbus_agent::codes::UNREACHABLE, "{err}");
+    let vm = bus.call(QueryVms { state: None }).await.unwrap();
+    assert!(vm.vms.iter().any(|v| v.name == "b" && v.state == "Stopped"));
+    // Its capacity came back: the next failure is the agent again, not
+    // host.NO_CAPACITY.
+    let again = bus.call(StartVm { uuid: b.uuid }).await.unwrap_err();
+    assert_eq!(again.code(), cloudbus_agent::codes::UNREACHABLE, "{again}");
+    let client = installed.agents.unwrap();
+    assert_eq!(client.stats().unreachable.get(), 2);
+    bus.shutdown().await;
+    host1.shutdown().await.unwrap();
+    assert_eq!(host1_stats.callbacks_sent.get(), 1, "booted by callback");
+}
+
+#[tokio::test]
+async fn a_host_service_without_reachable_agents_does_not_start() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    drop(listener);
+    let agents = HostAgents {
+        urls: vec![url.clone()],
+        ..HostAgents::default()
+    };
+    let err = install(&Bus::embedded(), &["host"], &agents)
+        .await
+        .err()
+        .expect("no agent");
+    assert_eq!(err.code(), "host.CONNECT_FAILED");
+    assert!(err.description().contains(&url), "{err}");
+    assert_eq!(
+        err.cause().map(|c| c.code()),
+        Some(cloudbus_agent::codes::UNREACHABLE)
+    );
 }

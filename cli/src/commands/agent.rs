@@ -1,0 +1,68 @@
+//! `cloudbus agent`: simulated hypervisor agents, one HTTP listener per
+//! host, for the demo's host service to drive.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use cloudbus_demo::hypervisor::Simulation;
+
+/// Flags of `cloudbus agent`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// How many hosts to simulate.
+    #[arg(long, default_value_t = 2)]
+    hosts: usize,
+    /// Where the first host listens; host N listens on the next ports. Port
+    /// 0 gives each host a free port.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7070")]
+    listen: SocketAddr,
+    /// Hosts are named PREFIX-FIRST, PREFIX-(FIRST+1)…
+    #[arg(long, default_value = "host")]
+    prefix: String,
+    /// The number of the first host; give agent processes distinct ranges.
+    #[arg(long, default_value_t = 1)]
+    first: usize,
+    /// CPUs of each host.
+    #[arg(long, default_value_t = 8)]
+    cpus: u32,
+    /// Memory of each host, in GiB.
+    #[arg(long, default_value_t = 16)]
+    memory_gb: u32,
+    /// How long booting a VM takes, e.g. `2s`.
+    #[arg(long, default_value = "500ms", value_parser = humantime::parse_duration)]
+    boot_time: Duration,
+}
+
+/// Serves the hosts until Ctrl-C or SIGTERM; prints `NAME URL` per host on
+/// stdout first, so scripts can hand the URLs to `cloudbus node --agents`.
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    super::logging::init("info");
+    anyhow::ensure!(args.hosts > 0, "--hosts must be at least 1");
+    let simulation = Simulation {
+        count: args.hosts,
+        prefix: args.prefix,
+        first: args.first,
+        listen: args.listen,
+        cpus: args.cpus,
+        memory_gb: args.memory_gb,
+        boot_time: args.boot_time,
+    };
+    let agents = simulation
+        .serve()
+        .await
+        .context("starting the simulated hosts' agents")?;
+    for (name, agent) in &agents {
+        println!("{name} {}", agent.url());
+    }
+    tracing::info!(hosts = agents.len(), "agents serving");
+    super::signal::stop_requested().await;
+    tracing::info!("stopping: finishing accepted commands and their callbacks");
+    for (name, agent) in agents {
+        agent
+            .shutdown()
+            .await
+            .with_context(|| format!("stopping {name}'s agent"))?;
+    }
+    Ok(())
+}
