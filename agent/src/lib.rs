@@ -75,4 +75,6 @@ pub mod codes {
     pub const NO_SUCH_COMMAND: &str = "agent.NO_SUCH_COMMAND";
     /// The agent could not read the command or its headers.
     pub const BAD_COMMAND: &str = "agent.BAD_COMMAND";
+    /// The agent wants a bearer token the command did not carry.
+    pub const UNAUTHORIZED: &str = "agent.UNAUTHORIZED";
 }

@@ -627,3 +627,62 @@ async fn two_thousand_commands_to_a_hundred_agents() {
         );
     }
 }
+
+#[tokio::test]
+async fn an_agent_with_a_token_serves_only_callers_that_carry_it() {
+    let host = Host {
+        name: "secure".into(),
+        started: mpsc::unbounded_channel().0,
+        release: Arc::new(Semaphore::new(0)),
+    };
+    let agent = Agent::builder(host)
+        .command::<GetFacts>()
+        .command::<Boot>()
+        .bearer_token("s3cret")
+        .build()
+        .expect("valid agent")
+        .bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = agent.url();
+    for client in [
+        client().await,
+        AgentClient::builder()
+            .bearer_token("wrong")
+            .start()
+            .await
+            .expect("client"),
+    ] {
+        let err = client
+            .send(&url, GetFacts { gated: false })
+            .await
+            .expect_err("no token");
+        assert_eq!(err.code(), codes::UNAUTHORIZED, "{err}");
+        let boot = Boot {
+            uuid: "v".into(),
+            gated: false,
+        };
+        let err = client.send(&url, boot).await.expect_err("no token");
+        assert_eq!(err.code(), codes::UNAUTHORIZED, "{err}");
+        assert_eq!(client.awaiting_callbacks(), 0);
+    }
+    let trusted = AgentClient::builder()
+        .bearer_token("s3cret")
+        .start()
+        .await
+        .expect("client");
+    assert!(!format!("{:?}", AgentClient::builder().bearer_token("s3cret")).contains("s3cret"));
+    let facts = trusted
+        .send(&url, GetFacts { gated: false })
+        .await
+        .expect("authorized");
+    assert_eq!(facts.name, "secure");
+    let boot = Boot {
+        uuid: "v".into(),
+        gated: false,
+    };
+    assert_eq!(
+        trusted.send(&url, boot).await.expect("booted").host,
+        "secure"
+    );
+}

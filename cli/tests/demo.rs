@@ -70,7 +70,7 @@ fn the_demo_drives_agents_served_by_cloudbus_agent() {
     use std::io::{BufRead, BufReader};
     let mut agent = Command::new(env!("CARGO_BIN_EXE_cloudbus"))
         .args(["agent", "--hosts", "2", "--listen", "127.0.0.1:0"])
-        .args(["--boot-time", "10ms"])
+        .args(["--boot-time", "10ms", "--token", "t0ken"])
         .env_remove("RUST_LOG")
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
@@ -85,7 +85,13 @@ fn the_demo_drives_agents_served_by_cloudbus_agent() {
         assert!(url.starts_with("http://127.0.0.1:"), "{line}");
         urls.push(url.to_string());
     }
-    let out = cloudbus(&["demo", "--agents", &urls.join(",")]);
+    let agents = urls.join(",");
+    // The agents serve only nodes with their token.
+    let refused = cloudbus(&["demo", "--agents", &agents]);
+    assert_eq!(refused.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("agent.UNAUTHORIZED"), "{stderr}");
+    let out = cloudbus(&["demo", "--agents", &agents, "--agent-token", "t0ken"]);
     let _ = agent.kill();
     let _ = agent.wait();
     let stdout = String::from_utf8_lossy(&out.stdout);

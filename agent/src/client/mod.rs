@@ -55,6 +55,17 @@ pub struct AgentClientBuilder {
     connect_timeout: Duration,
     listen: SocketAddr,
     callback_base: Option<String>,
+    token: Option<Secret>,
+}
+
+/// A token that never shows in logs or `Debug` output.
+#[derive(Clone)]
+struct Secret(String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("***")
+    }
 }
 
 impl Default for AgentClientBuilder {
@@ -66,6 +77,7 @@ impl Default for AgentClientBuilder {
             connect_timeout: Duration::from_secs(5),
             listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
             callback_base: None,
+            token: None,
         }
     }
 }
@@ -116,6 +128,14 @@ impl AgentClientBuilder {
         self
     }
 
+    /// Sends `Authorization: Bearer <token>` with every command, for
+    /// agents built with
+    /// [`AgentBuilder::bearer_token`](crate::AgentBuilder::bearer_token).
+    pub fn bearer_token(mut self, token: impl Into<String>) -> Self {
+        self.token = Some(Secret(token.into()));
+        self
+    }
+
     /// Binds the callback listener and returns the client.
     pub async fn start(self) -> Result<AgentClient, ErrorCode> {
         let invalid = |what: String| ErrorCode::new(bus_codes::INVALID_ARGUMENT, what);
@@ -152,7 +172,15 @@ impl AgentClientBuilder {
             }
             None => format!("http://{bound}"),
         };
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(Secret(token)) = &self.token {
+            let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
+                .map_err(|_| invalid("the agent bearer token must be visible ASCII".into()))?;
+            value.set_sensitive(true);
+            headers.insert(reqwest::header::AUTHORIZATION, value);
+        }
         let http = reqwest::Client::builder()
+            .default_headers(headers)
             .connect_timeout(self.connect_timeout)
             .pool_max_idle_per_host(self.per_host)
             .pool_idle_timeout(Duration::from_secs(60))

@@ -139,7 +139,7 @@ pub(super) async fn no_such_command(uri: Uri) -> Response {
     answer(StatusCode::NOT_FOUND, &Outcome::<()>::Error(error))
 }
 
-fn answer(status: StatusCode, body: &impl Serialize) -> Response {
+pub(super) fn answer(status: StatusCode, body: &impl Serialize) -> Response {
     match serde_json::to_vec(body) {
         Ok(json) => (status, [(header::CONTENT_TYPE, "application/json")], json).into_response(),
         Err(e) => {

@@ -1,5 +1,6 @@
 //! The host side: an agent serving typed commands over HTTP.
 
+mod auth;
 mod deliver;
 mod dispatch;
 mod running;
@@ -50,6 +51,7 @@ pub struct AgentBuilder<S> {
     state: Arc<S>,
     router: Router,
     paths: HashSet<&'static str>,
+    token: Option<Arc<str>>,
     error: Option<ErrorCode>,
     shared: Arc<Shared>,
 }
@@ -67,6 +69,7 @@ impl Agent {
             state: Arc::new(state),
             router: Router::new(),
             paths: HashSet::new(),
+            token: None,
             error: None,
             shared: Arc::new(Shared {
                 http,
@@ -119,15 +122,34 @@ impl<S: Send + Sync + 'static> AgentBuilder<S> {
         self
     }
 
+    /// Serves only requests that carry `Authorization: Bearer <token>`;
+    /// the others get `401` with `agent.UNAUTHORIZED`. Give the management
+    /// nodes the same token with
+    /// [`AgentClientBuilder::bearer_token`](crate::AgentClientBuilder::bearer_token).
+    pub fn bearer_token(mut self, token: impl Into<String>) -> Self {
+        let token: String = token.into();
+        if token.is_empty() {
+            self.error.get_or_insert(ErrorCode::new(
+                bus_codes::INVALID_ARGUMENT,
+                "an agent's bearer token cannot be empty",
+            ));
+        }
+        self.token = Some(token.into());
+        self
+    }
+
     /// The agent, or the first mistake made while building it.
     pub fn build(self) -> Result<Agent, ErrorCode> {
         if let Some(error) = self.error {
             return Err(error);
         }
-        let router = self
+        let mut router = self
             .router
             .fallback(dispatch::no_such_command)
             .layer(DefaultBodyLimit::max(MAX_BODY));
+        if let Some(token) = self.token {
+            router = router.layer(axum::middleware::from_fn_with_state(token, auth::require));
+        }
         Ok(Agent {
             router,
             shared: self.shared,

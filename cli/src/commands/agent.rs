@@ -32,6 +32,9 @@ pub struct Args {
     /// How long booting a VM takes, e.g. `2s`.
     #[arg(long, default_value = "500ms", value_parser = humantime::parse_duration)]
     boot_time: Duration,
+    /// Serve only management nodes that send this bearer token.
+    #[arg(long, env = "CLOUDBUS_AGENT_TOKEN", hide_env_values = true)]
+    token: Option<String>,
 }
 
 /// Serves the hosts until Ctrl-C or SIGTERM; prints `NAME URL` per host on
@@ -47,6 +50,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         cpus: args.cpus,
         memory_gb: args.memory_gb,
         boot_time: args.boot_time,
+        token: args.token,
     };
     let agents = simulation
         .serve()

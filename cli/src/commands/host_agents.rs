@@ -23,6 +23,9 @@ pub struct AgentArgs {
     /// Commands in flight to one agent at most.
     #[arg(long, value_name = "N", default_value_t = 8)]
     agent_limit: usize,
+    /// The bearer token the agents want (`cloudbus agent --token`).
+    #[arg(long, env = "CLOUDBUS_AGENT_TOKEN", hide_env_values = true)]
+    agent_token: Option<String>,
 }
 
 impl AgentArgs {
@@ -35,6 +38,9 @@ impl AgentArgs {
             .per_host_limit(self.agent_limit);
         if let Some(url) = &self.agent_callback_url {
             client = client.callback_url(url.clone());
+        }
+        if let Some(token) = &self.agent_token {
+            client = client.bearer_token(token.clone());
         }
         HostAgents {
             urls: self.agents.clone(),

@@ -36,14 +36,17 @@ impl SimulatedHost {
         }
     }
 
-    /// The host's agent, ready to serve.
-    pub fn agent(self) -> Agent {
-        Agent::builder(self)
+    /// The host's agent, ready to serve; with a token, it serves only
+    /// management nodes that send it.
+    pub fn agent(self, token: Option<&str>) -> Result<Agent, ErrorCode> {
+        let mut agent = Agent::builder(self)
             .command::<ConnectHost>()
             .command::<BootVm>()
-            .command::<HaltVm>()
-            .build()
-            .expect("the hypervisor's commands have distinct, valid paths")
+            .command::<HaltVm>();
+        if let Some(token) = token {
+            agent = agent.bearer_token(token);
+        }
+        agent.build()
     }
 }
 
@@ -111,6 +114,8 @@ pub struct Simulation {
     pub memory_gb: u32,
     /// How long each boot takes.
     pub boot_time: Duration,
+    /// The bearer token management nodes must send, if any.
+    pub token: Option<String>,
 }
 
 impl Simulation {
@@ -125,6 +130,7 @@ impl Simulation {
             cpus: 8,
             memory_gb: 16,
             boot_time: Duration::from_millis(20),
+            token: None,
         }
     }
 
@@ -148,7 +154,8 @@ impl Simulation {
                 addr.set_port(port);
             }
             let agent = SimulatedHost::new(name.clone(), self.cpus, self.memory_gb, self.boot_time)
-                .agent()
+                .agent(self.token.as_deref())
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?
                 .bind(addr)
                 .await
                 .map_err(|e| std::io::Error::new(e.kind(), format!("{name} on {addr}: {e}")))?;
