@@ -250,3 +250,62 @@ async fn a_silently_stalled_link_is_noticed_by_heartbeats_and_replaced() {
     b.shutdown().await;
     delete_bus(&name).await;
 }
+
+/// A node that cannot read its event queue for a while (its link stalls;
+/// an event flood does the same) must not take the silence of the others
+/// for their death: their heartbeats are waiting in its queue. Its own
+/// heartbeats, which come back through the same queue, tell it how far
+/// behind it is. A call in flight to the other node survives the stall.
+#[tokio::test]
+async fn a_node_behind_on_its_event_queue_declares_no_live_node_dead() {
+    let name = unique_bus("behind");
+    let proxy = Proxy::start(broker_addr()).await;
+    let proxied = format!("amqp://guest:guest@127.0.0.1:{}/%2f", proxy.port());
+    let beat = Duration::from_millis(100);
+    let member = |url: String| {
+        let name = name.clone();
+        async move {
+            Bus::builder()
+                .name(&name)
+                .transport(AmqpTransport::new(url))
+                .heartbeat_interval(beat)
+                .heartbeat_misses(3)
+                .build()
+                .await
+                .unwrap_or_else(|e| panic!("RabbitMQ must be reachable: {e}"))
+        }
+    };
+    let a = member(proxied).await;
+    let b = member(url()).await;
+    let (started, release) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
+    b.register(gated("work", started.clone(), release.clone()))
+        .await
+        .unwrap();
+    a.wait_for_cluster(WAIT, |view| view.len() == 2)
+        .await
+        .unwrap();
+    let call = tokio::spawn({
+        let (a, b) = (a.clone(), b.node_id());
+        async move {
+            let work = Work {
+                key: "vm-1".into(),
+                n: 7,
+            };
+            a.call(work).node(b).timeout(WAIT).await
+        }
+    });
+    started.notified().await;
+
+    proxy.stall();
+    // The fault lasts 15 heartbeat intervals: five times the 300 ms after
+    // which a silent node is dead.
+    tokio::time::sleep(beat * 15).await;
+    proxy.restore();
+
+    release.notify_one();
+    let done = call.await.unwrap().expect("b was never taken for dead");
+    assert_eq!(done.n, 7);
+    a.shutdown().await;
+    b.shutdown().await;
+    delete_bus(&name).await;
+}

@@ -7,9 +7,10 @@ use std::time::{Duration, Instant};
 use futures::future::BoxFuture;
 
 use super::{Bus, BusInner, builtin};
+use crate::cluster::NodeHeartbeat;
 use crate::service::{Delivery, ReplyMeta, ReplyTarget};
 use crate::transport::{Inbound, WireMessage};
-use crate::{Body, ErrorCode, Kind, MessageId, NodeId, decode_reply};
+use crate::{Body, ErrorCode, Kind, Message, MessageId, NodeId, decode_reply};
 
 /// The bus as the transport sees it. Holds the bus weakly so a transport
 /// never keeps a shut-down bus alive.
@@ -150,6 +151,10 @@ impl Bus {
     fn on_event(&self, message: WireMessage) {
         let WireMessage { envelope, body } = message;
         if envelope.source == self.inner.node {
+            if envelope.type_name == NodeHeartbeat::TYPE {
+                // How far this node has read its event queue.
+                self.inner.members.beat_came_back(envelope.id);
+            }
             // Local subscribers got it when it was published.
             return;
         }

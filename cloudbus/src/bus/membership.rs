@@ -211,10 +211,9 @@ impl Bus {
             return;
         }
         let beat = NodeHeartbeat(self.announcement());
-        if let Err(error) = self
-            .publish_membership(NodeHeartbeat::TYPE, Body::new(beat))
-            .await
-        {
+        let envelope = Envelope::new(Kind::Event, NodeHeartbeat::TYPE, self.inner.node);
+        self.inner.members.beat_sent(envelope.id);
+        if let Err(error) = self.publish_envelope(envelope, Body::new(beat)).await {
             tracing::debug!(%error, "heartbeat not sent");
         }
     }

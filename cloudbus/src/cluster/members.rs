@@ -10,9 +10,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use arc_swap::ArcSwap;
 use tokio::sync::watch;
 
+use super::echo::Echo;
 use super::{Announcement, ClusterView, MembershipConfig, NodeStatus};
-use crate::NodeId;
 use crate::ring::HashRing;
+use crate::{MessageId, NodeId};
 
 struct Member {
     services: Vec<String>,
@@ -57,6 +58,7 @@ pub(crate) struct Members {
     pub(crate) config: MembershipConfig,
     started_at: u64,
     table: Mutex<Table>,
+    echo: Mutex<Echo>,
     routes: ArcSwap<Routes>,
     next: AtomicUsize,
     version: watch::Sender<u64>,
@@ -72,6 +74,7 @@ impl Members {
             config,
             started_at,
             table: Mutex::new(Table::default()),
+            echo: Mutex::new(Echo::default()),
             routes: ArcSwap::default(),
             next: AtomicUsize::new(0),
             version: watch::Sender::new(0),
@@ -153,12 +156,39 @@ impl Members {
     /// [`misses`](MembershipConfig::misses) of its own intervals.
     pub(crate) fn silent(&self) -> Vec<NodeId> {
         let misses = self.config.misses.max(1);
+        // Silence counts only as far as this node has read its event
+        // queue (see `echo`), and never more than ten death windows behind.
+        let max_lag = self.config.interval * misses * 10;
+        let reference = self
+            .echo
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .reference(Instant::now(), max_lag);
         self.lock()
             .live
             .iter()
-            .filter(|(node, m)| **node != self.me && m.last_seen.elapsed() > m.interval * misses)
+            .filter(|(node, m)| {
+                **node != self.me
+                    && reference.saturating_duration_since(m.last_seen) > m.interval * misses
+            })
             .map(|(node, _)| *node)
             .collect()
+    }
+
+    /// This node is sending heartbeat `id` now.
+    pub(crate) fn beat_sent(&self, id: MessageId) {
+        self.echo
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .sent(id, Instant::now());
+    }
+
+    /// This node's own heartbeat `id` came back through its event queue.
+    pub(crate) fn beat_came_back(&self, id: MessageId) {
+        self.echo
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .came_back(id);
     }
 
     /// The owner of a resource by the ring.

@@ -5,6 +5,7 @@
 //! [`MembershipConfig::misses`] of its intervals is dead. Callers waiting
 //! on a node that died or left fail at once with `cloudbus.NODE_UNAVAILABLE`.
 
+mod echo;
 mod events;
 mod members;
 mod view;
