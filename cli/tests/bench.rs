@@ -36,6 +36,7 @@ fn every_scenario_runs_and_reports_json_and_a_chart() {
     assert_eq!(count("amqp-rpc"), 2);
     assert_eq!(count("amqp-events"), 4, "1 and 3 subscribers at each level");
     assert_eq!(count("sync-key"), 6, "1, 100 and 10,000 keys at each level");
+    assert_eq!(count("agent-http"), 4, "sync and callback at each level");
     for row in rows {
         for side in ["bus", "baseline"] {
             let ops = row[side]["ops_per_sec"].as_f64().unwrap();

@@ -1,6 +1,7 @@
 //! `cloudbus bench`: throughput and latency of the bus against raw
 //! baselines measured in the same run, so ratios hold on any machine.
 
+mod agent_http;
 mod amqp_events;
 mod amqp_rpc;
 mod chart;
@@ -20,12 +21,18 @@ use serde_json::json;
 
 use report::Row;
 
-const SCENARIOS: [&str; 4] = ["inproc-rpc", "amqp-rpc", "amqp-events", "sync-key"];
+const SCENARIOS: [&str; 5] = [
+    "inproc-rpc",
+    "amqp-rpc",
+    "amqp-events",
+    "sync-key",
+    "agent-http",
+];
 
 /// Flags of `cloudbus bench`.
 #[derive(clap::Args)]
 pub struct Args {
-    /// Which scenario: inproc-rpc, amqp-rpc, amqp-events, sync-key, or all.
+    /// Which scenario: inproc-rpc, amqp-rpc, amqp-events, sync-key, agent-http, or all.
     #[arg(long, default_value = "all")]
     scenario: String,
     /// Seconds to measure each level of each side (fractions allowed).
@@ -94,6 +101,13 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                             bus,
                             base,
                         ));
+                    }
+                }
+                "agent-http" => {
+                    for callback in [false, true] {
+                        let (bus, base) = agent_http::run(level, callback, duration).await?;
+                        let variant = if callback { "callback" } else { "sync" };
+                        rows.push(Row::new(scenario, level, variant.into(), bus, base));
                     }
                 }
                 _ => {
