@@ -49,6 +49,7 @@ pub fn baseline_of(scenario: &str) -> &'static str {
         "amqp-rpc" => "raw lapin client/server",
         "amqp-events" => "raw lapin topic publish/consume",
         "sync-key" => "same service without sync keys",
+        "agent-http" => "raw reqwest POST to a bare axum handler, answered in the response",
         _ => "",
     }
 }
