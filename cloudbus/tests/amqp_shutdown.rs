@@ -12,10 +12,13 @@ use std::time::Duration;
 use broker::*;
 use cloudbus::{Bus, NodeId, Service};
 use common::*;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, Semaphore};
 
 const WAIT: Duration = Duration::from_secs(30);
 const NOTES: u32 = 300;
+/// Notes after this many wait for the test to let them finish, so the node
+/// is surely stopped mid-way.
+const HOLD_AFTER: usize = 20;
 
 async fn node(bus: &str, id: NodeId) -> Bus {
     Bus::builder()
@@ -29,10 +32,22 @@ async fn node(bus: &str, id: NodeId) -> Bus {
 }
 
 /// Records every note it handles; takes a moment per note, like real work.
-#[derive(Clone, Default)]
+/// Past [`HOLD_AFTER`] notes, each waits for a permit from `gate`.
+#[derive(Clone)]
 struct Ledger {
     seen: Arc<Mutex<Vec<u32>>>,
     progress: Arc<Notify>,
+    gate: Arc<Semaphore>,
+}
+
+impl Default for Ledger {
+    fn default() -> Self {
+        Self {
+            seen: Arc::default(),
+            progress: Arc::default(),
+            gate: Arc::new(Semaphore::new(0)),
+        }
+    }
 }
 
 impl Ledger {
@@ -44,6 +59,9 @@ impl Ledger {
                 let ledger = ledger.clone();
                 async move {
                     tokio::time::sleep(Duration::from_millis(2)).await;
+                    if ledger.count() >= HOLD_AFTER {
+                        ledger.gate.acquire().await.unwrap().forget();
+                    }
                     ledger.seen.lock().unwrap().push(note.n);
                     ledger.progress.notify_waiters();
                     Ok(())
@@ -69,6 +87,15 @@ impl Ledger {
         .await
         .unwrap_or_else(|_| panic!("{n} notes were not handled in time; got {}", self.count()));
     }
+}
+
+/// How many consumers one queue has, if it exists.
+fn consumers(queue: &str) -> Option<usize> {
+    let bus = queue.split(".message.").next().unwrap();
+    listing(&["list_queues", "name", "consumers"], bus)
+        .iter()
+        .find_map(|l| l.strip_prefix(&format!("{queue}\t")).map(str::to_string))
+        .and_then(|n| n.parse().ok())
 }
 
 /// `<ready>\t<unacknowledged>` of one queue, if it exists.
@@ -129,13 +156,28 @@ async fn a_graceful_stop_finishes_in_flight_work_and_loses_no_accepted_message()
         }
     });
     started.notified().await;
-    ledger.until(20).await;
+    ledger.until(HOLD_AFTER).await;
 
     // Stop while notes are still queued and a request is being handled.
     let stopping = tokio::spawn({
         let server = server.clone();
         async move { server.shutdown().await }
     });
+    // Once the node has stopped taking notes, let the held ones finish.
+    let queue = format!("{name}.message.work.{server_id}");
+    tokio::time::timeout(WAIT, async {
+        loop {
+            // rabbitmqctl blocks: run it aside, so the node keeps stopping.
+            let q = queue.clone();
+            let now = tokio::task::spawn_blocking(move || consumers(&q));
+            if now.await.unwrap() == Some(0) {
+                break;
+            }
+        }
+    })
+    .await
+    .expect("the stopping node cancels its consumers");
+    ledger.gate.add_permits(NOTES as usize);
     release.notify_one();
     tokio::time::timeout(WAIT, stopping).await.unwrap().unwrap();
     let done = tokio::time::timeout(WAIT, in_flight)
@@ -153,7 +195,6 @@ async fn a_graceful_stop_finishes_in_flight_work_and_loses_no_accepted_message()
         handled < NOTES as usize,
         "the test must stop the node mid-way"
     );
-    let queue = format!("{name}.message.work.{server_id}");
     assert_eq!(
         queue_counts(&queue),
         Some(format!("{}\t0", NOTES as usize - handled)),
