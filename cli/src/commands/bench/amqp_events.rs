@@ -55,7 +55,7 @@ async fn bus_side(
         nodes.push(node);
     }
     let publisher = Bus::builder().name(name).amqp(url).build().await?;
-    let sample = delivered_rate(&delivered, publishers, duration, {
+    let sample = delivered_rate(&delivered, publishers, subscribers, duration, {
         let publisher = publisher.clone();
         move |i| {
             let publisher = publisher.clone();
@@ -135,7 +135,7 @@ async fn raw_side(
     }
     let conn = Connection::connect(url, ConnectionProperties::default()).await?;
     let channel = conn.create_channel().await?;
-    let sample = delivered_rate(&delivered, publishers, duration, {
+    let sample = delivered_rate(&delivered, publishers, subscribers, duration, {
         let (channel, exchange) = (channel.clone(), exchange.clone());
         move |i| {
             let (channel, exchange) = (channel.clone(), exchange.clone());
@@ -174,6 +174,7 @@ async fn raw_side(
 async fn delivered_rate<F, Fut>(
     delivered: &AtomicU64,
     publishers: usize,
+    subscribers: usize,
     duration: Duration,
     publish: F,
 ) -> anyhow::Result<Sample>
@@ -181,10 +182,40 @@ where
     F: Fn(usize) -> Fut + Clone + Send + 'static,
     Fut: std::future::Future<Output = anyhow::Result<()>> + Send,
 {
+    let published = Arc::new(AtomicU64::new(0));
+    let counted = {
+        let published = published.clone();
+        move |i| {
+            let (publish, published) = (publish.clone(), published.clone());
+            async move {
+                publish(i).await?;
+                published.fetch_add(1, Ordering::Relaxed);
+                Ok(())
+            }
+        }
+    };
     let before = delivered.load(Ordering::Relaxed);
     let started = Instant::now();
-    let mut sample = closed_loop(publishers, duration, publish).await?;
-    let elapsed = started.elapsed().as_secs_f64();
-    sample.ops_per_sec = (delivered.load(Ordering::Relaxed) - before) as f64 / elapsed;
+    let mut sample = closed_loop(publishers, duration, counted).await?;
+    // Count the events still on their way too: every copy delivered, or
+    // until deliveries stop for a second (a full subscriber drops events).
+    let expected = published.load(Ordering::Relaxed) * subscribers as u64;
+    let (mut last, mut last_change) = (before, Instant::now());
+    loop {
+        let now = delivered.load(Ordering::Relaxed);
+        if now != last {
+            (last, last_change) = (now, Instant::now());
+        }
+        if now - before >= expected || last_change.elapsed() > Duration::from_secs(1) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let elapsed = last_change.duration_since(started).as_secs_f64();
+    sample.ops_per_sec = if last > before {
+        (last - before) as f64 / elapsed
+    } else {
+        0.0
+    };
     Ok(sample)
 }
