@@ -49,6 +49,27 @@ use topology::Names;
 
 /// The node's own service, whose queue also brings replies.
 const NODE_SERVICE: &str = "cloudbus";
+/// Publishes an event to the BROADCAST exchange, without confirmation.
+async fn publish_event(
+    channel: &lapin::Channel,
+    exchange: &str,
+    envelope: &Envelope,
+    body: &[u8],
+) -> lapin::Result<()> {
+    channel
+        .basic_publish(
+            exchange.into(),
+            envelope.type_name.as_ref().into(),
+            BasicPublishOptions::default(),
+            body,
+            codec::properties(envelope),
+        )
+        .await
+        .map(drop)
+}
+
+/// Type names of membership events, published on their own connection.
+const MEMBERSHIP_PREFIX: &str = "cloudbus.node.";
 
 /// The URL used when none is given: a local broker with the default user.
 pub const DEFAULT_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
@@ -346,17 +367,23 @@ impl Transport for AmqpTransport {
     ) -> BoxFuture<'a, Result<(), ErrorCode>> {
         Box::pin(async move {
             let session = self.shared.session()?;
-            session
-                .fast
-                .basic_publish(
-                    self.shared.names()?.broadcast.as_str().into(),
-                    envelope.type_name.as_ref().into(),
-                    BasicPublishOptions::default(),
-                    &body,
-                    codec::properties(envelope),
-                )
-                .await
-                .map_err(|e| broker_error("cannot publish", e))?;
+            let exchange = &self.shared.names()?.broadcast;
+            let channel = if envelope.type_name.starts_with(MEMBERSHIP_PREFIX) {
+                &session.beats
+            } else {
+                &session.fast
+            };
+            let sent = publish_event(channel, exchange, envelope, &body).await;
+            match sent {
+                // The membership connection failed alone: the main one
+                // still carries the beat, as it did before.
+                Err(error) if std::ptr::eq(channel, &session.beats) => {
+                    tracing::debug!(%error, "membership connection lost");
+                    publish_event(&session.fast, exchange, envelope, &body).await
+                }
+                other => other,
+            }
+            .map_err(|e| broker_error("cannot publish", e))?;
             Ok(())
         })
     }

@@ -39,6 +39,11 @@ pub(crate) struct Session {
     pub(crate) fast: Channel,
     /// The event queue's consumer channel, which also carries bindings.
     pub(crate) events: Channel,
+    /// Membership events, on a connection of their own: a node's flood of
+    /// events (and the broker's flow control on that connection) must not
+    /// hold back its heartbeats, or the others take it for dead.
+    membership: Arc<Connection>,
+    pub(crate) beats: Channel,
     consumers: Mutex<HashMap<String, ServiceConsumer>>,
     event_task: JoinHandle<()>,
 }
@@ -111,11 +116,21 @@ impl Session {
         };
         let connection = Connection::connect_with_config(
             &config.url,
-            properties,
+            properties.clone(),
+            tls.clone(),
+            lapin::runtime::default_runtime()?,
+        )
+        .await?;
+        let membership = Connection::connect_with_config(
+            &config.url,
+            properties.with_connection_name(
+                format!("cloudbus {} {} membership", names.bus, names.node).into(),
+            ),
             tls,
             lapin::runtime::default_runtime()?,
         )
         .await?;
+        let beats = membership.create_channel().await?;
         let confirmed = connection.create_channel().await?;
         confirmed
             .confirm_select(ConfirmSelectOptions::default())
@@ -154,6 +169,8 @@ impl Session {
             confirmed,
             fast,
             events,
+            membership: Arc::new(membership),
+            beats,
             consumers: Mutex::new(HashMap::new()),
             event_task,
         };
@@ -293,12 +310,19 @@ impl Session {
         if let Err(error) = self.connection.close(200, "node stopped".into()).await {
             tracing::debug!(%error, "closing the broker connection");
         }
+        let _ = self.membership.close(200, "node stopped".into()).await;
     }
 
     /// Lets go of a session whose connection failed: its consumer tasks
     /// end (they would on their own once the channel errors).
     pub(crate) fn abandon(&self) {
         self.event_task.abort();
+        // The membership connection may still be up; the next session
+        // opens its own.
+        let membership = Arc::clone(&self.membership);
+        tokio::spawn(async move {
+            let _ = membership.close(200, "reconnecting".into()).await;
+        });
         if let Ok(consumers) = self.consumers.try_lock() {
             for task in consumers.values().filter_map(|c| c.task.as_ref()) {
                 task.abort();
