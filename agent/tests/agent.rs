@@ -149,6 +149,22 @@ fn gated_boot(
     tokio::spawn(async move { client.send(&url, cmd).await })
 }
 
+/// A boot that does not wait for the test.
+fn quick_boot(uuid: &str) -> Boot {
+    Boot {
+        uuid: uuid.into(),
+        gated: false,
+    }
+}
+
+/// Serves `router` on a free loopback port; returns its base URL.
+async fn serve(router: Router) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    url
+}
+
 async fn client() -> AgentClient {
     AgentClient::builder()
         .timeout(Duration::from_secs(20))
@@ -277,16 +293,7 @@ async fn an_agent_that_is_down_is_unreachable() {
             .send(&url, GetFacts { gated: false })
             .await
             .expect_err("down"),
-        client
-            .send(
-                &url,
-                Boot {
-                    uuid: "v".into(),
-                    gated: false,
-                },
-            )
-            .await
-            .expect_err("down"),
+        client.send(&url, quick_boot("v")).await.expect_err("down"),
     ] {
         assert_eq!(err.code(), codes::UNREACHABLE, "{err}");
         assert!(err.description().contains(&url), "{err}");
@@ -345,10 +352,7 @@ async fn broken_agent(status: StatusCode, answer: &'static str) -> String {
     let router = Router::new()
         .route("/host/facts", post(move || async move { (status, answer) }))
         .route("/vm/boot", post(move || async move { (status, answer) }));
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let url = format!("http://{}", listener.local_addr().expect("addr"));
-    tokio::spawn(async move { axum::serve(listener, router).await });
-    url
+    serve(router).await
 }
 
 #[tokio::test]
@@ -373,13 +377,7 @@ async fn malformed_responses_are_bad_responses() {
         assert!(err.description().contains("/host/facts"), "{err}");
         // A callback command needs 202 Accepted, and nothing stays waiting.
         let err = client
-            .send(
-                &url,
-                Boot {
-                    uuid: "v".into(),
-                    gated: false,
-                },
-            )
+            .send(&url, quick_boot("v"))
             .await
             .expect_err("not accepted");
         assert_eq!(err.code(), codes::BAD_RESPONSE, "{status} {body}: {err}");
@@ -411,17 +409,9 @@ async fn a_malformed_callback_body_is_a_bad_response() {
             async { (StatusCode::ACCEPTED, "{}") }
         }),
     );
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let url = format!("http://{}", listener.local_addr().expect("addr"));
-    tokio::spawn(async move { axum::serve(listener, router).await });
+    let url = serve(router).await;
     let err = client
-        .send(
-            &url,
-            Boot {
-                uuid: "v".into(),
-                gated: false,
-            },
-        )
+        .send(&url, quick_boot("v"))
         .await
         .expect_err("garbage");
     assert_eq!(err.code(), codes::BAD_RESPONSE, "{err}");
@@ -658,10 +648,7 @@ async fn an_agent_with_a_token_serves_only_callers_that_carry_it() {
             .await
             .expect_err("no token");
         assert_eq!(err.code(), codes::UNAUTHORIZED, "{err}");
-        let boot = Boot {
-            uuid: "v".into(),
-            gated: false,
-        };
+        let boot = quick_boot("v");
         let err = client.send(&url, boot).await.expect_err("no token");
         assert_eq!(err.code(), codes::UNAUTHORIZED, "{err}");
         assert_eq!(client.awaiting_callbacks(), 0);
@@ -677,10 +664,7 @@ async fn an_agent_with_a_token_serves_only_callers_that_carry_it() {
         .await
         .expect("authorized");
     assert_eq!(facts.name, "secure");
-    let boot = Boot {
-        uuid: "v".into(),
-        gated: false,
-    };
+    let boot = quick_boot("v");
     assert_eq!(
         trusted.send(&url, boot).await.expect("booted").host,
         "secure"
