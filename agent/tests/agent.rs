@@ -112,6 +112,11 @@ struct Simulated {
 }
 
 async fn agent(name: &str) -> Simulated {
+    limited_agent(name, None).await
+}
+
+/// A simulated agent running at most `limit` commands at once, if given.
+async fn limited_agent(name: &str, limit: Option<usize>) -> Simulated {
     let (started_tx, started) = mpsc::unbounded_channel();
     let release = Arc::new(Semaphore::new(0));
     let host = Host {
@@ -119,10 +124,14 @@ async fn agent(name: &str) -> Simulated {
         started: started_tx,
         release: Arc::clone(&release),
     };
-    let agent = Agent::builder(host)
+    let mut builder = Agent::builder(host)
         .command::<GetFacts>()
         .command::<Boot>()
-        .command::<Fail>()
+        .command::<Fail>();
+    if let Some(limit) = limit {
+        builder = builder.max_concurrent(limit);
+    }
+    let agent = builder
         .build()
         .expect("valid agent")
         .bind("127.0.0.1:0")
@@ -669,4 +678,52 @@ async fn an_agent_with_a_token_serves_only_callers_that_carry_it() {
         trusted.send(&url, boot).await.expect("booted").host,
         "secure"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_runs_at_most_its_limit_of_commands_at_once() {
+    let mut sim = limited_agent("small", Some(2)).await;
+    // Two management nodes, each allowed 8 commands in flight to it.
+    let nodes = [client().await, client().await];
+    let url = sim.agent.url();
+    let commands: Vec<_> = (0..8)
+        .map(|i| {
+            let (client, url) = (nodes[i % 2].clone(), url.clone());
+            tokio::spawn(async move {
+                if i % 2 == 0 {
+                    client.send(&url, GetFacts { gated: true }).await.map(drop)
+                } else {
+                    let boot = Boot {
+                        uuid: format!("vm-{i}"),
+                        gated: true,
+                    };
+                    client.send(&url, boot).await.map(drop)
+                }
+            })
+        })
+        .collect();
+    // Two run; the other six wait for a slot, not for the gate.
+    for _ in 0..2 {
+        sim.started.recv().await.expect("started");
+    }
+    assert_eq!(sim.agent.stats().running_now(), 2);
+    sim.release.add_permits(8);
+    for done in futures::future::join_all(commands).await {
+        done.expect("no panic").expect("every command completes");
+    }
+    let stats = Arc::clone(sim.agent.stats());
+    sim.agent.shutdown().await.expect("clean shutdown");
+    assert_eq!(stats.commands.get(), 8);
+    assert_eq!(stats.peak_running(), 2, "never more than the limit");
+
+    let err = Agent::builder(Host {
+        name: "none".into(),
+        started: mpsc::unbounded_channel().0,
+        release: Arc::new(Semaphore::new(0)),
+    })
+    .max_concurrent(0)
+    .build()
+    .err()
+    .expect("a limit of 0 is refused");
+    assert_eq!(err.code(), bus_codes::INVALID_ARGUMENT);
 }

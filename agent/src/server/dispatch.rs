@@ -74,6 +74,10 @@ where
     S: CommandHandler<C>,
     C: Command,
 {
+    let _permit = match shared.limit.get() {
+        Some(limit) => Some(limit.acquire().await.expect("the limit is never closed")),
+        None => None,
+    };
     let _running = shared.stats.running();
     match AssertUnwindSafe(state.handle(cmd)).catch_unwind().await {
         Ok(Ok(response)) => Outcome::Reply(response),

@@ -7,13 +7,14 @@ mod running;
 
 use std::collections::HashSet;
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::post;
 use cloudbus::{ErrorCode, codes as bus_codes};
+use tokio::sync::Semaphore;
 use tokio_util::task::TaskTracker;
 
 use crate::Command;
@@ -43,6 +44,8 @@ pub(crate) struct Shared {
     http: reqwest::Client,
     /// Callback work still running, so shutdown can wait for it.
     tasks: TaskTracker,
+    /// At most this many commands run at once, when set.
+    limit: OnceLock<Semaphore>,
     stats: Arc<AgentStats>,
 }
 
@@ -74,6 +77,7 @@ impl Agent {
             shared: Arc::new(Shared {
                 http,
                 tasks: TaskTracker::new(),
+                limit: OnceLock::new(),
                 stats: Arc::default(),
             }),
         }
@@ -135,6 +139,20 @@ impl<S: Send + Sync + 'static> AgentBuilder<S> {
             ));
         }
         self.token = Some(token.into());
+        self
+    }
+
+    /// Runs at most `limit` commands at once, whichever management nodes
+    /// send them; the others wait their turn (a callback command waits
+    /// after its `202`). Without it, an agent driven by several nodes runs
+    /// everything it receives at once.
+    pub fn max_concurrent(mut self, limit: usize) -> Self {
+        if limit == 0 || self.shared.limit.set(Semaphore::new(limit)).is_err() {
+            self.error.get_or_insert(ErrorCode::new(
+                bus_codes::INVALID_ARGUMENT,
+                "an agent's concurrency limit is set once, to at least 1",
+            ));
+        }
         self
     }
 

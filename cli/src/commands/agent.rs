@@ -35,6 +35,9 @@ pub struct Args {
     /// Serve only management nodes that send this bearer token.
     #[arg(long, env = "CLOUDBUS_AGENT_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// Commands each host runs at once at most; the others wait their turn.
+    #[arg(long, value_name = "N")]
+    max_concurrent: Option<usize>,
 }
 
 /// Serves the hosts until Ctrl-C or SIGTERM; prints `NAME URL` per host on
@@ -51,6 +54,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         memory_gb: args.memory_gb,
         boot_time: args.boot_time,
         token: args.token,
+        max_concurrent: args.max_concurrent,
     };
     let agents = simulation
         .serve()

@@ -37,14 +37,18 @@ impl SimulatedHost {
     }
 
     /// The host's agent, ready to serve; with a token, it serves only
-    /// management nodes that send it.
-    pub fn agent(self, token: Option<&str>) -> Result<Agent, ErrorCode> {
+    /// management nodes that send it; with a limit, it runs at most that
+    /// many commands at once.
+    pub fn agent(self, token: Option<&str>, limit: Option<usize>) -> Result<Agent, ErrorCode> {
         let mut agent = Agent::builder(self)
             .command::<ConnectHost>()
             .command::<BootVm>()
             .command::<HaltVm>();
         if let Some(token) = token {
             agent = agent.bearer_token(token);
+        }
+        if let Some(limit) = limit {
+            agent = agent.max_concurrent(limit);
         }
         agent.build()
     }
@@ -116,6 +120,8 @@ pub struct Simulation {
     pub boot_time: Duration,
     /// The bearer token management nodes must send, if any.
     pub token: Option<String>,
+    /// Commands each host runs at once at most, if limited.
+    pub max_concurrent: Option<usize>,
 }
 
 impl Simulation {
@@ -131,6 +137,7 @@ impl Simulation {
             memory_gb: 16,
             boot_time: Duration::from_millis(20),
             token: None,
+            max_concurrent: None,
         }
     }
 
@@ -154,7 +161,7 @@ impl Simulation {
                 addr.set_port(port);
             }
             let agent = SimulatedHost::new(name.clone(), self.cpus, self.memory_gb, self.boot_time)
-                .agent(self.token.as_deref())
+                .agent(self.token.as_deref(), self.max_concurrent)
                 .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?
                 .bind(addr)
                 .await
