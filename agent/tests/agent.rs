@@ -727,3 +727,65 @@ async fn an_agent_runs_at_most_its_limit_of_commands_at_once() {
     .expect("a limit of 0 is refused");
     assert_eq!(err.code(), bus_codes::INVALID_ARGUMENT);
 }
+
+/// A command sent while handling a bus message carries that message's
+/// trace and task context as HTTP headers.
+#[tokio::test]
+async fn commands_sent_from_a_bus_handler_carry_its_trace_and_task_context() {
+    use cloudbus::{Bus, Context, Message, Request, Service};
+
+    #[derive(Clone, Debug, Serialize, Deserialize)]
+    struct Probe {
+        agent: String,
+    }
+    #[derive(Clone, Debug, Serialize, Deserialize)]
+    struct Probed {
+        name: String,
+    }
+    impl Message for Probe {
+        const TYPE: &'static str = "host.Probe";
+    }
+    impl Message for Probed {
+        const TYPE: &'static str = "host.Probed";
+    }
+    impl Request for Probe {
+        type Reply = Probed;
+    }
+
+    let (tx, mut seen) = mpsc::unbounded_channel::<axum::http::HeaderMap>();
+    let stub = Router::new().route(
+        "/host/facts",
+        post(move |headers: axum::http::HeaderMap| {
+            tx.send(headers).expect("test waits");
+            async { r#"{"reply":{"name":"h","cpus":1}}"# }
+        }),
+    );
+    let url = serve(stub).await;
+    let client = client().await;
+    let bus = Bus::embedded();
+    bus.register(
+        Service::builder("host", ())
+            .on_request(move |probe: Probe, _: Context| {
+                let client = client.clone();
+                async move {
+                    let facts = client.send(&probe.agent, GetFacts { gated: false }).await?;
+                    Ok(Probed { name: facts.name })
+                }
+            })
+            .build(),
+    )
+    .await
+    .expect("registered");
+    let trace = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    let facts = bus
+        .call(Probe { agent: url })
+        .header("traceparent", trace)
+        .context("user", "alice")
+        .await
+        .expect("answered");
+    assert_eq!(facts.name, "h");
+    let headers = seen.recv().await.expect("the stub was called");
+    assert_eq!(headers["traceparent"], trace);
+    assert_eq!(headers["ctx-user"], "alice");
+    bus.shutdown().await;
+}

@@ -72,7 +72,7 @@ pub use message::{
 pub use ring::HashRing;
 pub use service::{
     CONTEXT_PREFIX, Context, DeferredHandler, HISTOGRAM_BOUNDS_US, Handler, MessageHandler,
-    ReplyPort, Service, ServiceBuilder, SyncKey, TypeStatistics,
+    ReplyPort, Service, ServiceBuilder, SyncKey, TypeStatistics, task_context,
 };
 
 pub(crate) use message::{decode_reply, encode_reply};

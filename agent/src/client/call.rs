@@ -88,11 +88,24 @@ async fn exchange<C: Command>(
         )
     })?;
     let slot = inner.limits.slot(&host).await;
-    let request = inner
+    let mut request = inner
         .http
         .post(url)
         .header(header::CONTENT_TYPE, "application/json")
         .body(body);
+    // Sent from a bus handler: the agent sees the same trace and task context.
+    if let Some(context) = cloudbus::task_context() {
+        use reqwest::header::{HeaderName, HeaderValue};
+        for (key, value) in context.iter() {
+            // A context entry HTTP cannot carry is left out, not an error.
+            if let (Ok(key), Ok(value)) = (
+                HeaderName::from_bytes(key.as_bytes()),
+                HeaderValue::from_str(value),
+            ) {
+                request = request.header(key, value);
+            }
+        }
+    }
     match C::MODE {
         Mode::Sync => {
             let (status, body) = read(request, agent).await?;

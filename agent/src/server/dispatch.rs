@@ -9,6 +9,7 @@ use bytes::Bytes;
 use cloudbus::{ErrorCode, codes as bus_codes};
 use futures::FutureExt;
 use serde::Serialize;
+use tracing::{Instrument, Span};
 
 use super::{CommandHandler, Shared, deliver};
 use crate::wire::{Accepted, CALLBACK_URL_HEADER, MAX_TASK_ID, Outcome, TASK_ID_HEADER};
@@ -41,13 +42,21 @@ where
             return answer(StatusCode::BAD_REQUEST, &Outcome::<()>::Error(error));
         }
     };
+    // The handler's logs carry the caller's trace, so a command can be
+    // followed from the API call through the bus to the host.
+    let span = tracing::info_span!(
+        "command",
+        path = C::PATH,
+        traceparent = headers.get("traceparent").and_then(|v| v.to_str().ok()),
+        task = headers.get(TASK_ID_HEADER).and_then(|v| v.to_str().ok()),
+    );
     let callback = match callback_of(&headers) {
         Ok(callback) => callback,
         Err(error) => return answer(StatusCode::BAD_REQUEST, &Outcome::<()>::Error(error)),
     };
     match callback {
         None => {
-            let outcome = run(&shared, &*state, cmd).await;
+            let outcome = run(&shared, &*state, cmd, span).await;
             let status = match outcome {
                 Outcome::Reply(_) => StatusCode::OK,
                 Outcome::Error(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -60,7 +69,7 @@ where
             };
             let worker = Arc::clone(&shared);
             shared.tasks.spawn(async move {
-                let outcome = run(&worker, &*state, cmd).await;
+                let outcome = run(&worker, &*state, cmd, span).await;
                 deliver::callback(&worker, callback, C::PATH, outcome).await;
             });
             answer(StatusCode::ACCEPTED, &accepted)
@@ -69,7 +78,7 @@ where
 }
 
 /// Runs the handler, turning a panic into an error the caller can see.
-async fn run<S, C>(shared: &Shared, state: &S, cmd: C) -> Outcome<C::Response>
+async fn run<S, C>(shared: &Shared, state: &S, cmd: C, span: Span) -> Outcome<C::Response>
 where
     S: CommandHandler<C>,
     C: Command,
@@ -79,7 +88,11 @@ where
         None => None,
     };
     let _running = shared.stats.running();
-    match AssertUnwindSafe(state.handle(cmd)).catch_unwind().await {
+    match AssertUnwindSafe(state.handle(cmd))
+        .catch_unwind()
+        .instrument(span)
+        .await
+    {
         Ok(Ok(response)) => Outcome::Reply(response),
         Ok(Err(error)) => Outcome::Error(error),
         Err(_) => {

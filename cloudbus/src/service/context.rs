@@ -40,6 +40,13 @@ pub(crate) fn within_task_context(
     }
 }
 
+/// The task context of the message being handled by the current task:
+/// its `ctx-*` headers and `traceparent`, if it has any. For passing the
+/// context on over other protocols, such as HTTP to host agents.
+pub fn task_context() -> Option<Arc<Headers>> {
+    TASK_CONTEXT.try_with(Arc::clone).ok()
+}
+
 /// Adds the current task context to the headers of a message being sent,
 /// without overriding what the sender set itself.
 pub(crate) fn inherit_task_context(headers: &mut Headers) {

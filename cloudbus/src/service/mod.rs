@@ -13,7 +13,7 @@ mod sync;
 
 pub use builder::{Service, ServiceBuilder};
 pub(crate) use context::inherit_task_context;
-pub use context::{CONTEXT_PREFIX, Context};
+pub use context::{CONTEXT_PREFIX, Context, task_context};
 pub use handler::{DeferredHandler, Handler, MessageHandler};
 pub use reply::ReplyPort;
 pub(crate) use reply::{ReplyMeta, ReplyTarget, Responder};
