@@ -456,10 +456,26 @@ fn stats_and_metrics_count_the_messages_actually_sent() {
             &["call", "vm", "vm.QueryVms", r#"{"state":null}"#],
         ));
     }
+    let mut uuids = Vec::new();
     for name in ["a", "b"] {
         let body = format!(r#"{{"name":"{name}","cpus":1,"memory_gb":1,"disk_gb":1}}"#);
-        stdout_json(&run(&bus, &["call", "vm", "vm.CreateVm", &body]));
+        let vm = stdout_json(&run(&bus, &["call", "vm", "vm.CreateVm", &body]));
+        uuids.push(vm["uuid"].as_str().unwrap().to_string());
     }
+    // Booting goes to a host's agent over HTTP and comes back by callback.
+    let start = format!(r#"{{"uuid":"{}"}}"#, uuids[0]);
+    let started = stdout_json(&run(
+        &bus,
+        &[
+            "call",
+            "vm",
+            "vm.StartVm",
+            &start,
+            "--api-event",
+            "vm.VmStarted",
+        ],
+    ));
+    assert_eq!(started["host"], "host-1");
 
     let stats = stdout_json(&run(&bus, &["stats", "--json"]));
     let types = stats[0]["types"].as_array().unwrap();
@@ -507,6 +523,15 @@ fn stats_and_metrics_count_the_messages_actually_sent() {
     );
     assert!(metrics.contains("cloudbus_cluster_nodes 1"), "{metrics}");
     assert!(metrics.contains("cloudbus_broker_connected 1"), "{metrics}");
+    // Two hosts connected, one VM booted.
+    for line in [
+        "cloudbus_agent_commands_total 3",
+        "cloudbus_agent_callbacks_total 1",
+        "cloudbus_agent_failures_total 0",
+        "cloudbus_agent_awaiting_callbacks 0",
+    ] {
+        assert!(metrics.contains(line), "{line} in {metrics}");
+    }
 
     node.signal("-TERM");
     assert!(node.wait());

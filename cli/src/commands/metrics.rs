@@ -7,13 +7,19 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use cloudbus::Bus;
+use cloudbus_agent::AgentClient;
 use metrics::{counter, gauge, with_local_recorder};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusRecorder};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-/// Listens on `addr` and answers `GET /metrics` until the process ends.
-pub async fn serve(bus: Bus, addr: SocketAddr) -> anyhow::Result<SocketAddr> {
+/// Listens on `addr` and answers `GET /metrics` until the process ends;
+/// with the node's agent client, its counters too.
+pub async fn serve(
+    bus: Bus,
+    agents: Option<AgentClient>,
+    addr: SocketAddr,
+) -> anyhow::Result<SocketAddr> {
     let listener = TcpListener::bind(addr)
         .await
         .with_context(|| format!("listening for metrics on {addr}"))?;
@@ -21,9 +27,9 @@ pub async fn serve(bus: Bus, addr: SocketAddr) -> anyhow::Result<SocketAddr> {
     let recorder = Arc::new(PrometheusBuilder::new().build_recorder());
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
-            let (bus, recorder) = (bus.clone(), recorder.clone());
+            let (bus, agents, recorder) = (bus.clone(), agents.clone(), recorder.clone());
             tokio::spawn(async move {
-                if let Err(error) = answer(stream, &bus, &recorder).await {
+                if let Err(error) = answer(stream, &bus, agents.as_ref(), &recorder).await {
                     tracing::debug!(%error, "metrics request failed");
                 }
             });
@@ -35,6 +41,7 @@ pub async fn serve(bus: Bus, addr: SocketAddr) -> anyhow::Result<SocketAddr> {
 async fn answer(
     mut stream: TcpStream,
     bus: &Bus,
+    agents: Option<&AgentClient>,
     recorder: &PrometheusRecorder,
 ) -> std::io::Result<()> {
     // Only the request line matters; a scrape's request is small.
@@ -42,7 +49,7 @@ async fn answer(
     let n = stream.read(&mut head).await?;
     let request = String::from_utf8_lossy(&head[..n]);
     let (status, body) = if request.starts_with("GET /metrics") {
-        sample(bus, recorder);
+        sample(bus, agents, recorder);
         let mut body = recorder.handle().render();
         body.push_str(&histograms(bus));
         ("200 OK", body)
@@ -85,8 +92,8 @@ fn histograms(bus: &Bus) -> String {
     out
 }
 
-/// Copies the bus's numbers into the recorder.
-fn sample(bus: &Bus, recorder: &PrometheusRecorder) {
+/// Copies the bus's (and the agent client's) numbers into the recorder.
+fn sample(bus: &Bus, agents: Option<&AgentClient>, recorder: &PrometheusRecorder) {
     with_local_recorder(recorder, || {
         for t in bus.statistics() {
             let labels = [
@@ -120,5 +127,22 @@ fn sample(bus: &Bus, recorder: &PrometheusRecorder) {
         gauge!("cloudbus_pending_calls").set(bus.pending_calls() as f64);
         gauge!("cloudbus_cluster_nodes").set(bus.cluster().len() as f64);
         gauge!("cloudbus_broker_connected").set(if bus.broker_connected() { 1.0 } else { 0.0 });
+        if let Some(agents) = agents {
+            let stats = agents.stats();
+            for (name, value) in [
+                ("cloudbus_agent_commands_total", stats.sent.get()),
+                ("cloudbus_agent_failures_total", stats.failed.get()),
+                ("cloudbus_agent_timeouts_total", stats.timeouts.get()),
+                ("cloudbus_agent_unreachable_total", stats.unreachable.get()),
+                ("cloudbus_agent_callbacks_total", stats.callbacks.get()),
+                (
+                    "cloudbus_agent_late_callbacks_total",
+                    stats.late_callbacks.get(),
+                ),
+            ] {
+                counter!(name).absolute(value);
+            }
+            gauge!("cloudbus_agent_awaiting_callbacks").set(agents.awaiting_callbacks() as f64);
+        }
     });
 }

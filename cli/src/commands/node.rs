@@ -52,8 +52,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("starting a node of bus {:?} at {url}", args.broker.bus))?;
     let names: Vec<&str> = args.services.iter().map(String::as_str).collect();
-    let auditor = match cloudbus_demo::install(&bus, &names, &args.agents.host_agents()).await {
-        Ok(installed) => installed.auditor,
+    let installed = match cloudbus_demo::install(&bus, &names, &args.agents.host_agents()).await {
+        Ok(installed) => installed,
         Err(error) => {
             bus.shutdown().await;
             return Err(error).context("installing the demo services");
@@ -61,7 +61,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     };
     let served = async {
         if let Some(addr) = args.metrics_addr {
-            let bound = super::metrics::serve(bus.clone(), addr).await?;
+            let agents = installed.agents.clone();
+            let bound = super::metrics::serve(bus.clone(), agents, addr).await?;
             tracing::info!(metrics = %format!("http://{bound}/metrics"), "serving metrics");
         }
         if let Some(addr) = args.http {
@@ -84,7 +85,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     super::signal::stop_requested().await;
     tracing::info!(node = %bus.node_id(), "stopping: draining in-flight work");
     bus.shutdown().await;
-    if let Some(auditor) = auditor {
+    if let Some(auditor) = installed.auditor {
         auditor.finish().await;
     }
     tracing::info!(node = %bus.node_id(), "node stopped");
