@@ -61,6 +61,7 @@ async fn request_reply_crosses_the_broker() {
     assert!(pong.services.contains(&"echo".to_string()));
     a.shutdown().await;
     b.shutdown().await;
+    delete_bus(&name).await;
 }
 
 /// Waits until `rabbitmqctl` shows `queue` with `counts` (messages ready,
