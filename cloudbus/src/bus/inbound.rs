@@ -158,7 +158,7 @@ impl Bus {
             // Local subscribers got it when it was published.
             return;
         }
-        if envelope.type_name.starts_with("cloudbus.node.") {
+        if crate::cluster::is_membership(&envelope.type_name) {
             self.on_membership(&envelope.type_name, &body);
         }
         let body = Body::Json(body);

@@ -65,3 +65,8 @@ impl Event for DiscoverNodes {}
 
 /// The topic pattern that covers every membership event.
 pub(crate) const PATTERN: &str = "cloudbus.node.*";
+
+/// Whether a message type is a membership event.
+pub(crate) fn is_membership(type_name: &str) -> bool {
+    type_name.starts_with("cloudbus.node.")
+}

@@ -13,7 +13,7 @@ mod view;
 pub use events::{Announcement, DiscoverNodes, NodeHeartbeat, NodeJoined, NodeLeft};
 pub use view::{ClusterView, NodeStatus};
 
-pub(crate) use events::PATTERN;
+pub(crate) use events::{PATTERN, is_membership};
 pub(crate) use members::{Change, Members};
 
 use std::time::Duration;

@@ -68,9 +68,6 @@ async fn publish_event(
         .map(drop)
 }
 
-/// Type names of membership events, published on their own connection.
-const MEMBERSHIP_PREFIX: &str = "cloudbus.node.";
-
 /// The URL used when none is given: a local broker with the default user.
 pub const DEFAULT_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 
@@ -368,22 +365,17 @@ impl Transport for AmqpTransport {
         Box::pin(async move {
             let session = self.shared.session()?;
             let exchange = &self.shared.names()?.broadcast;
-            let channel = if envelope.type_name.starts_with(MEMBERSHIP_PREFIX) {
-                &session.beats
-            } else {
-                &session.fast
-            };
-            let sent = publish_event(channel, exchange, envelope, &body).await;
-            match sent {
-                // The membership connection failed alone: the main one
-                // still carries the beat, as it did before.
-                Err(error) if std::ptr::eq(channel, &session.beats) => {
-                    tracing::debug!(%error, "membership connection lost");
-                    publish_event(&session.fast, exchange, envelope, &body).await
+            // Membership events go on their own connection; if only that
+            // one failed, the main one still carries them, as it did before.
+            if crate::cluster::is_membership(&envelope.type_name) {
+                match publish_event(&session.beats, exchange, envelope, &body).await {
+                    Ok(()) => return Ok(()),
+                    Err(error) => tracing::debug!(%error, "membership connection lost"),
                 }
-                other => other,
             }
-            .map_err(|e| broker_error("cannot publish", e))?;
+            publish_event(&session.fast, exchange, envelope, &body)
+                .await
+                .map_err(|e| broker_error("cannot publish", e))?;
             Ok(())
         })
     }
