@@ -151,14 +151,16 @@ fn endpoint(agent: &str, path: &str) -> Result<(reqwest::Url, String), ErrorCode
             format!("agent address {agent:?} is not an http(s) URL such as http://10.0.0.7:7070"),
         )
     };
-    let base = reqwest::Url::parse(agent).map_err(|_| invalid())?;
-    if !matches!(base.scheme(), "http" | "https") || base.host_str().is_none_or(str::is_empty) {
-        return Err(invalid());
-    }
-    let url = reqwest::Url::parse(&format!("{}{path}", agent.trim_end_matches('/')))
-        .map_err(|_| invalid())?;
-    let host = url.host_str().ok_or_else(invalid)?;
-    let host = format!("{host}:{}", url.port_or_known_default().unwrap_or(80));
+    let mut url = reqwest::Url::parse(agent).map_err(|_| invalid())?;
+    let host = match url.host_str() {
+        Some(host) if !host.is_empty() && matches!(url.scheme(), "http" | "https") => {
+            format!("{host}:{}", url.port_or_known_default().unwrap_or(80))
+        }
+        _ => return Err(invalid()),
+    };
+    // The command's path goes after any path prefix of the agent's address.
+    let full = format!("{}{path}", url.path().trim_end_matches('/'));
+    url.set_path(&full);
     Ok((url, host))
 }
 

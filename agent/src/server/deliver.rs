@@ -28,14 +28,17 @@ pub(super) async fn callback<T: Serialize>(
     command: &'static str,
     outcome: Outcome<T>,
 ) {
-    let body = match serde_json::to_vec(&outcome) {
-        Ok(body) => body,
+    // Shared by every attempt without copying.
+    let body: bytes::Bytes = match serde_json::to_vec(&outcome) {
+        Ok(body) => body.into(),
         Err(e) => {
             let error = cloudbus::ErrorCode::new(
                 cloudbus::codes::INTERNAL,
                 format!("the agent could not encode the response to {command}: {e}"),
             );
-            serde_json::to_vec(&Outcome::<()>::Error(error)).expect("an error code always encodes")
+            serde_json::to_vec(&Outcome::<()>::Error(error))
+                .expect("an error code always encodes")
+                .into()
         }
     };
     let attempt = || async {
