@@ -89,29 +89,27 @@ impl Ledger {
     }
 }
 
-/// How many consumers one queue has, if it exists.
-fn consumers(queue: &str) -> Option<usize> {
+/// The given `list_queues` columns of one queue, tab-separated, if it exists.
+fn queue_columns(queue: &str, columns: &[&str]) -> Option<String> {
     let bus = queue.split(".message.").next().unwrap();
-    listing(&["list_queues", "name", "consumers"], bus)
+    let args: Vec<&str> = ["list_queues", "name"]
+        .iter()
+        .chain(columns)
+        .copied()
+        .collect();
+    listing(&args, bus)
         .iter()
         .find_map(|l| l.strip_prefix(&format!("{queue}\t")).map(str::to_string))
-        .and_then(|n| n.parse().ok())
+}
+
+/// How many consumers one queue has, if it exists.
+fn consumers(queue: &str) -> Option<usize> {
+    queue_columns(queue, &["consumers"]).and_then(|n| n.parse().ok())
 }
 
 /// `<ready>\t<unacknowledged>` of one queue, if it exists.
 fn queue_counts(queue: &str) -> Option<String> {
-    let bus = queue.split(".message.").next().unwrap();
-    listing(
-        &[
-            "list_queues",
-            "name",
-            "messages_ready",
-            "messages_unacknowledged",
-        ],
-        bus,
-    )
-    .iter()
-    .find_map(|l| l.strip_prefix(&format!("{queue}\t")).map(str::to_string))
+    queue_columns(queue, &["messages_ready", "messages_unacknowledged"])
 }
 
 #[tokio::test]
