@@ -1,10 +1,11 @@
-//! `amqp-rpc`: request/reply between two nodes over RabbitMQ against a raw
-//! `lapin` client/server pair on the same broker: a static request queue,
-//! a static reply queue, correlation ids. Both sides publish requests with
-//! publisher confirms and `mandatory` (what the bus does to fail fast on an
-//! unknown service), replies without; both acknowledge every message.
+//! `amqp-rpc`: request/reply between two nodes over RabbitMQ against two
+//! raw `lapin` client/server pairs on the same broker (a static request
+//! queue, a static reply queue, correlation ids): one with the bus's
+//! semantics (requests acked with a prefetch, published `mandatory` with
+//! confirms), and one with none, the broker path alone: the limit.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use cloudbus::{Bus, Service};
@@ -14,7 +15,7 @@ use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
     ConfirmSelectOptions, QueueDeclareOptions, QueueDeleteOptions,
 };
-use lapin::types::FieldTable;
+use lapin::types::{FieldTable, ShortString};
 use lapin::{BasicProperties, Connection, ConnectionProperties};
 use tokio::sync::oneshot;
 
@@ -26,7 +27,7 @@ pub async fn run(
     name: &str,
     level: usize,
     duration: Duration,
-) -> anyhow::Result<(Sample, Sample)> {
+) -> anyhow::Result<(Sample, Sample, Sample)> {
     let server = Bus::builder().name(name).amqp(url).build().await?;
     let client = Bus::builder().name(name).amqp(url).build().await?;
     server
@@ -51,20 +52,46 @@ pub async fn run(
     .await;
     client.shutdown().await;
     server.shutdown().await;
-    let baseline = raw(url, name, level, duration).await;
-    Ok((sample?, baseline?))
+    let baseline = raw(url, name, level, duration, Semantics::Bus).await;
+    let limit = raw(url, name, level, duration, Semantics::Limit).await;
+    Ok((sample?, baseline?, limit?))
 }
 
-async fn raw(url: &str, name: &str, level: usize, duration: Duration) -> anyhow::Result<Sample> {
+/// What the raw program promises, beyond moving bytes.
+#[derive(Clone, Copy, PartialEq)]
+pub enum Semantics {
+    /// The bus's guarantees: requests acked after their reply is out, with
+    /// a prefetch; published `mandatory` on a confirmed channel, each
+    /// caller awaiting its confirm. Replies are taken without acks.
+    Bus,
+    /// Nothing but the broker path: no acks, no confirms. The limit.
+    Limit,
+}
+
+/// A careful raw `lapin` client and server in one process, written the way
+/// `lapin` is fastest: one static request queue and one static reply
+/// queue, the server taking deliveries as they come and answering each in
+/// its own task (so replies and acks are pipelined, never one delivery at a
+/// time), one dispatcher routing replies to callers by correlation id.
+async fn raw(
+    url: &str,
+    name: &str,
+    level: usize,
+    duration: Duration,
+    semantics: Semantics,
+) -> anyhow::Result<Sample> {
+    let acks = semantics == Semantics::Bus;
     let requests = format!("{name}.raw.requests");
     let replies = format!("{name}.raw.replies");
     let server = Connection::connect(url, ConnectionProperties::default()).await?;
     let client = Connection::connect(url, ConnectionProperties::default()).await?;
 
     let serving = server.create_channel().await?;
-    serving
-        .basic_qos(level.clamp(64, 65_535) as u16, BasicQosOptions::default())
-        .await?;
+    if acks {
+        serving
+            .basic_qos(level.clamp(64, 65_535) as u16, BasicQosOptions::default())
+            .await?;
+    }
     serving
         .queue_declare(
             requests.as_str().into(),
@@ -76,35 +103,45 @@ async fn raw(url: &str, name: &str, level: usize, duration: Duration) -> anyhow:
         .basic_consume(
             requests.as_str().into(),
             "server".into(),
-            BasicConsumeOptions::default(),
+            BasicConsumeOptions {
+                no_ack: !acks,
+                ..Default::default()
+            },
             FieldTable::default(),
         )
         .await?;
-    let answering = server.create_channel().await?;
-    let server_task = tokio::spawn(async move {
-        while let Some(Ok(delivery)) = incoming.next().await {
-            let props = delivery.properties.clone();
-            if let (Some(reply_to), Some(id), Ok(req)) = (
-                props.reply_to().clone(),
-                props.correlation_id().clone(),
-                serde_json::from_slice::<Echo>(&delivery.data),
-            ) {
-                let body = serde_json::to_vec(&answer(req)).unwrap_or_default();
-                let _ = answering
-                    .basic_publish(
-                        "".into(),
-                        reply_to.as_str().into(),
-                        BasicPublishOptions::default(),
-                        &body,
-                        BasicProperties::default().with_correlation_id(id),
-                    )
-                    .await;
+    let server_task = tokio::spawn({
+        let serving = serving.clone();
+        async move {
+            while let Some(Ok(delivery)) = incoming.next().await {
+                let serving = serving.clone();
+                tokio::spawn(async move {
+                    let props = &delivery.properties;
+                    if let (Some(reply_to), Some(id), Ok(req)) = (
+                        props.reply_to().clone(),
+                        props.correlation_id().clone(),
+                        serde_json::from_slice::<Echo>(&delivery.data),
+                    ) {
+                        let body = serde_json::to_vec(&answer(req)).unwrap_or_default();
+                        let _ = serving
+                            .basic_publish(
+                                "".into(),
+                                reply_to,
+                                BasicPublishOptions::default(),
+                                &body,
+                                BasicProperties::default().with_correlation_id(id),
+                            )
+                            .await;
+                    }
+                    if acks {
+                        let _ = delivery.ack(BasicAckOptions::default()).await;
+                    }
+                });
             }
-            let _ = delivery.ack(BasicAckOptions::default()).await;
         }
     });
 
-    let waiting: Arc<DashMap<u64, oneshot::Sender<()>>> = Arc::default();
+    let waiting: Arc<DashMap<u64, oneshot::Sender<Vec<u8>>>> = Arc::default();
     let listening = client.create_channel().await?;
     listening
         .queue_declare(
@@ -117,7 +154,10 @@ async fn raw(url: &str, name: &str, level: usize, duration: Duration) -> anyhow:
         .basic_consume(
             replies.as_str().into(),
             "client".into(),
-            BasicConsumeOptions::default(),
+            BasicConsumeOptions {
+                no_ack: true,
+                ..Default::default()
+            },
             FieldTable::default(),
         )
         .await?;
@@ -130,26 +170,23 @@ async fn raw(url: &str, name: &str, level: usize, duration: Duration) -> anyhow:
                     .correlation_id()
                     .as_ref()
                     .and_then(|id| id.as_str().parse::<u64>().ok());
-                if serde_json::from_slice::<EchoReply>(&delivery.data).is_ok()
-                    && let Some((_, tx)) = id.and_then(|id| waiting.remove(&id))
-                {
-                    let _ = tx.send(());
+                if let Some((_, tx)) = id.and_then(|id| waiting.remove(&id)) {
+                    let _ = tx.send(delivery.data);
                 }
-                let _ = delivery.ack(BasicAckOptions::default()).await;
             }
         }
     });
     let sending = client.create_channel().await?;
-    sending
-        .confirm_select(ConfirmSelectOptions::default())
-        .await?;
-    let next = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    if acks {
+        sending
+            .confirm_select(ConfirmSelectOptions::default())
+            .await?;
+    }
+    let next = Arc::new(AtomicU64::new(0));
     let sample = closed_loop(level, duration, {
-        let (sending, waiting, requests, replies) = (
-            sending.clone(),
-            waiting.clone(),
-            requests.clone(),
-            replies.clone(),
+        let (requests, replies) = (
+            ShortString::from(requests.clone()),
+            ShortString::from(replies.clone()),
         );
         move |i| {
             let (sending, waiting, requests, replies, next) = (
@@ -160,27 +197,29 @@ async fn raw(url: &str, name: &str, level: usize, duration: Duration) -> anyhow:
                 next.clone(),
             );
             async move {
-                let id = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let id = next.fetch_add(1, Ordering::Relaxed);
                 let (tx, rx) = oneshot::channel();
                 waiting.insert(id, tx);
                 let body = serde_json::to_vec(&Echo::new(i as u64, 1))?;
-                sending
+                let confirm = sending
                     .basic_publish(
                         "".into(),
-                        requests.as_str().into(),
+                        requests,
                         BasicPublishOptions {
-                            mandatory: true,
+                            mandatory: acks,
                             ..Default::default()
                         },
                         &body,
                         BasicProperties::default()
                             .with_correlation_id(id.to_string().into())
-                            .with_reply_to(replies.as_str().into())
+                            .with_reply_to(replies)
                             .with_content_type("application/json".into()),
                     )
-                    .await?
                     .await?;
-                rx.await?;
+                if acks {
+                    confirm.await?;
+                }
+                serde_json::from_slice::<EchoReply>(&rx.await?)?;
                 Ok(())
             }
         }

@@ -29,7 +29,7 @@ pub fn svg(rows: &[Row]) -> String {
     let mut out = String::new();
     let _ = write!(
         out,
-        r##"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" font-size="11"><rect width="100%" height="100%" fill="#fff"/><text x="10" y="18" font-size="14">cloudbus bench: operations/s by in-flight level (blue: bus, grey: baseline)</text>"##
+        r##"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" font-size="11"><rect width="100%" height="100%" fill="#fff"/><text x="10" y="18" font-size="14">cloudbus bench: operations/s by in-flight level (blue: bus, grey: baseline, light: limit without acks or confirms)</text>"##
     );
     for (i, (title, points)) in panels.iter().enumerate() {
         let (x0, y0) = (
@@ -38,7 +38,13 @@ pub fn svg(rows: &[Row]) -> String {
         );
         let max = points
             .iter()
-            .flat_map(|r| [r.bus.ops_per_sec, r.baseline.ops_per_sec])
+            .flat_map(|r| {
+                [
+                    r.bus.ops_per_sec,
+                    r.baseline.ops_per_sec,
+                    r.limit.as_ref().map_or(0.0, |l| l.ops_per_sec),
+                ]
+            })
             .fold(1.0, f64::max);
         let (plot_w, plot_h) = (PANEL_W - 2.0 * MARGIN, PANEL_H - 2.0 * MARGIN);
         let x = |k: usize| x0 + MARGIN + plot_w * (k as f64 + 0.5) / points.len() as f64;
@@ -56,12 +62,14 @@ pub fn svg(rows: &[Row]) -> String {
             y0 + MARGIN + 4.0,
             max
         );
-        let bar = plot_w / points.len() as f64 / 3.0;
+        let bar = plot_w / points.len() as f64 / 4.0;
         for (k, r) in points.iter().enumerate() {
-            for (offset, value, colour) in [
+            let limit = r.limit.as_ref().map(|l| (bar, l.ops_per_sec, "#d5dae0"));
+            let bars = [
                 (-bar, r.bus.ops_per_sec, "#2f6fde"),
                 (0.0, r.baseline.ops_per_sec, "#9aa3ae"),
-            ] {
+            ];
+            for (offset, value, colour) in bars.into_iter().chain(limit) {
                 let _ = write!(
                     out,
                     r##"<rect x="{:.1}" y="{:.1}" width="{bar:.1}" height="{:.1}" fill="{colour}"/>"##,

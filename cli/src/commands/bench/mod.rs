@@ -81,10 +81,12 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                     rows.push(Row::new(scenario, level, String::new(), bus, base));
                 }
                 "amqp-rpc" => {
-                    let (bus, base) = amqp_rpc::run(url, &name, level, duration)
+                    let (bus, base, limit) = amqp_rpc::run(url, &name, level, duration)
                         .await
                         .with_context(|| format!("amqp-rpc against {}", amqp::redact(url)))?;
-                    rows.push(Row::new(scenario, level, String::new(), bus, base));
+                    rows.push(
+                        Row::new(scenario, level, String::new(), bus, base).with_limit(limit),
+                    );
                 }
                 "amqp-events" => {
                     for subscribers in [1, 3] {

@@ -16,6 +16,14 @@ pub struct Row {
     pub baseline: Sample,
     /// Bus throughput / baseline throughput.
     pub ratio: f64,
+    /// A second raw baseline without the bus's guarantees (no acks, no
+    /// confirms), where the scenario has one: what the broker path alone
+    /// allows, so every table shows how far the bus is from the limit.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limit: Option<Sample>,
+    /// Bus throughput / limit throughput.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limit_ratio: Option<f64>,
 }
 
 impl Row {
@@ -26,19 +34,31 @@ impl Row {
         bus: Sample,
         baseline: Sample,
     ) -> Self {
-        let ratio = if baseline.ops_per_sec > 0.0 {
-            bus.ops_per_sec / baseline.ops_per_sec
-        } else {
-            0.0
-        };
         Self {
             scenario: scenario.to_string(),
             level,
             variant,
+            ratio: ratio(&bus, &baseline),
             bus,
             baseline,
-            ratio,
+            limit: None,
+            limit_ratio: None,
         }
+    }
+
+    /// Adds the no-guarantees limit beside the baseline.
+    pub fn with_limit(mut self, limit: Sample) -> Self {
+        self.limit_ratio = Some(ratio(&self.bus, &limit));
+        self.limit = Some(limit);
+        self
+    }
+}
+
+fn ratio(bus: &Sample, base: &Sample) -> f64 {
+    if base.ops_per_sec > 0.0 {
+        bus.ops_per_sec / base.ops_per_sec
+    } else {
+        0.0
     }
 }
 
@@ -46,7 +66,9 @@ impl Row {
 pub fn baseline_of(scenario: &str) -> &'static str {
     match scenario {
         "inproc-rpc" => "tokio mpsc + oneshot server",
-        "amqp-rpc" => "raw lapin client/server",
+        "amqp-rpc" => {
+            "raw lapin client/server with the bus's acks and confirms; limit: the same without"
+        }
         "amqp-events" => "raw lapin topic publish/consume",
         "sync-key" => "same service without sync keys",
         "agent-http" => "raw reqwest POST to a bare axum handler, answered in the response",
@@ -64,7 +86,9 @@ pub fn tables(rows: &[Row]) -> String {
             "\n{scenario}  (baseline: {})\n",
             baseline_of(scenario)
         ));
-        let mut table = vec![
+        let rows: Vec<&Row> = rows.iter().filter(|r| r.scenario == scenario).collect();
+        let limits = rows.iter().any(|r| r.limit.is_some());
+        let mut header = vec![
             [
                 "LEVEL",
                 "VARIANT",
@@ -81,8 +105,12 @@ pub fn tables(rows: &[Row]) -> String {
             .map(String::from)
             .to_vec(),
         ];
-        for r in rows.iter().filter(|r| r.scenario == scenario) {
-            table.push(vec![
+        if limits {
+            header[0].extend(["LIMIT OPS/S", "/LIMIT"].map(String::from));
+        }
+        let mut table = header;
+        for r in rows {
+            let mut line = vec![
                 r.level.to_string(),
                 r.variant.clone(),
                 format!("{:.0}", r.bus.ops_per_sec),
@@ -94,12 +122,19 @@ pub fn tables(rows: &[Row]) -> String {
                 format!("{}µs", r.baseline.p99_us),
                 format!("{}µs", r.bus.max_us),
                 format!("{:.2}", r.bus.cpu_s),
-            ]);
+            ];
+            if limits {
+                line.push(
+                    r.limit
+                        .as_ref()
+                        .map_or(String::new(), |l| format!("{:.0}", l.ops_per_sec)),
+                );
+                line.push(r.limit_ratio.map_or(String::new(), |x| format!("{x:.2}")));
+            }
+            table.push(line);
         }
-        out.push_str(&crate::commands::table::render(
-            &table,
-            &[0, 2, 3, 4, 5, 6, 7, 8, 9, 10],
-        ));
+        let right: Vec<usize> = (0..table[0].len()).filter(|&c| c != 1).collect();
+        out.push_str(&crate::commands::table::render(&table, &right));
     }
     out
 }

@@ -4,11 +4,10 @@
 
 use std::sync::Arc;
 
-use futures::StreamExt;
-use lapin::Consumer;
 use lapin::message::Delivery;
-use lapin::options::BasicAckOptions;
+use lapin::{Channel, Consumer};
 
+use super::acks::Acks;
 use super::codec::{self, Rejected};
 use crate::transport::Inbound;
 
@@ -16,16 +15,18 @@ use crate::transport::Inbound;
 /// channel closes.
 pub(crate) async fn service_loop(
     mut consumer: Consumer,
+    channel: Channel,
     service: Arc<str>,
     inbound: Arc<dyn Inbound>,
     max_body: usize,
 ) {
-    while let Some(delivery) = consumer.next().await {
+    let mut acks = Acks::new(channel, service.clone());
+    while let Some(delivery) = acks.next(&mut consumer).await {
         let Some(delivery) = usable(delivery, &service) else {
             break;
         };
-        let (props, data, acker) = split(delivery);
-        match codec::decode(&props, data, max_body) {
+        let tag = delivery.delivery_tag;
+        match codec::decode(&delivery.properties, delivery.data, max_body) {
             Ok(message) => inbound.service_message(service.clone(), message).await,
             Err(rejected) => {
                 tracing::warn!(%service, error = %rejected.error, "malformed message");
@@ -33,19 +34,26 @@ pub(crate) async fn service_loop(
                 inbound.malformed(reply, error).await;
             }
         }
-        ack(&acker, &service).await;
+        acks.handed_over(tag);
     }
+    acks.flush().await;
     tracing::debug!(%service, "consumer ended");
 }
 
 /// Feeds the node's event queue to the bus's subscribers.
-pub(crate) async fn event_loop(mut consumer: Consumer, inbound: Arc<dyn Inbound>, max_body: usize) {
-    while let Some(delivery) = consumer.next().await {
+pub(crate) async fn event_loop(
+    mut consumer: Consumer,
+    channel: Channel,
+    inbound: Arc<dyn Inbound>,
+    max_body: usize,
+) {
+    let mut acks = Acks::new(channel, Arc::from("events"));
+    while let Some(delivery) = acks.next(&mut consumer).await {
         let Some(delivery) = usable(delivery, "events") else {
             break;
         };
-        let (props, data, acker) = split(delivery);
-        match codec::decode(&props, data, max_body) {
+        let tag = delivery.delivery_tag;
+        match codec::decode(&delivery.properties, delivery.data, max_body) {
             Ok(message) => inbound.event(message),
             Err(rejected) => {
                 tracing::warn!(error = %rejected.error, "malformed event");
@@ -53,8 +61,9 @@ pub(crate) async fn event_loop(mut consumer: Consumer, inbound: Arc<dyn Inbound>
                 inbound.malformed(None, rejected.error).await;
             }
         }
-        ack(&acker, "events").await;
+        acks.handed_over(tag);
     }
+    acks.flush().await;
     tracing::debug!("event consumer ended");
 }
 
@@ -65,15 +74,5 @@ fn usable(delivery: lapin::Result<Delivery>, queue: &str) -> Option<Delivery> {
             tracing::warn!(queue, %error, "consumer stopped");
             None
         }
-    }
-}
-
-fn split(delivery: Delivery) -> (lapin::BasicProperties, Vec<u8>, lapin::Acker) {
-    (delivery.properties, delivery.data, delivery.acker)
-}
-
-async fn ack(acker: &lapin::Acker, queue: &str) {
-    if let Err(error) = acker.ack(BasicAckOptions::default()).await {
-        tracing::warn!(queue, %error, "could not acknowledge a message");
     }
 }

@@ -18,6 +18,7 @@
 //! # Ok(()) }
 //! ```
 
+mod acks;
 mod codec;
 mod consumer;
 #[doc(hidden)]

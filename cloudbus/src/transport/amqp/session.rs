@@ -161,6 +161,7 @@ impl Session {
             .await?;
         let event_task = tokio::spawn(consumer::event_loop(
             consumer,
+            events.clone(),
             inbound.clone(),
             config.max_body,
         ));
@@ -215,6 +216,7 @@ impl Session {
             .await?;
         let task = tokio::spawn(consumer::service_loop(
             consumer,
+            channel.clone(),
             Arc::from(service),
             inbound.clone(),
             config.max_body,
