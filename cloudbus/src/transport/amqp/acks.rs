@@ -15,8 +15,10 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
-use futures::StreamExt;
+use futures::task::noop_waker_ref;
+use futures::{FutureExt, StreamExt};
 use lapin::message::Delivery;
 use lapin::options::BasicAckOptions;
 use lapin::{Channel, Consumer};
@@ -29,16 +31,22 @@ pub(crate) struct Acks {
     queue: Arc<str>,
     /// The newest delivery handed over and not yet covered by an ack.
     due: Option<u64>,
+    /// How many deliveries that ack would cover, and how many force it.
+    due_count: u32,
+    force_at: u32,
     /// The ack on its way to the broker, if any.
     sending: Option<Sending>,
 }
 
 impl Acks {
-    pub(crate) fn new(channel: Channel, queue: Arc<str>) -> Self {
+    /// Acks for a consumer with this prefetch.
+    pub(crate) fn new(channel: Channel, queue: Arc<str>, prefetch: u16) -> Self {
         Self {
             channel,
             queue,
             due: None,
+            due_count: 0,
+            force_at: u32::from(prefetch / 2).max(1),
             sending: None,
         }
     }
@@ -46,6 +54,7 @@ impl Acks {
     /// The consumer is done with this delivery: the next ack covers it.
     pub(crate) fn handed_over(&mut self, tag: u64) {
         self.due = Some(tag);
+        self.due_count += 1;
     }
 
     /// The next delivery, sending acks for what was handed over meanwhile.
@@ -54,9 +63,14 @@ impl Acks {
         consumer: &mut Consumer,
     ) -> Option<lapin::Result<Delivery>> {
         loop {
+            if self.due_count >= self.force_at {
+                self.start();
+            }
+            if let Some(delivery) = consumer.next().now_or_never() {
+                return delivery;
+            }
             self.start();
             tokio::select! {
-                // The ack first: its first poll is what puts it on the wire.
                 biased;
                 () = Self::sent(&mut self.sending, &self.queue) => {}
                 delivery = consumer.next() => return delivery,
@@ -82,13 +96,24 @@ impl Acks {
         if self.sending.is_some() {
             return;
         }
-        if let Some(tag) = self.due.take() {
-            let channel = self.channel.clone();
-            self.sending = Some(Box::pin(async move {
-                channel
-                    .basic_ack(tag, BasicAckOptions { multiple: true })
-                    .await
-            }));
+        let Some(tag) = self.due.take() else {
+            return;
+        };
+        self.due_count = 0;
+        let channel = self.channel.clone();
+        let mut ack: Sending = Box::pin(async move {
+            channel
+                .basic_ack(tag, BasicAckOptions { multiple: true })
+                .await
+        });
+        // The first poll puts the ack on the wire; later ones only learn
+        // that it was written.
+        match ack.as_mut().poll(&mut Context::from_waker(noop_waker_ref())) {
+            Poll::Ready(Err(error)) => {
+                tracing::warn!(queue = %self.queue, %error, "could not acknowledge messages")
+            }
+            Poll::Ready(Ok(())) => {}
+            Poll::Pending => self.sending = Some(ack),
         }
     }
 

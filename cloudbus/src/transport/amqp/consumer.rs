@@ -16,11 +16,12 @@ use crate::transport::Inbound;
 pub(crate) async fn service_loop(
     mut consumer: Consumer,
     channel: Channel,
+    prefetch: u16,
     service: Arc<str>,
     inbound: Arc<dyn Inbound>,
     max_body: usize,
 ) {
-    let mut acks = Acks::new(channel, service.clone());
+    let mut acks = Acks::new(channel, service.clone(), prefetch);
     while let Some(delivery) = acks.next(&mut consumer).await {
         let Some(delivery) = usable(delivery, &service) else {
             break;
@@ -44,10 +45,11 @@ pub(crate) async fn service_loop(
 pub(crate) async fn event_loop(
     mut consumer: Consumer,
     channel: Channel,
+    prefetch: u16,
     inbound: Arc<dyn Inbound>,
     max_body: usize,
 ) {
-    let mut acks = Acks::new(channel, Arc::from("events"));
+    let mut acks = Acks::new(channel, Arc::from("events"), prefetch);
     while let Some(delivery) = acks.next(&mut consumer).await {
         let Some(delivery) = usable(delivery, "events") else {
             break;

@@ -21,6 +21,9 @@ use super::{AmqpConfig, consumer};
 use crate::ErrorCode;
 use crate::transport::Inbound;
 
+/// Events a node holds unacknowledged at most.
+const EVENT_PREFETCH: u16 = 1024;
+
 /// What this node needs on the broker, kept across reconnects.
 #[derive(Default)]
 pub(crate) struct Wanted {
@@ -150,7 +153,9 @@ impl Session {
         for pattern in &wanted.bindings {
             topology::bind(&events, &event_queue, &names.broadcast, pattern).await?;
         }
-        events.basic_qos(1024, BasicQosOptions::default()).await?;
+        events
+            .basic_qos(EVENT_PREFETCH, BasicQosOptions::default())
+            .await?;
         let consumer = events
             .basic_consume(
                 event_queue.as_str().into(),
@@ -162,6 +167,7 @@ impl Session {
         let event_task = tokio::spawn(consumer::event_loop(
             consumer,
             events.clone(),
+            EVENT_PREFETCH,
             inbound.clone(),
             config.max_body,
         ));
@@ -217,6 +223,7 @@ impl Session {
         let task = tokio::spawn(consumer::service_loop(
             consumer,
             channel.clone(),
+            prefetch,
             Arc::from(service),
             inbound.clone(),
             config.max_body,
