@@ -2,6 +2,12 @@
 
 mod commands;
 
+/// mimalloc instead of the system allocator: a node allocates many small,
+/// short-lived buffers per message (AMQP properties, frames, JSON), and
+/// glibc's malloc spent a tenth of the bus's CPU on them under load.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};

@@ -108,7 +108,10 @@ impl Acks {
         });
         // The first poll puts the ack on the wire; later ones only learn
         // that it was written.
-        match ack.as_mut().poll(&mut Context::from_waker(noop_waker_ref())) {
+        match ack
+            .as_mut()
+            .poll(&mut Context::from_waker(noop_waker_ref()))
+        {
             Poll::Ready(Err(error)) => {
                 tracing::warn!(queue = %self.queue, %error, "could not acknowledge messages")
             }

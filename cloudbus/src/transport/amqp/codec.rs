@@ -28,9 +28,9 @@ const MAX_EXPIRATION_MS: u128 = i32::MAX as u128;
 pub(crate) fn properties(envelope: &Envelope) -> BasicProperties {
     let mut headers = FieldTable::default();
     headers.insert(KIND.into(), string(envelope.kind.as_str()));
-    headers.insert(SOURCE.into(), string(&envelope.source.to_string()));
+    headers.insert(SOURCE.into(), owned(envelope.source.to_string()));
     if let Some(api) = envelope.api_id {
-        headers.insert(API_ID.into(), string(&api.to_string()));
+        headers.insert(API_ID.into(), owned(api.to_string()));
     }
     for (key, value) in envelope.headers.iter() {
         headers.insert(key.into(), string(value));
@@ -69,6 +69,11 @@ pub(crate) fn properties(envelope: &Envelope) -> BasicProperties {
 }
 
 fn string(s: &str) -> AMQPValue {
+    AMQPValue::LongString(LongString::from(s))
+}
+
+/// A string header from a `String` the caller no longer needs, uncopied.
+fn owned(s: String) -> AMQPValue {
     AMQPValue::LongString(LongString::from(s))
 }
 

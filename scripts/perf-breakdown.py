@@ -1,0 +1,72 @@
+#!/usr/bin/env python3
+"""Buckets the samples of `perf script` (recorded with call graphs) into
+where a round trip's CPU goes: encode, decode, lapin, tokio scheduling,
+dispatch, reply matching, allocator, kernel. Used for docs/benchmarks.md.
+
+    perf record -F 499 --call-graph dwarf,16384 -p <bench pid> -- sleep 3
+    perf script | scripts/perf-breakdown.py [round trips during the recording]
+"""
+import re
+import sys
+from collections import Counter
+
+# Checked from the leaf up; the first frame that matches names the bucket.
+USER = [
+    ("encode (AMQP properties, frames)", r"codec::properties|amq_protocol::frame::generation|amq_protocol::types::generation|lapin::buffer|gen_frame|serialize"),
+    ("decode (AMQP frames, properties)", r"codec::decode|amq_protocol::frame::parsing|amq_protocol::types::parsing|nom::"),
+    ("JSON (serde_json)", r"serde_json"),
+    ("reply matching", r"on_reply|bus::pending|decode_reply"),
+    ("handler dispatch", r"on_service_message|ServiceRuntime|service::route|service::reply|Responder|finish_request"),
+    ("allocator", r"malloc|cfree|_int_free|realloc|unlink_chunk"),
+    ("lapin (channels, promises, consumers)", r"lapin::|flume::|async_rs|event_listener"),
+    ("bus (envelopes, calls, routing)", r"cloudbus::"),
+    ("tokio scheduling", r"tokio::"),
+]
+KERNEL = [
+    ("kernel: wakeups and context switches (futex)", r"futex|schedule|finish_task_switch|try_to_wake_up"),
+    ("kernel: socket I/O and epoll", r"tcp_|sock_|epoll|__sys_sendto|__sys_recvfrom|ksys_write|ksys_read|skb|ip_"),
+]
+
+def bucket(frames):
+    """frames: leaf first, as (symbol, is_kernel)."""
+    if frames and frames[0][1]:
+        for sym, _ in frames:
+            for name, pat in KERNEL:
+                if re.search(pat, sym):
+                    return name
+        return "kernel: other"
+    for sym, kernel in frames:
+        if kernel:
+            continue
+        for name, pat in USER:
+            if re.search(pat, sym):
+                return name
+    return "other user space"
+
+def samples(lines):
+    frames = []
+    for line in lines:
+        line = line.rstrip("\n")
+        if not line.strip():
+            if frames:
+                yield frames
+            frames = []
+            continue
+        if line.startswith((" ", "\t")):
+            parts = line.strip().split(None, 1)
+            if len(parts) == 2:
+                sym = parts[1]
+                frames.append((sym, "kernel.kallsyms" in sym or "[kernel" in sym))
+    if frames:
+        yield frames
+
+counts = Counter(bucket(f) for f in samples(sys.stdin))
+total = sum(counts.values()) or 1
+round_trips = float(sys.argv[1]) if len(sys.argv) > 1 else None
+for name, n in counts.most_common():
+    share = n / total
+    extra = ""
+    if round_trips:
+        extra = f"  {share * float(sys.argv[2]) * 1e6 / round_trips:6.1f} µs/round trip" if len(sys.argv) > 2 else ""
+    print(f"{share * 100:5.1f}%  {name}{extra}")
+print(f"({total} samples)")
