@@ -89,19 +89,6 @@ impl Ledger {
     }
 }
 
-/// The given `list_queues` columns of one queue, tab-separated, if it exists.
-fn queue_columns(queue: &str, columns: &[&str]) -> Option<String> {
-    let bus = queue.split(".message.").next().unwrap();
-    let args: Vec<&str> = ["list_queues", "name"]
-        .iter()
-        .chain(columns)
-        .copied()
-        .collect();
-    listing(&args, bus)
-        .iter()
-        .find_map(|l| l.strip_prefix(&format!("{queue}\t")).map(str::to_string))
-}
-
 /// How many consumers one queue has, if it exists.
 fn consumers(queue: &str) -> Option<usize> {
     queue_columns(queue, &["consumers"]).and_then(|n| n.parse().ok())

@@ -85,3 +85,17 @@ pub async fn delete_bus_at(url: &str, bus: &str) {
 pub async fn delete_bus(bus: &str) {
     delete_bus_at(&url(), bus).await;
 }
+
+/// The given `list_queues` columns of one queue, tab-separated, if it exists.
+#[allow(dead_code)]
+pub fn queue_columns(queue: &str, columns: &[&str]) -> Option<String> {
+    let bus = queue.split(".message.").next().unwrap();
+    let args: Vec<&str> = ["list_queues", "name"]
+        .iter()
+        .chain(columns)
+        .copied()
+        .collect();
+    listing(&args, bus)
+        .iter()
+        .find_map(|l| l.strip_prefix(&format!("{queue}\t")).map(str::to_string))
+}

@@ -1,14 +1,15 @@
 //! `amqp-events`: events delivered per second from concurrent publishers to
 //! 1 or 3 subscribing nodes over RabbitMQ, against raw `lapin` publishing
 //! to a topic exchange with one consumed queue per subscriber. Neither side
-//! confirms publishes; both acknowledge every delivery.
+//! confirms publishes; both acknowledge every delivery, in batches (one
+//! `multiple` ack for the deliveries already arrived).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use cloudbus::Bus;
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
     ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions, QueueDeclareOptions,
@@ -122,12 +123,23 @@ async fn raw_side(
             )
             .await?;
         let delivered = delivered.clone();
+        let acking = channel.clone();
         tokio::spawn(async move {
-            while let Some(Ok(delivery)) = consumer.next().await {
+            let count = |delivery: &lapin::message::Delivery| {
                 if serde_json::from_slice::<Tick>(&delivery.data).is_ok() {
                     delivered.fetch_add(1, Ordering::Relaxed);
                 }
-                let _ = delivery.ack(BasicAckOptions::default()).await;
+                delivery.delivery_tag
+            };
+            // Every delivery already here, then one ack for them all.
+            while let Some(Ok(delivery)) = consumer.next().await {
+                let mut last = count(&delivery);
+                while let Some(Some(Ok(delivery))) = consumer.next().now_or_never() {
+                    last = count(&delivery);
+                }
+                let _ = acking
+                    .basic_ack(last, BasicAckOptions { multiple: true })
+                    .await;
             }
         });
         queues.push(queue);

@@ -1,0 +1,88 @@
+//! Consumers acknowledge in batches (`multiple`), yet nothing is held
+//! back: under load the broker never stalls on a missing ack (a prefetch
+//! of 1 forces an ack per delivery), and once a node is idle every
+//! message it took is acknowledged, on its service queues and on the node
+//! queue that brings its replies.
+
+mod broker;
+mod common;
+
+use std::time::Duration;
+
+use broker::*;
+use cloudbus::{Bus, NodeId, Service};
+use common::*;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+async fn node(bus: &str) -> Bus {
+    Bus::builder()
+        .name(bus)
+        .amqp(url())
+        .build()
+        .await
+        .unwrap_or_else(|e| panic!("RabbitMQ must be reachable at {}: {e}", url()))
+}
+
+fn answering(name: &'static str, concurrency: usize) -> Service {
+    Service::builder(name, ())
+        .concurrency(concurrency)
+        .on_request(|w: Work, _| async move { Ok(Done { n: w.n }) })
+        .build()
+}
+
+/// Waits until `queue` holds no unacknowledged message.
+async fn until_all_acked(queue: String) {
+    tokio::time::timeout(WAIT, async {
+        loop {
+            // rabbitmqctl blocks: run it aside.
+            let q = queue.clone();
+            let unacked = tokio::task::spawn_blocking(move || {
+                queue_columns(&q, &["messages_unacknowledged"])
+            })
+            .await
+            .unwrap();
+            if unacked.as_deref() == Some("0") {
+                return;
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("{queue} still holds unacknowledged messages"));
+}
+
+#[tokio::test]
+async fn batched_acks_never_stall_a_consumer_and_leave_nothing_unacked() {
+    let name = unique_bus("acks");
+    let (client, server) = (node(&name).await, node(&name).await);
+    // Prefetch 1: every delivery must be acked before the next arrives.
+    server.register(answering("narrow", 1)).await.unwrap();
+    server.register(answering("wide", 64)).await.unwrap();
+    let to: NodeId = server.node_id();
+
+    for service in ["narrow", "wide"] {
+        let calls = (0..300).map(|n| Work {
+            key: service.into(),
+            n,
+        });
+        let replies = tokio::time::timeout(
+            WAIT,
+            futures::future::join_all(calls.map(|w| {
+                let client = client.clone();
+                async move { client.call(w).service(service).node(to).timeout(WAIT).await }
+            })),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("{service}: the consumer stalled"));
+        for (n, reply) in replies.into_iter().enumerate() {
+            assert_eq!(reply.unwrap().n, n as u32, "{service}");
+        }
+        until_all_acked(format!("{name}.message.{service}.{to}")).await;
+    }
+    // The node queue that brought the 600 replies is fully acked too.
+    until_all_acked(format!("{name}.message.cloudbus.{}", client.node_id())).await;
+
+    client.shutdown().await;
+    server.shutdown().await;
+    delete_bus(&name).await;
+}
