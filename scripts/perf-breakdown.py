@@ -4,7 +4,10 @@ where a round trip's CPU goes: encode, decode, lapin, tokio scheduling,
 dispatch, reply matching, allocator, kernel. Used for docs/benchmarks.md.
 
     perf record -F 499 --call-graph dwarf,16384 -p <bench pid> -- sleep 3
-    perf script | scripts/perf-breakdown.py [round trips during the recording]
+    perf script | scripts/perf-breakdown.py
+
+Multiply each share by the process's CPU time per round trip (the bench's
+cpu_s over its round trips) to get µs per round trip.
 """
 import re
 import sys
@@ -62,11 +65,6 @@ def samples(lines):
 
 counts = Counter(bucket(f) for f in samples(sys.stdin))
 total = sum(counts.values()) or 1
-round_trips = float(sys.argv[1]) if len(sys.argv) > 1 else None
 for name, n in counts.most_common():
-    share = n / total
-    extra = ""
-    if round_trips:
-        extra = f"  {share * float(sys.argv[2]) * 1e6 / round_trips:6.1f} µs/round trip" if len(sys.argv) > 2 else ""
-    print(f"{share * 100:5.1f}%  {name}{extra}")
+    print(f"{n / total * 100:5.1f}%  {name}")
 print(f"({total} samples)")
