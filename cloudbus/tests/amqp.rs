@@ -17,15 +17,6 @@ use futures::FutureExt;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, mpsc};
 
-async fn node(bus: &str) -> Bus {
-    Bus::builder()
-        .name(bus)
-        .amqp(url())
-        .build()
-        .await
-        .unwrap_or_else(|e| panic!("RabbitMQ must be reachable at {}: {e}", url()))
-}
-
 fn echo_service() -> Service {
     Service::builder("echo", ())
         .on_request(|req: Echo, ctx| async move {

@@ -10,19 +10,10 @@ mod common;
 use std::time::Duration;
 
 use broker::*;
-use cloudbus::{Bus, NodeId, Service};
+use cloudbus::{NodeId, Service};
 use common::*;
 
 const WAIT: Duration = Duration::from_secs(30);
-
-async fn node(bus: &str) -> Bus {
-    Bus::builder()
-        .name(bus)
-        .amqp(url())
-        .build()
-        .await
-        .unwrap_or_else(|e| panic!("RabbitMQ must be reachable at {}: {e}", url()))
-}
 
 fn answering(name: &'static str, concurrency: usize) -> Service {
     Service::builder(name, ())

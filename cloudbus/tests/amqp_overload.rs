@@ -10,20 +10,11 @@ use std::future::IntoFuture;
 use std::time::Duration;
 
 use broker::*;
-use cloudbus::{Bus, Ping, Service, codes};
+use cloudbus::{Ping, Service, codes};
 use common::*;
 
 const LIMIT: usize = 8;
 const REQUESTS: u32 = 10_000;
-
-async fn node(bus: &str) -> Bus {
-    Bus::builder()
-        .name(bus)
-        .amqp(url())
-        .build()
-        .await
-        .unwrap_or_else(|e| panic!("RabbitMQ must be reachable at {}: {e}", url()))
-}
 
 /// `(queue, ready, unacknowledged)` for every queue of the bus.
 fn queues(bus: &str) -> Vec<(String, u64, u64)> {

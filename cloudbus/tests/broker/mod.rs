@@ -99,3 +99,14 @@ pub fn queue_columns(queue: &str, columns: &[&str]) -> Option<String> {
         .iter()
         .find_map(|l| l.strip_prefix(&format!("{queue}\t")).map(str::to_string))
 }
+
+/// A node of `bus` on the test broker, with defaults.
+#[allow(dead_code)]
+pub async fn node(bus: &str) -> cloudbus::Bus {
+    cloudbus::Bus::builder()
+        .name(bus)
+        .amqp(url())
+        .build()
+        .await
+        .unwrap_or_else(|e| panic!("RabbitMQ must be reachable at {}: {e}", url()))
+}
