@@ -424,7 +424,7 @@ fn scrape(url: &str) -> String {
         .trim_end_matches("/metrics");
     let mut stream = std::net::TcpStream::connect(addr).unwrap();
     stream
-        .write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\n\r\n")
+        .write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
         .unwrap();
     let mut out = String::new();
     stream.read_to_string(&mut out).unwrap();
@@ -513,7 +513,7 @@ fn stats_and_metrics_count_the_messages_actually_sent() {
     );
     assert!(
         metrics.contains(
-            r#"cloudbus_handling_seconds_bucket{type="vm.CreateVm",service="vm",le="+Inf"} 2"#
+            r#"cloudbus_handling_seconds_bucket{le="+Inf",type="vm.CreateVm",service="vm"} 2"#
         ),
         "{metrics}"
     );

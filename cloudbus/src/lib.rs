@@ -3,22 +3,24 @@
 //! one bus, embedded in one process or spread over many nodes.
 //!
 //! ```
-//! use cloudbus::{Bus, Context, ErrorCode, Handler, Message, Request, Service};
+//! use cloudbus::prelude::*;
 //! use serde::{Deserialize, Serialize};
 //!
 //! // A request names its reply type.
-//! #[derive(Clone, Debug, Serialize, Deserialize)]
+//! #[derive(Clone, Debug, Serialize, Deserialize, Message)]
+//! #[message(type = "vm.GetVm", reply = VmInfo)]
 //! struct GetVm { uuid: String }
-//! #[derive(Clone, Debug, Serialize, Deserialize)]
-//! struct VmInfo { uuid: String, state: String }
-//! impl Message for GetVm { const TYPE: &'static str = "vm.GetVm"; }
-//! impl Message for VmInfo { const TYPE: &'static str = "vm.VmInfo"; }
-//! impl Request for GetVm { type Reply = VmInfo; }
 //!
-//! // A service handles the message types it declares.
+//! #[derive(Clone, Debug, Serialize, Deserialize, Message)]
+//! #[message(type = "vm.VmInfo")]
+//! struct VmInfo { uuid: String, state: String }
+//!
+//! // Every `async fn` of a `#[handlers]` block is a handler of the service.
 //! struct VmService;
-//! impl Handler<GetVm> for VmService {
-//!     async fn handle(&self, req: GetVm, _ctx: Context) -> Result<VmInfo, ErrorCode> {
+//!
+//! #[handlers]
+//! impl VmService {
+//!     async fn get_vm(&self, req: GetVm, _ctx: Context) -> Result<VmInfo, ErrorCode> {
 //!         if req.uuid.is_empty() {
 //!             return Err(ErrorCode::new("vm.NOT_FOUND", "no VM without a uuid"));
 //!         }
@@ -29,7 +31,7 @@
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), ErrorCode> {
 //! let bus = Bus::embedded();
-//! bus.register(Service::builder("vm", VmService).handle::<GetVm>().build()).await?;
+//! bus.register(Service::new("vm", VmService)).await?;
 //!
 //! let vm = bus.call(GetVm { uuid: "v1".into() }).await?;
 //! assert_eq!(vm.state, "Running");
@@ -51,28 +53,94 @@
 
 #![warn(missing_docs)]
 
+// The macros name this crate `::cloudbus`, also from inside it.
+extern crate self as cloudbus;
+
 mod bus;
 pub mod cluster;
+#[cfg(doctest)]
+mod compile_fail;
+/// The README's tour, compiled and run as a test.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+struct ReadmeTour;
 mod error;
 pub mod message;
+#[cfg(feature = "prometheus")]
+pub mod metrics;
+pub mod prelude;
 pub mod ring;
 mod service;
 pub mod transport;
 
 pub use bus::{
-    Ack, Bus, BusBuilder, BusStats, Call, Counter, DEFAULT_BUS_NAME, DEFAULT_TIMEOUT, Forward,
-    GetStatistics, Interceptor, Pattern, Ping, Pong, RawCall, RawEvent, RawSend, RawSubscription,
-    Received, RecentError, SendMessage, Statistics, Subscription,
+    Bus, BusBuilder, BusCounters, Call, CancelHandle, Counter, DEFAULT_BUS_NAME, DEFAULT_TIMEOUT,
+    Forward, GetStatistics, Interceptor, Pattern, Ping, Pong, RawCall, RawEvent, RawSend,
+    RawSubscription, Received, RecentError, SendMessage, Statistics, Subscription,
 };
+/// `#[derive(Message)]`: the message traits from one attribute (see [`Message`]).
+pub use cloudbus_macros::Message;
+/// Makes every `async fn` of an `impl` block a handler of the service whose
+/// state is that type (see [`Service::new`]).
+///
+/// The shape of each method says what it handles:
+/// - `async fn x(&self, req: R, ctx: Context) -> Result<R::Reply, ErrorCode>`:
+///   requests `R`;
+/// - `... -> Result<(), ErrorCode>`: plain messages;
+/// - `#[event] async fn x(&self, ev: E, ctx: Context) -> Result<(), ErrorCode>`:
+///   events `E`, which the service subscribes to when registered and
+///   handles within its concurrency limit, panic catching, statistics and
+///   graceful stop;
+/// - `async fn x(&self, req: R, ctx: Context, reply: ReplyPort<R::Reply>)`:
+///   requests answered later through the [`ReplyPort`].
+///
+/// `#[sync_key(expr)]` on a handler serializes the messages for which
+/// `expr` (anything that converts into a [`SyncKey`], reading the message
+/// parameter by its name) is equal. Methods that are not `async` are left
+/// alone; an `async fn` of another shape is a compile error, so async
+/// helpers go in a separate `impl` block.
+///
+/// ```
+/// use cloudbus::prelude::*;
+/// # use serde::{Deserialize, Serialize};
+/// # #[derive(Clone, Serialize, Deserialize, Message)] #[message(type = "vm.StartVm", reply = VmStarted)]
+/// # struct StartVm { uuid: String }
+/// # #[derive(Clone, Serialize, Deserialize, Message)] #[message(type = "vm.VmStarted", event)]
+/// # struct VmStarted { uuid: String }
+/// # #[derive(Clone, Serialize, Deserialize, Message)] #[message(type = "host.HostDown", event)]
+/// # struct HostDown { host: String }
+/// struct Vms;
+///
+/// #[handlers]
+/// impl Vms {
+///     // Operations on one VM run one at a time, in arrival order.
+///     #[sync_key(format!("vm-{}", req.uuid))]
+///     async fn start(&self, req: StartVm, _ctx: Context) -> Result<VmStarted, ErrorCode> {
+///         Ok(VmStarted { uuid: req.uuid })
+///     }
+///
+///     #[event]
+///     async fn host_down(&self, ev: HostDown, _ctx: Context) -> Result<(), ErrorCode> {
+///         tracing::warn!(host = %ev.host, "VMs of this host need attention");
+///         Ok(())
+///     }
+/// }
+///
+/// let service = Service::new("vm", Vms);
+/// let mut types: Vec<_> = service.handled_types().collect();
+/// types.sort();
+/// assert_eq!(types, ["host.HostDown", "vm.StartVm"]);
+/// ```
+pub use cloudbus_macros::handlers;
 pub use error::{ErrorCode, codes};
 pub use message::{
-    AnyMessage, Body, Envelope, Event, Headers, Kind, Message, MessageId, NodeId, ReplyStyle,
-    Request, is_valid_service_name, service_of,
+    Body, Envelope, Event, Headers, Kind, Message, MessageId, NodeId, ReplyStyle, Request,
 };
 pub use ring::HashRing;
 pub use service::{
-    CONTEXT_PREFIX, Context, DeferredHandler, HISTOGRAM_BOUNDS_US, Handler, MessageHandler,
-    ReplyPort, Service, ServiceBuilder, SyncKey, TypeStatistics, task_context,
+    Context, Handlers, IntoSyncKey, ReplyPort, Service, ServiceBuilder, SyncKey, TypeStatistics,
+    task_context,
 };
 
 pub(crate) use message::{decode_reply, encode_reply};
+pub(crate) use service::CONTEXT_PREFIX;

@@ -344,13 +344,9 @@ async fn handler_errors_travel_back_with_their_code() {
     assert_eq!(err.code(), codes::INTERNAL);
 
     // A handler that drops its reply port: NO_REPLY, not a timeout.
-    b.register(
-        Service::builder("forgetful", Forgetful)
-            .defer::<Echo>()
-            .build(),
-    )
-    .await
-    .unwrap();
+    b.register(Service::new("forgetful", Forgetful))
+        .await
+        .unwrap();
     let err = a
         .call(Echo { text: "x".into() })
         .service("forgetful")
@@ -374,8 +370,9 @@ async fn handler_errors_travel_back_with_their_code() {
 /// Never answers: drops the port it should reply through.
 struct Forgetful;
 
-impl cloudbus::DeferredHandler<Echo> for Forgetful {
-    async fn handle(
+#[cloudbus::handlers]
+impl Forgetful {
+    async fn echo(
         &self,
         _req: Echo,
         _ctx: cloudbus::Context,
@@ -444,12 +441,12 @@ async fn a_timeout_ends_the_wait_and_the_late_reply_is_dropped() {
     );
     // The first request's reply came after its caller gave up: counted, dropped.
     within("the late reply", async {
-        while a.stats().late_replies.get() == 0 {
+        while a.counters().late_replies.get() == 0 {
             tokio::task::yield_now().await;
         }
     })
     .await;
-    assert_eq!(a.stats().timeouts.get(), 2);
+    assert_eq!(a.counters().timeouts.get(), 2);
     a.shutdown().await;
     b.shutdown().await;
     delete_bus(&name).await;
@@ -738,12 +735,12 @@ async fn bad_input_from_the_wire_gets_an_error_reply_and_the_consumer_goes_on() 
     assert_eq!(body["reply"]["text"], "still here");
 
     within("the stray reply to be counted", async {
-        while b.stats().late_replies.get() == 0 {
+        while b.counters().late_replies.get() == 0 {
             tokio::task::yield_now().await;
         }
     })
     .await;
-    assert!(b.stats().malformed.get() >= 3);
+    assert!(b.counters().malformed.get() >= 3);
     raw.conn.close(200, "done".into()).await.unwrap();
     b.shutdown().await;
     delete_bus(&name).await;

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use broker::*;
-use cloudbus::{Bus, Context, DeferredHandler, ReplyPort, Service, codes};
+use cloudbus::{Bus, Context, ReplyPort, Service, codes};
 use common::*;
 use tokio::sync::Notify;
 
@@ -42,8 +42,9 @@ async fn node(bus: &str) -> Bus {
 /// Hands the request to the `echo` service of the resource's owner.
 struct Entry;
 
-impl DeferredHandler<Echo> for Entry {
-    async fn handle(&self, req: Echo, ctx: Context, port: ReplyPort<EchoReply>) {
+#[cloudbus::handlers]
+impl Entry {
+    async fn echo(&self, req: Echo, ctx: Context, port: ReplyPort<EchoReply>) {
         let owner = req.text.clone();
         let _ = ctx.forward(req, port).service("echo").owner_of(owner).await;
     }
@@ -52,8 +53,9 @@ impl DeferredHandler<Echo> for Entry {
 /// Calls `echo` on another node while handling.
 struct Middle;
 
-impl DeferredHandler<Echo> for Middle {
-    async fn handle(&self, req: Echo, ctx: Context, port: ReplyPort<EchoReply>) {
+#[cloudbus::handlers]
+impl Middle {
+    async fn echo(&self, req: Echo, ctx: Context, port: ReplyPort<EchoReply>) {
         let me = ctx.bus().node_id();
         let other = ctx.bus().cluster().nodes_with("echo").find(|n| *n != me);
         let outcome = match other {
@@ -68,12 +70,9 @@ impl DeferredHandler<Echo> for Middle {
 async fn cancel_forward_and_context_work_across_the_broker() {
     let name = unique_bus("parity");
     let nodes = vec![node(&name).await, node(&name).await, node(&name).await];
+    nodes[1].register(Service::new("api", Entry)).await.unwrap();
     nodes[1]
-        .register(Service::builder("api", Entry).defer::<Echo>().build())
-        .await
-        .unwrap();
-    nodes[1]
-        .register(Service::builder("middle", Middle).defer::<Echo>().build())
+        .register(Service::new("middle", Middle))
         .await
         .unwrap();
     let (started, release) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
@@ -128,7 +127,7 @@ async fn cancel_forward_and_context_work_across_the_broker() {
         assert!(nodes[0].cancel(id, None));
     });
     assert!(outcome.unwrap_err().is(codes::CANCELLED));
-    let mut late = nodes[0].stats().late_replies.get();
+    let mut late = nodes[0].counters().late_replies.get();
     assert_eq!(late, 0);
     release.notify_one();
     // The late reply crosses the broker; a Ping after it (same queue,
@@ -139,7 +138,7 @@ async fn cancel_forward_and_context_work_across_the_broker() {
             .node(nodes[2].node_id())
             .await
             .unwrap();
-        late = nodes[0].stats().late_replies.get();
+        late = nodes[0].counters().late_replies.get();
         if late == 1 {
             break;
         }

@@ -111,7 +111,7 @@ async fn a_lost_connection_comes_back_with_its_topology_and_sends_fail_fast_mean
 
     proxy.restore();
     broker_is(&a, true).await;
-    assert_eq!(a.stats().reconnects.get(), 1);
+    assert_eq!(a.counters().reconnects.get(), 1);
     let done = tokio::time::timeout(WAIT, in_flight)
         .await
         .unwrap()

@@ -7,8 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use cloudbus::{
-    Body, Bus, Context, DeferredHandler, Envelope, ErrorCode, Handler, Interceptor, MessageHandler,
-    ReplyPort, Service, SyncKey, codes,
+    Body, Bus, Context, Envelope, ErrorCode, Interceptor, ReplyPort, Service, SyncKey, codes,
 };
 use common::*;
 use tokio::sync::{Semaphore, mpsc};
@@ -104,8 +103,9 @@ async fn a_type_the_service_does_not_handle_is_unknown_message() {
 /// Never answers until the gate opens.
 struct Stuck(Arc<Semaphore>);
 
-impl Handler<Echo> for Stuck {
-    async fn handle(&self, req: Echo, _ctx: Context) -> Result<EchoReply, ErrorCode> {
+#[cloudbus::handlers]
+impl Stuck {
+    async fn echo(&self, req: Echo, _ctx: Context) -> Result<EchoReply, ErrorCode> {
         let _permit = self.0.acquire().await.unwrap();
         Ok(EchoReply {
             text: req.text,
@@ -117,12 +117,7 @@ impl Handler<Echo> for Stuck {
 #[tokio::test(start_paused = true)]
 async fn a_reply_after_the_timeout_is_dropped_and_counted() {
     let gate = Arc::new(Semaphore::new(0));
-    let bus = bus_with(
-        Service::builder("echo", Stuck(gate.clone()))
-            .handle::<Echo>()
-            .build(),
-    )
-    .await;
+    let bus = bus_with(Service::builder("echo", Stuck(gate.clone())).build()).await;
     let started = Instant::now();
     let err = bus
         .call(echo("slow"))
@@ -131,11 +126,11 @@ async fn a_reply_after_the_timeout_is_dropped_and_counted() {
         .unwrap_err();
     assert!(err.is(codes::TIMEOUT), "{err}");
     assert!(started.elapsed() >= Duration::from_millis(250));
-    assert_eq!(bus.stats().timeouts.get(), 1);
-    assert_eq!(bus.stats().late_replies.get(), 0);
+    assert_eq!(bus.counters().timeouts.get(), 1);
+    assert_eq!(bus.counters().late_replies.get(), 0);
     gate.add_permits(1);
     bus.shutdown().await; // drains the handler, which then replies too late
-    assert_eq!(bus.stats().late_replies.get(), 1);
+    assert_eq!(bus.counters().late_replies.get(), 1);
 }
 
 #[tokio::test(start_paused = true)]
@@ -145,13 +140,9 @@ async fn the_default_timeout_applies_when_a_call_sets_none() {
         .build()
         .await
         .unwrap();
-    bus.register(
-        Service::builder("echo", Stuck(Arc::new(Semaphore::new(0))))
-            .handle::<Echo>()
-            .build(),
-    )
-    .await
-    .unwrap();
+    bus.register(Service::builder("echo", Stuck(Arc::new(Semaphore::new(0)))).build())
+        .await
+        .unwrap();
     let started = Instant::now();
     let err = bus.call(echo("x")).await.unwrap_err();
     assert!(err.is(codes::TIMEOUT));
@@ -162,8 +153,9 @@ async fn the_default_timeout_applies_when_a_call_sets_none() {
 /// Answers later from another task, or never.
 struct Later;
 
-impl DeferredHandler<Echo> for Later {
-    async fn handle(&self, req: Echo, _ctx: Context, reply: ReplyPort<EchoReply>) {
+#[cloudbus::handlers]
+impl Later {
+    async fn echo(&self, req: Echo, _ctx: Context, reply: ReplyPort<EchoReply>) {
         match req.text.as_str() {
             "forget" => drop(reply),
             "panic" => panic!("deferred panic"),
@@ -183,13 +175,13 @@ impl DeferredHandler<Echo> for Later {
 
 #[tokio::test]
 async fn a_deferred_reply_from_another_task_reaches_the_caller() {
-    let bus = bus_with(Service::builder("echo", Later).defer::<Echo>().build()).await;
+    let bus = bus_with(Service::new("echo", Later)).await;
     assert_eq!(bus.call(echo("x")).await.unwrap().node, "later");
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_handler_that_never_replies_gives_no_reply_at_once() {
-    let bus = bus_with(Service::builder("echo", Later).defer::<Echo>().build()).await;
+    let bus = bus_with(Service::new("echo", Later)).await;
     let started = Instant::now();
     let err = bus
         .call(echo("forget"))
@@ -318,18 +310,16 @@ struct Recorder {
     level: usize,
 }
 
-impl MessageHandler<Note> for Recorder {
-    async fn receive(&self, note: Note, _ctx: Context) -> Result<(), ErrorCode> {
+#[cloudbus::handlers]
+impl Recorder {
+    #[sync_key(SyncKey::new(note.key.clone()).with_level(self.level))]
+    async fn note(&self, note: Note, _ctx: Context) -> Result<(), ErrorCode> {
         let _inside = self.gauge.enter();
         for _ in 0..3 {
             tokio::task::yield_now().await;
         }
         self.seen.lock().unwrap().push((note.key, note.n));
         Ok(())
-    }
-
-    fn sync_key(&self, note: &Note) -> Option<SyncKey> {
-        Some(SyncKey::new(note.key.clone()).with_level(self.level))
     }
 }
 
@@ -339,12 +329,7 @@ async fn messages_with_one_sync_key_run_one_at_a_time_in_arrival_order() {
         level: 1,
         ..Default::default()
     };
-    let bus = bus_with(
-        Service::builder("work", recorder.clone())
-            .receive::<Note>()
-            .build(),
-    )
-    .await;
+    let bus = bus_with(Service::new("work", recorder.clone())).await;
     for n in 0..100 {
         bus.send(Note {
             key: "vm-1".into(),
@@ -371,12 +356,7 @@ async fn different_sync_keys_run_concurrently_each_in_order() {
         level: 1,
         ..Default::default()
     };
-    let bus = bus_with(
-        Service::builder("work", recorder.clone())
-            .receive::<Note>()
-            .build(),
-    )
-    .await;
+    let bus = bus_with(Service::new("work", recorder.clone())).await;
     for n in 0..50 {
         for key in ["a", "b", "c"] {
             bus.send(Note { key: key.into(), n }).await.unwrap();
@@ -402,12 +382,7 @@ async fn a_sync_level_above_one_allows_that_many_at_once() {
         level: 2,
         ..Default::default()
     };
-    let bus = bus_with(
-        Service::builder("work", recorder.clone())
-            .receive::<Note>()
-            .build(),
-    )
-    .await;
+    let bus = bus_with(Service::new("work", recorder.clone())).await;
     for n in 0..40 {
         bus.send(Note {
             key: "host-1".into(),
@@ -436,7 +411,7 @@ async fn a_failing_plain_message_is_counted_and_the_sender_is_not_told() {
     .await
     .unwrap();
     bus.shutdown().await;
-    assert_eq!(bus.stats().message_errors.get(), 1);
+    assert_eq!(bus.counters().message_errors.get(), 1);
 }
 
 #[tokio::test]
@@ -490,7 +465,7 @@ async fn after_unsubscribing_no_more_events_arrive() {
     gone.unsubscribe().await;
     bus.publish(HostDown { host: "h1".into() }).await.unwrap();
     assert_eq!(kept.recv().await.unwrap().host, "h1");
-    assert_eq!(bus.stats().events_dropped.get(), 0);
+    assert_eq!(bus.counters().events_dropped.get(), 0);
 }
 
 #[tokio::test]
@@ -509,7 +484,7 @@ async fn a_subscriber_that_does_not_keep_up_misses_events_counted_and_publishers
         .unwrap();
     }
     assert_eq!(slow.lagged(), 3);
-    assert_eq!(bus.stats().events_dropped.get(), 3);
+    assert_eq!(bus.counters().events_dropped.get(), 3);
     assert_eq!(slow.recv().await.unwrap().host, "h0");
     assert_eq!(slow.recv().await.unwrap().host, "h1");
 }
@@ -525,8 +500,9 @@ async fn bad_subscription_patterns_are_refused() {
 
 struct VmApi;
 
-impl Handler<StartVm> for VmApi {
-    async fn handle(&self, req: StartVm, _ctx: Context) -> Result<VmStarted, ErrorCode> {
+#[cloudbus::handlers]
+impl VmApi {
+    async fn start_vm(&self, req: StartVm, _ctx: Context) -> Result<VmStarted, ErrorCode> {
         if req.uuid == "missing" {
             return Err(ErrorCode::new("vm.NOT_FOUND", "no such VM"));
         }
@@ -539,7 +515,7 @@ impl Handler<StartVm> for VmApi {
 
 #[tokio::test]
 async fn a_non_blocking_api_answers_the_caller_and_every_subscriber_with_one_event() {
-    let bus = bus_with(Service::builder("vm", VmApi).handle::<StartVm>().build()).await;
+    let bus = bus_with(Service::new("vm", VmApi)).await;
     let mut auditor = bus.subscribe_pattern("vm.#").await.unwrap();
     let started = bus.call(StartVm { uuid: "v1".into() }).await.unwrap();
     assert_eq!(started.host, "h1");
@@ -554,7 +530,7 @@ async fn a_non_blocking_api_answers_the_caller_and_every_subscriber_with_one_eve
 
 #[tokio::test]
 async fn a_failed_non_blocking_api_is_an_error_reply_and_publishes_no_event() {
-    let bus = bus_with(Service::builder("vm", VmApi).handle::<StartVm>().build()).await;
+    let bus = bus_with(Service::new("vm", VmApi)).await;
     let mut auditor = bus.subscribe_pattern("vm.#").await.unwrap();
     let err = bus
         .call(StartVm {
@@ -651,7 +627,7 @@ async fn interceptors_run_before_send_delivery_and_publish() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), "auth.BAD_SESSION");
-    assert_eq!(bus.stats().rejected.get(), 1);
+    assert_eq!(bus.counters().rejected.get(), 1);
 
     let mut events = bus.subscribe_pattern("#").await.unwrap();
     let err = bus
@@ -873,7 +849,7 @@ async fn statistics_count_every_handled_message_with_its_handling_time() {
     );
     assert_eq!(
         echo_stats.histogram.len(),
-        cloudbus::HISTOGRAM_BOUNDS_US.len() + 1
+        cloudbus::TypeStatistics::HISTOGRAM_BOUNDS_US.len() + 1
     );
     assert!(echo_stats.min_us <= echo_stats.avg_us && echo_stats.avg_us <= echo_stats.max_us);
     // The same numbers over the bus, from the built-in service.

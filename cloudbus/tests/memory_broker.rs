@@ -250,8 +250,9 @@ async fn bindings_follow_subscriptions() {
 
 struct VmApi;
 
-impl cloudbus::Handler<StartVm> for VmApi {
-    async fn handle(&self, req: StartVm, ctx: Context) -> Result<VmStarted, ErrorCode> {
+#[cloudbus::handlers]
+impl VmApi {
+    async fn start_vm(&self, req: StartVm, ctx: Context) -> Result<VmStarted, ErrorCode> {
         if req.uuid == "missing" {
             return Err(ErrorCode::new("vm.NOT_FOUND", "no such VM"));
         }
@@ -270,9 +271,7 @@ async fn a_non_blocking_api_on_another_node_answers_caller_and_auditors() {
         node(&broker).await,
         node(&broker).await,
     );
-    vm.register(Service::builder("vm", VmApi).handle::<StartVm>().build())
-        .await
-        .unwrap();
+    vm.register(Service::new("vm", VmApi)).await.unwrap();
     let mut auditor = audit.subscribe::<VmStarted>().await.unwrap();
     let started = api
         .call(StartVm { uuid: "v1".into() })
@@ -379,7 +378,11 @@ impl Raw {
         let mut envelope = Envelope::new(Kind::Request, type_name, self.node);
         envelope.reply_to = Some(format!("cloudbus.{}", self.node));
         envelope.timeout = Some(Duration::from_secs(5));
-        let key = format!("{}.{}", cloudbus::service_of(type_name), to.node_id());
+        let key = format!(
+            "{}.{}",
+            cloudbus::message::service_of(type_name),
+            to.node_id()
+        );
         self.transport
             .send(&key, &envelope, Bytes::from_static(body))
             .await
@@ -410,7 +413,7 @@ async fn bad_input_from_the_wire_gets_an_error_reply_and_the_service_keeps_going
     assert_eq!(error_code(&reply), codes::MALFORMED);
     let reply = raw.request(&bus, "echo.Nope", b"{}").await;
     assert_eq!(error_code(&reply), codes::UNKNOWN_MESSAGE);
-    assert_eq!(bus.stats().malformed.get(), 2);
+    assert_eq!(bus.counters().malformed.get(), 2);
 
     let reply = raw
         .request(&bus, "echo.Echo", br#"{"text": "still here"}"#)
@@ -448,5 +451,5 @@ async fn replies_nobody_waits_for_are_counted_and_dropped() {
         .await
         .unwrap();
     assert_eq!(pong.node, bus.node_id());
-    assert_eq!(bus.stats().late_replies.get(), 2);
+    assert_eq!(bus.counters().late_replies.get(), 2);
 }

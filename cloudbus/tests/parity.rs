@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cloudbus::transport::memory::MemoryBroker;
-use cloudbus::{Bus, Context, DeferredHandler, ErrorCode, ReplyPort, Service, codes};
+use cloudbus::{Bus, Context, ErrorCode, ReplyPort, Service, codes};
 use common::*;
 use futures::StreamExt;
 use tokio::sync::Notify;
@@ -59,21 +59,22 @@ async fn cancel_then_late_reply(caller: &Bus, server: &Bus) {
         .service("gate")
         .node(server.node_id())
         .timeout(Duration::from_secs(600));
-    let id = call.id();
-    let (outcome, ()) = tokio::join!(call.into_future(), async {
+    let (call, cancel) = call.cancellable();
+    let (outcome, ()) = tokio::join!(call, async {
         started.notified().await;
-        assert!(caller.cancel(id, None));
+        assert!(cancel.cancel());
     });
     let err = outcome.unwrap_err();
     assert!(err.is(codes::CANCELLED), "{err}");
-    assert!(!caller.cancel(id, None), "nobody waits any more");
+    assert!(!cancel.cancel(), "nobody waits any more");
     assert_eq!(caller.pending_calls(), 0);
 
     // The handler answers anyway: the reply is counted and dropped.
-    let late_before = caller.stats().late_replies.get() + server.stats().late_replies.get();
+    let late_before = caller.counters().late_replies.get() + server.counters().late_replies.get();
     release.notify_one();
     let mut waited = 0;
-    while caller.stats().late_replies.get() + server.stats().late_replies.get() == late_before {
+    while caller.counters().late_replies.get() + server.counters().late_replies.get() == late_before
+    {
         // The late reply crosses a task boundary; wait for the counter
         // with a bounded number of scheduler turns, not a sleep.
         tokio::task::yield_now().await;
@@ -87,9 +88,12 @@ async fn cancel_then_late_reply(caller: &Bus, server: &Bus) {
             n: 2,
         })
         .service("gate")
-        .node(server.node_id());
+        .node(server.node_id())
+        .cancellable()
+        .0;
+    // By id, as ZStack cancels.
     let id = call.id();
-    let (outcome, ()) = tokio::join!(call.into_future(), async {
+    let (outcome, ()) = tokio::join!(call, async {
         started.notified().await;
         assert!(caller.cancel(id, Some(ErrorCode::new("ops.ABORTED", "operator said so"))));
     });
@@ -122,8 +126,9 @@ async fn a_cancelled_call_ends_at_once_and_its_late_reply_is_dropped() {
 /// The API entry: hands every `StartVm` to the owner node's `vm` service.
 struct Entry;
 
-impl DeferredHandler<Echo> for Entry {
-    async fn handle(&self, req: Echo, ctx: Context, port: ReplyPort<EchoReply>) {
+#[cloudbus::handlers]
+impl Entry {
+    async fn echo(&self, req: Echo, ctx: Context, port: ReplyPort<EchoReply>) {
         let owner = req.text.clone();
         let forwarded = ctx.forward(req, port).service("echo").owner_of(owner).await;
         if let Err(error) = forwarded {
@@ -138,10 +143,7 @@ async fn a_forwarded_request_is_answered_by_the_final_handler_straight_to_the_ca
     for bus in &nodes {
         bus.register(echo_service()).await.unwrap();
     }
-    nodes[1]
-        .register(Service::builder("api", Entry).defer::<Echo>().build())
-        .await
-        .unwrap();
+    nodes[1].register(Service::new("api", Entry)).await.unwrap();
     for bus in &nodes {
         bus.wait_for_cluster(WAIT, |v| v.nodes_with("echo").count() == 3)
             .await
@@ -164,18 +166,19 @@ async fn a_forwarded_request_is_answered_by_the_final_handler_straight_to_the_ca
     }
     assert_eq!(owners.len(), 3);
     assert_eq!(nodes[0].pending_calls(), 0);
-    let late: u64 = nodes.iter().map(|b| b.stats().late_replies.get()).sum();
+    let late: u64 = nodes.iter().map(|b| b.counters().late_replies.get()).sum();
     assert_eq!(late, 0, "each reply reached the caller exactly once");
 
     // Forwarding to a service that does not exist fails the caller at once.
     struct Nowhere;
-    impl DeferredHandler<Echo> for Nowhere {
-        async fn handle(&self, req: Echo, ctx: Context, port: ReplyPort<EchoReply>) {
+    #[cloudbus::handlers]
+    impl Nowhere {
+        async fn echo(&self, req: Echo, ctx: Context, port: ReplyPort<EchoReply>) {
             let _ = ctx.forward(req, port).service("missing").await;
         }
     }
     nodes[2]
-        .register(Service::builder("lost", Nowhere).defer::<Echo>().build())
+        .register(Service::new("lost", Nowhere))
         .await
         .unwrap();
     let err = nodes[0]
@@ -190,9 +193,7 @@ async fn a_forwarded_request_is_answered_by_the_final_handler_straight_to_the_ca
     // And on the embedded bus, forwarding stays in process.
     let bus = Bus::embedded();
     bus.register(echo_service()).await.unwrap();
-    bus.register(Service::builder("api", Entry).defer::<Echo>().build())
-        .await
-        .unwrap();
+    bus.register(Service::new("api", Entry)).await.unwrap();
     let reply = bus
         .call(Echo { text: "v1".into() })
         .service("api")
@@ -205,8 +206,9 @@ async fn a_forwarded_request_is_answered_by_the_final_handler_straight_to_the_ca
 /// Calls `echo` on another node while handling, without passing anything on.
 struct Middle;
 
-impl DeferredHandler<Echo> for Middle {
-    async fn handle(&self, req: Echo, ctx: Context, port: ReplyPort<EchoReply>) {
+#[cloudbus::handlers]
+impl Middle {
+    async fn echo(&self, req: Echo, ctx: Context, port: ReplyPort<EchoReply>) {
         let target = ctx
             .bus()
             .cluster()
@@ -222,7 +224,7 @@ impl DeferredHandler<Echo> for Middle {
 async fn a_context_value_set_by_the_caller_is_seen_two_hops_away_on_another_node() {
     let nodes = cluster(3).await;
     nodes[1]
-        .register(Service::builder("middle", Middle).defer::<Echo>().build())
+        .register(Service::new("middle", Middle))
         .await
         .unwrap();
     nodes[2].register(echo_service()).await.unwrap();

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use cloudbus::transport::memory::MemoryBroker;
-use cloudbus::{Bus, Context, DeferredHandler, ErrorCode, ReplyPort, Service};
+use cloudbus::{Bus, Context, ErrorCode, ReplyPort, Service};
 use common::*;
 use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id, Record};
@@ -61,8 +61,9 @@ impl<S: tracing::Subscriber> Layer<S> for Spans {
 /// Calls `echo` on the other node while handling.
 struct Front;
 
-impl DeferredHandler<Echo> for Front {
-    async fn handle(&self, req: Echo, ctx: Context, port: ReplyPort<EchoReply>) {
+#[cloudbus::handlers]
+impl Front {
+    async fn echo(&self, req: Echo, ctx: Context, port: ReplyPort<EchoReply>) {
         let me = ctx.bus().node_id();
         let other = ctx.bus().cluster().nodes_with("echo").find(|n| *n != me);
         let outcome = match other {
@@ -90,9 +91,7 @@ async fn each_handled_message_has_a_span_and_the_trace_follows_the_call_across_n
             .await
             .unwrap(),
     );
-    a.register(Service::builder("front", Front).defer::<Echo>().build())
-        .await
-        .unwrap();
+    a.register(Service::new("front", Front)).await.unwrap();
     b.register(
         Service::builder("echo", ())
             .on_request(|req: Echo, _| async move {

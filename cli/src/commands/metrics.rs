@@ -1,17 +1,25 @@
-//! Prometheus metrics of a node, served at `http://<addr>/metrics`. Values
-//! are read from the bus when scraped (statistics, counters, cluster), so
-//! the message path pays nothing for them.
+//! Prometheus metrics of a node, served at `http://<addr>/metrics`: the
+//! library's [`BusMetrics`] and, on a node that drives host agents, its
+//! agent client's counters. Everything is read when scraped, so the message
+//! path pays nothing for it.
 
+use std::fmt;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context as _;
+use axum::Router;
+use axum::http::header::CONTENT_TYPE;
+use axum::routing::get;
 use cloudbus::Bus;
+use cloudbus::metrics::BusMetrics;
 use cloudbus_agent::AgentClient;
-use metrics::{counter, gauge, with_local_recorder};
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusRecorder};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
 
 /// Listens on `addr` and answers `GET /metrics` until the process ends;
 /// with the node's agent client, its counters too.
@@ -24,125 +32,90 @@ pub async fn serve(
         .await
         .with_context(|| format!("listening for metrics on {addr}"))?;
     let bound = listener.local_addr()?;
-    let recorder = Arc::new(PrometheusBuilder::new().build_recorder());
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(BusMetrics::new(&bus)));
+    if let Some(agents) = agents {
+        registry.register_collector(Box::new(AgentMetrics(agents)));
+    }
+    let registry = Arc::new(registry);
+    let app = Router::new().route(
+        "/metrics",
+        get(move || {
+            let registry = registry.clone();
+            async move {
+                let mut text = String::new();
+                // Writing to a String cannot fail.
+                let _ = prometheus_client::encoding::text::encode(&mut text, &registry);
+                ([(CONTENT_TYPE, cloudbus::metrics::CONTENT_TYPE)], text)
+            }
+        }),
+    );
     tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            let (bus, agents, recorder) = (bus.clone(), agents.clone(), recorder.clone());
-            tokio::spawn(async move {
-                if let Err(error) = answer(stream, &bus, agents.as_ref(), &recorder).await {
-                    tracing::debug!(%error, "metrics request failed");
-                }
-            });
+        if let Err(error) = axum::serve(listener, app).await {
+            tracing::warn!(%error, "metrics listener stopped");
         }
     });
     Ok(bound)
 }
 
-async fn answer(
-    mut stream: TcpStream,
-    bus: &Bus,
-    agents: Option<&AgentClient>,
-    recorder: &PrometheusRecorder,
-) -> std::io::Result<()> {
-    // Only the request line matters; a scrape's request is small.
-    let mut head = [0u8; 2048];
-    let n = stream.read(&mut head).await?;
-    let request = String::from_utf8_lossy(&head[..n]);
-    let (status, body) = if request.starts_with("GET /metrics") {
-        sample(bus, agents, recorder);
-        let mut body = recorder.handle().render();
-        body.push_str(&histograms(bus));
-        ("200 OK", body)
-    } else {
-        ("404 Not Found", "try /metrics\n".to_string())
-    };
-    let response = format!(
-        "HTTP/1.1 {status}\r\ncontent-type: text/plain; version=0.0.4\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    stream.write_all(response.as_bytes()).await?;
-    stream.shutdown().await
-}
+/// The counters of the client that drives this node's host agents.
+struct AgentMetrics(AgentClient);
 
-/// Handling time per message type as Prometheus histograms (the recorder
-/// only sees values, not the bus's own buckets, so these are rendered here).
-fn histograms(bus: &Bus) -> String {
-    let mut out = String::from(
-        "# HELP cloudbus_handling_seconds Time to handle a message, by type.\n\
-         # TYPE cloudbus_handling_seconds histogram\n",
-    );
-    for t in bus.statistics() {
-        let labels = format!("type=\"{}\",service=\"{}\"", t.type_name, t.service);
-        let mut cumulative = 0;
-        for (i, n) in t.histogram.iter().enumerate() {
-            cumulative += n;
-            let le = cloudbus::HISTOGRAM_BOUNDS_US
-                .get(i)
-                .map_or("+Inf".to_string(), |us| (*us as f64 / 1e6).to_string());
-            out.push_str(&format!(
-                "cloudbus_handling_seconds_bucket{{{labels},le=\"{le}\"}} {cumulative}\n"
-            ));
-        }
-        out.push_str(&format!(
-            "cloudbus_handling_seconds_sum{{{labels}}} {}\ncloudbus_handling_seconds_count{{{labels}}} {}\n",
-            t.total_us as f64 / 1e6,
-            t.count
-        ));
+impl fmt::Debug for AgentMetrics {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("AgentMetrics")
     }
-    out
 }
 
-/// Copies the bus's (and the agent client's) numbers into the recorder.
-fn sample(bus: &Bus, agents: Option<&AgentClient>, recorder: &PrometheusRecorder) {
-    with_local_recorder(recorder, || {
-        for t in bus.statistics() {
-            let labels = [
-                ("type", t.type_name.clone()),
-                ("service", t.service.clone()),
-            ];
-            for (outcome, n) in [("ok", t.count - t.errors), ("error", t.errors)] {
-                let labels = [
-                    ("type", t.type_name.clone()),
-                    ("service", t.service.clone()),
-                    ("outcome", outcome.to_string()),
-                ];
-                counter!("cloudbus_messages_handled_total", &labels).absolute(n);
-            }
-            gauge!("cloudbus_handling_seconds_avg", &labels).set(t.avg_us as f64 / 1e6);
-            gauge!("cloudbus_handling_seconds_max", &labels).set(t.max_us as f64 / 1e6);
-        }
-        let stats = bus.stats();
-        for (name, value) in [
-            ("cloudbus_late_replies_total", stats.late_replies.get()),
-            ("cloudbus_expired_total", stats.expired.get()),
-            ("cloudbus_malformed_total", stats.malformed.get()),
-            ("cloudbus_rejected_total", stats.rejected.get()),
-            ("cloudbus_message_errors_total", stats.message_errors.get()),
-            ("cloudbus_events_dropped_total", stats.events_dropped.get()),
-            ("cloudbus_timeouts_total", stats.timeouts.get()),
-            ("cloudbus_reconnects_total", stats.reconnects.get()),
+impl Collector for AgentMetrics {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> fmt::Result {
+        let stats = self.0.stats();
+        for (name, help, value) in [
+            (
+                "cloudbus_agent_commands",
+                "Commands sent to host agents.",
+                &stats.sent,
+            ),
+            (
+                "cloudbus_agent_failures",
+                "Commands that failed.",
+                &stats.failed,
+            ),
+            (
+                "cloudbus_agent_timeouts",
+                "Commands that timed out.",
+                &stats.timeouts,
+            ),
+            (
+                "cloudbus_agent_unreachable",
+                "Commands to agents that could not be reached.",
+                &stats.unreachable,
+            ),
+            (
+                "cloudbus_agent_callbacks",
+                "Callbacks received.",
+                &stats.callbacks,
+            ),
+            (
+                "cloudbus_agent_late_callbacks",
+                "Callbacks for commands nobody waited for any more.",
+                &stats.late_callbacks,
+            ),
         ] {
-            counter!(name).absolute(value);
+            let counter = ConstCounter::new(value.get());
+            counter.encode(encoder.encode_descriptor(
+                name,
+                help,
+                None,
+                counter.metric_type(),
+            )?)?;
         }
-        gauge!("cloudbus_pending_calls").set(bus.pending_calls() as f64);
-        gauge!("cloudbus_cluster_nodes").set(bus.cluster().len() as f64);
-        gauge!("cloudbus_broker_connected").set(if bus.broker_connected() { 1.0 } else { 0.0 });
-        if let Some(agents) = agents {
-            let stats = agents.stats();
-            for (name, value) in [
-                ("cloudbus_agent_commands_total", stats.sent.get()),
-                ("cloudbus_agent_failures_total", stats.failed.get()),
-                ("cloudbus_agent_timeouts_total", stats.timeouts.get()),
-                ("cloudbus_agent_unreachable_total", stats.unreachable.get()),
-                ("cloudbus_agent_callbacks_total", stats.callbacks.get()),
-                (
-                    "cloudbus_agent_late_callbacks_total",
-                    stats.late_callbacks.get(),
-                ),
-            ] {
-                counter!(name).absolute(value);
-            }
-            gauge!("cloudbus_agent_awaiting_callbacks").set(agents.awaiting_callbacks() as f64);
-        }
-    });
+        let waiting = ConstGauge::new(self.0.awaiting_callbacks() as i64);
+        waiting.encode(encoder.encode_descriptor(
+            "cloudbus_agent_awaiting_callbacks",
+            "Accepted commands whose callback has not come yet.",
+            None,
+            waiting.metric_type(),
+        )?)
+    }
 }

@@ -77,6 +77,34 @@ macro_rules! addressing_methods {
 }
 pub(super) use addressing_methods;
 
+/// Makes an outgoing builder its own future: options are set by value,
+/// then the first poll takes what it needs (its `start`) and the boxed work
+/// runs from there. Nothing of it is pinned in place, so it is `Unpin`.
+macro_rules! started_on_poll {
+    ($ty:ty, $out:ty $(, $param:ident : $bound:path)?) => {
+        impl$(<$param: $bound>)? Unpin for $ty {}
+
+        impl$(<$param: $bound>)? std::future::Future for $ty {
+            type Output = $out;
+
+            fn poll(
+                self: std::pin::Pin<&mut Self>,
+                cx: &mut std::task::Context<'_>,
+            ) -> std::task::Poll<Self::Output> {
+                let this = self.get_mut();
+                if this.running.is_none() {
+                    this.running = Some(this.start());
+                }
+                match this.running.as_mut() {
+                    Some(running) => running.as_mut().poll(cx),
+                    None => std::task::Poll::Pending,
+                }
+            }
+        }
+    };
+}
+pub(super) use started_on_poll;
+
 /// A request on its way; `.await` it for the typed reply. Set a timeout,
 /// another service or a specific node first if needed.
 ///
@@ -102,21 +130,24 @@ pub(super) use addressing_methods;
 /// assert!(err.is(codes::NO_SUCH_SERVICE));
 /// # }
 /// ```
+///
+/// A call is a `'static` + `Send` future: `tokio::spawn(bus.call(req))`
+/// works, and the request goes out at the first poll.
 #[must_use = "a call does nothing until awaited"]
-pub struct Call<'a, R> {
-    bus: &'a Bus,
+pub struct Call<R: Request> {
+    bus: Bus,
     id: MessageId,
-    cancellable: std::cell::Cell<bool>,
-    request: R,
+    cancellable: bool,
+    request: Option<R>,
     timeout: Option<Duration>,
     to: Addressing,
+    running: Option<BoxFuture<'static, Result<R::Reply, ErrorCode>>>,
 }
 
-impl<'a, R: Request> Call<'a, R> {
-    /// The request's id, known before it is sent: hand it to
-    /// [`Bus::cancel`] to stop waiting from elsewhere.
+impl<R: Request> Call<R> {
+    /// The request's id, known before it is sent: for logs, and to find
+    /// the request on the receiving side.
     pub fn id(&self) -> MessageId {
-        self.cancellable.set(true);
         self.id
     }
 
@@ -126,91 +157,152 @@ impl<'a, R: Request> Call<'a, R> {
         self
     }
 
+    /// Makes the call cancellable from elsewhere and returns the handle that
+    /// cancels it (ZStack's `cancel`); awaiting the call then ends with the
+    /// handle's error as soon as it is used.
+    ///
+    /// ```
+    /// # use serde::{Deserialize, Serialize};
+    /// # #[derive(Clone, Serialize, Deserialize, cloudbus::Message)]
+    /// # #[message(type = "slow.Wait", reply = Done)] struct Wait {}
+    /// # #[derive(Clone, Debug, Serialize, Deserialize, cloudbus::Message)]
+    /// # #[message(type = "slow.Done")] struct Done {}
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// use cloudbus::{Bus, Service, codes};
+    /// let bus = Bus::embedded();
+    /// bus.register(Service::builder("slow", ())
+    ///     .on_request(|_: Wait, _| std::future::pending())
+    ///     .build()).await.unwrap();
+    ///
+    /// let (call, cancel) = bus.call(Wait {}).cancellable();
+    /// let waiting = tokio::spawn(call);
+    /// tokio::task::yield_now().await;
+    /// assert!(cancel.cancel());
+    /// let err = waiting.await.unwrap().unwrap_err();
+    /// assert!(err.is(codes::CANCELLED));
+    /// # }
+    /// ```
+    pub fn cancellable(mut self) -> (Self, CancelHandle) {
+        self.cancellable = true;
+        let handle = CancelHandle::new(self.bus.clone(), self.id);
+        (self, handle)
+    }
+
     addressing_methods!();
 }
 
-impl<'a, R: Request> IntoFuture for Call<'a, R> {
-    type Output = Result<R::Reply, ErrorCode>;
-    type IntoFuture = BoxFuture<'a, Self::Output>;
+/// Cancels one call made [`cancellable`](Call::cancellable).
+#[derive(Clone)]
+pub struct CancelHandle {
+    bus: Bus,
+    id: MessageId,
+}
 
-    fn into_future(self) -> Self::IntoFuture {
+impl CancelHandle {
+    pub(super) fn new(bus: Bus, id: MessageId) -> Self {
+        Self { bus, id }
+    }
+
+    /// The cancelled request's id.
+    pub fn id(&self) -> MessageId {
+        self.id
+    }
+
+    /// Ends the call with `cloudbus.CANCELLED`. Returns whether it was still
+    /// waiting (it may have finished, or not be sent yet).
+    pub fn cancel(&self) -> bool {
+        self.bus.cancel(self.id, None)
+    }
+
+    /// Ends the call with `error`.
+    pub fn cancel_with(&self, error: ErrorCode) -> bool {
+        self.bus.cancel(self.id, Some(error))
+    }
+}
+
+impl<R: Request> Call<R> {
+    fn start(&mut self) -> BoxFuture<'static, Result<R::Reply, ErrorCode>> {
+        let bus = self.bus.clone();
+        let (id, cancellable) = (self.id, self.cancellable);
+        let timeout = self.timeout.unwrap_or(bus.inner.config.default_timeout);
+        let (request, to) = (self.request.take(), std::mem::take(&mut self.to));
         Box::pin(async move {
-            let timeout = self
-                .timeout
-                .unwrap_or(self.bus.inner.config.default_timeout);
+            let request =
+                request.ok_or_else(|| ErrorCode::internal("call polled after it ended"))?;
             let mut envelope =
-                self.bus
-                    .envelope(Kind::Request, R::TYPE.into(), R::service().into(), self.to)?;
-            envelope.id = self.id;
+                bus.envelope(Kind::Request, R::TYPE.into(), R::service().into(), to)?;
+            envelope.id = id;
             envelope.timeout = Some(timeout);
             let api_event = (R::STYLE == ReplyStyle::ApiEvent).then_some(R::Reply::TYPE);
-            self.bus
-                .request(
-                    envelope,
-                    Body::new(self.request),
-                    api_event,
-                    self.cancellable.get(),
-                )
+            bus.request(envelope, Body::new(request), api_event, cancellable)
                 .await?
                 .decode::<R::Reply>()
         })
     }
 }
 
+started_on_poll!(Call<R>, Result<R::Reply, ErrorCode>, R: Request);
+
 /// A plain message on its way; `.await` it to hand it over. It finishes
 /// when the message is accepted, not when it is handled.
 #[must_use = "a send does nothing until awaited"]
-pub struct SendMessage<'a, M> {
-    bus: &'a Bus,
-    message: M,
+pub struct SendMessage<M> {
+    bus: Bus,
+    message: Option<M>,
     to: Addressing,
+    running: Option<BoxFuture<'static, Result<(), ErrorCode>>>,
 }
 
-impl<'a, M: Message> SendMessage<'a, M> {
+impl<M: Message> SendMessage<M> {
     addressing_methods!();
 }
 
-impl<'a, M: Message> IntoFuture for SendMessage<'a, M> {
-    type Output = Result<(), ErrorCode>;
-    type IntoFuture = BoxFuture<'a, Self::Output>;
-
-    fn into_future(self) -> Self::IntoFuture {
+impl<M: Message> SendMessage<M> {
+    fn start(&mut self) -> BoxFuture<'static, Result<(), ErrorCode>> {
+        let bus = self.bus.clone();
+        let (message, to) = (self.message.take(), std::mem::take(&mut self.to));
         Box::pin(async move {
-            let envelope =
-                self.bus
-                    .envelope(Kind::Message, M::TYPE.into(), M::service().into(), self.to)?;
-            self.bus.post(envelope, Body::new(self.message)).await
+            let message =
+                message.ok_or_else(|| ErrorCode::internal("send polled after it ended"))?;
+            let envelope = bus.envelope(Kind::Message, M::TYPE.into(), M::service().into(), to)?;
+            bus.post(envelope, Body::new(message)).await
         })
     }
 }
 
+started_on_poll!(SendMessage<M>, Result<(), ErrorCode>, M: Message);
+
 impl Bus {
     /// Sends a request and awaits its typed reply (or the error it ended in:
     /// the handler's own, `cloudbus.TIMEOUT`, `cloudbus.NO_SUCH_SERVICE`…).
-    pub fn call<R: Request>(&self, request: R) -> Call<'_, R> {
+    pub fn call<R: Request>(&self, request: R) -> Call<R> {
         Call {
-            bus: self,
+            bus: self.clone(),
             id: MessageId::random(),
-            cancellable: std::cell::Cell::new(false),
-            request,
+            cancellable: false,
+            request: Some(request),
             timeout: None,
             to: Addressing::default(),
+            running: None,
         }
     }
 
     /// Sends a plain message that needs no reply.
-    pub fn send<M: Message>(&self, message: M) -> SendMessage<'_, M> {
+    pub fn send<M: Message>(&self, message: M) -> SendMessage<M> {
         SendMessage {
-            bus: self,
-            message,
+            bus: self.clone(),
+            message: Some(message),
             to: Addressing::default(),
+            running: None,
         }
     }
 
     /// Stops waiting for a request (ZStack's `cancel`): its caller's future
     /// resolves at once with `error`, by default `cloudbus.CANCELLED`. A
     /// reply that arrives later is counted as late and dropped. Returns
-    /// whether a caller was waiting.
+    /// whether a caller was waiting. Calls to other nodes can always be
+    /// cancelled by id; calls within this node only when made
+    /// [`cancellable`](Call::cancellable), which is also the handier way.
     pub fn cancel(&self, request: MessageId, error: Option<ErrorCode>) -> bool {
         let error = error.unwrap_or_else(|| {
             ErrorCode::new(

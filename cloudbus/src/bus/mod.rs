@@ -4,6 +4,7 @@
 mod builder;
 mod builtin;
 mod call;
+mod counters;
 mod forward;
 mod inbound;
 mod interceptor;
@@ -14,18 +15,18 @@ mod publish;
 mod raw;
 mod recent;
 mod reply;
-mod stats;
 mod subscribe;
 
 pub use builder::{BusBuilder, DEFAULT_BUS_NAME, DEFAULT_TIMEOUT};
-pub use builtin::{Ack, GetStatistics, Ping, Pong, Statistics};
-pub use call::{Call, SendMessage};
+pub(crate) use builtin::Ack;
+pub use builtin::{GetStatistics, Ping, Pong, Statistics};
+pub use call::{Call, CancelHandle, SendMessage};
+pub use counters::{BusCounters, Counter};
 pub use forward::Forward;
 pub use interceptor::Interceptor;
 pub use pattern::Pattern;
 pub use raw::{RawCall, RawSend};
 pub use recent::RecentError;
-pub use stats::{BusStats, Counter};
 pub use subscribe::{RawEvent, RawSubscription, Received, Subscription};
 
 use std::collections::HashMap;
@@ -36,11 +37,13 @@ use std::time::{Duration, SystemTime};
 use arc_swap::ArcSwap;
 
 use crate::cluster::Members;
+use crate::message::is_valid_service_name;
 use crate::service::{Service, ServiceRuntime};
 use crate::transport::Transport;
-use crate::{Body, Envelope, ErrorCode, NodeId, is_valid_service_name};
+use crate::{Body, Envelope, ErrorCode, NodeId};
 use pending::Pending;
 use subscribe::Subscribers;
+pub(crate) use subscribe::{EventDelivery, SubscriberInfo};
 
 /// The message bus of one node. Cheap to clone: clones share the node.
 ///
@@ -79,7 +82,7 @@ pub(crate) struct BusInner {
     interceptors: Vec<Arc<dyn Interceptor>>,
     transport: Option<Arc<dyn Transport>>,
     closed: AtomicBool,
-    stats: BusStats,
+    stats: BusCounters,
     recent_errors: recent::RecentErrors,
 }
 
@@ -141,7 +144,7 @@ impl Bus {
     }
 
     /// Counters of dropped, refused and failed messages.
-    pub fn stats(&self) -> &BusStats {
+    pub fn counters(&self) -> &BusCounters {
         &self.inner.stats
     }
 
@@ -192,6 +195,7 @@ impl Bus {
                 service.name
             )));
         }
+        let events = std::mem::take(&mut service.events);
         let runtime = Arc::new(ServiceRuntime::new(service));
         let name = runtime.name().to_string();
         self.inner.services.rcu(|map| {
@@ -204,6 +208,20 @@ impl Bus {
         {
             self.remove_runtime(&name);
             return Err(error);
+        }
+        if !events.is_empty() {
+            match self.subscribe_service(&events).await {
+                Ok((subscribed, rx)) => runtime.feed_events(self, subscribed, rx),
+                Err(error) => {
+                    // Whatever it had started ends with it.
+                    self.remove_runtime(&name);
+                    if let Some(transport) = &self.inner.transport {
+                        let _ = transport.remove_service(&name).await;
+                    }
+                    runtime.drain().await;
+                    return Err(error);
+                }
+            }
         }
         self.services_changed();
         tracing::debug!(service = %name, node = %self.inner.node, "service registered");

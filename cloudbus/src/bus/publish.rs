@@ -2,6 +2,9 @@
 
 use std::sync::Arc;
 
+use tokio::sync::mpsc;
+
+use super::subscribe::{EventDelivery, SubscriberInfo};
 use super::{Bus, Pattern, RawSubscription, Subscription};
 use crate::{Body, Envelope, ErrorCode, Event, Kind};
 
@@ -68,6 +71,33 @@ impl Bus {
             .subscribers
             .add(pattern, self.inner.config.subscription_capacity);
         Ok(RawSubscription::new(self.clone(), sub, rx))
+    }
+
+    /// Subscribes a service to its event types, all into one stream so
+    /// that they arrive in the order they were published.
+    pub(crate) async fn subscribe_service(
+        &self,
+        types: &[&'static str],
+    ) -> Result<(Vec<Arc<SubscriberInfo>>, mpsc::Receiver<EventDelivery>), ErrorCode> {
+        let (tx, rx) = mpsc::channel(self.inner.config.subscription_capacity.max(1));
+        let mut subscribed = Vec::with_capacity(types.len());
+        for event_type in types {
+            let added = async {
+                let pattern: Pattern = event_type.parse()?;
+                self.bind_pattern(pattern.as_str()).await?;
+                Ok::<_, ErrorCode>(self.inner.subscribers.add_sender(pattern, tx.clone()))
+            };
+            match added.await {
+                Ok(info) => subscribed.push(info),
+                Err(error) => {
+                    for info in subscribed {
+                        self.unsubscribe(info.id, &info.pattern).await;
+                    }
+                    return Err(error);
+                }
+            }
+        }
+        Ok((subscribed, rx))
     }
 
     /// Makes sure this node's event queue receives events matching

@@ -3,15 +3,15 @@
 //! `cloudbus call` command is one).
 
 use std::borrow::Cow;
-use std::future::IntoFuture;
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures::future::BoxFuture;
 
 use super::Bus;
-use super::call::{Addressing, addressing_methods};
-use crate::{Body, Envelope, ErrorCode, Kind, MessageId, service_of};
+use super::call::{Addressing, addressing_methods, started_on_poll};
+use crate::message::service_of;
+use crate::{Body, Envelope, ErrorCode, Kind, MessageId};
 
 /// A request made of a type name and JSON; `.await` it for the reply's JSON.
 ///
@@ -34,22 +34,29 @@ use crate::{Body, Envelope, ErrorCode, Kind, MessageId, service_of};
 /// # }
 /// ```
 #[must_use = "a call does nothing until awaited"]
-pub struct RawCall<'a> {
-    bus: &'a Bus,
+pub struct RawCall {
+    bus: Bus,
     id: MessageId,
-    cancellable: std::cell::Cell<bool>,
+    cancellable: bool,
     type_name: String,
     body: Bytes,
     timeout: Option<Duration>,
     api_event: Option<String>,
     to: Addressing,
+    running: Option<BoxFuture<'static, Result<Bytes, ErrorCode>>>,
 }
 
-impl RawCall<'_> {
-    /// The request's id, for [`Bus::cancel`].
+impl RawCall {
+    /// The request's id.
     pub fn id(&self) -> MessageId {
-        self.cancellable.set(true);
         self.id
+    }
+
+    /// Makes the call cancellable; see [`Call::cancellable`](crate::Call::cancellable).
+    pub fn cancellable(mut self) -> (Self, crate::CancelHandle) {
+        self.cancellable = true;
+        let handle = crate::CancelHandle::new(self.bus.clone(), self.id);
+        (self, handle)
     }
 
     /// How long to wait for the reply (default: the bus's default timeout).
@@ -68,85 +75,82 @@ impl RawCall<'_> {
     }
 }
 
-impl<'a> IntoFuture for RawCall<'a> {
-    type Output = Result<Bytes, ErrorCode>;
-    type IntoFuture = BoxFuture<'a, Self::Output>;
-
-    fn into_future(self) -> Self::IntoFuture {
+impl RawCall {
+    fn start(&mut self) -> BoxFuture<'static, Result<Bytes, ErrorCode>> {
+        let bus = self.bus.clone();
+        let (id, cancellable) = (self.id, self.cancellable);
+        let timeout = self.timeout.unwrap_or(bus.inner.config.default_timeout);
+        let type_name = std::mem::take(&mut self.type_name);
+        let (body, to) = (std::mem::take(&mut self.body), std::mem::take(&mut self.to));
+        let api_event = self.api_event.take();
         Box::pin(async move {
-            let (mut envelope, body) =
-                self.bus
-                    .raw_envelope(Kind::Request, self.type_name, self.body, self.to)?;
-            envelope.id = self.id;
-            envelope.timeout = Some(
-                self.timeout
-                    .unwrap_or(self.bus.inner.config.default_timeout),
-            );
-            self.bus
-                .request(
-                    envelope,
-                    body,
-                    self.api_event.as_deref(),
-                    self.cancellable.get(),
-                )
+            let (mut envelope, body) = bus.raw_envelope(Kind::Request, type_name, body, to)?;
+            envelope.id = id;
+            envelope.timeout = Some(timeout);
+            bus.request(envelope, body, api_event.as_deref(), cancellable)
                 .await?
                 .to_json()
         })
     }
 }
 
+started_on_poll!(RawCall, Result<Bytes, ErrorCode>);
+
 /// A plain message made of a type name and JSON; `.await` it to hand it over.
 #[must_use = "a send does nothing until awaited"]
-pub struct RawSend<'a> {
-    bus: &'a Bus,
+pub struct RawSend {
+    bus: Bus,
     type_name: String,
     body: Bytes,
     to: Addressing,
+    running: Option<BoxFuture<'static, Result<(), ErrorCode>>>,
 }
 
-impl RawSend<'_> {
+impl RawSend {
     addressing_methods!();
 }
 
-impl<'a> IntoFuture for RawSend<'a> {
-    type Output = Result<(), ErrorCode>;
-    type IntoFuture = BoxFuture<'a, Self::Output>;
-
-    fn into_future(self) -> Self::IntoFuture {
+impl RawSend {
+    fn start(&mut self) -> BoxFuture<'static, Result<(), ErrorCode>> {
+        let bus = self.bus.clone();
+        let type_name = std::mem::take(&mut self.type_name);
+        let (body, to) = (std::mem::take(&mut self.body), std::mem::take(&mut self.to));
         Box::pin(async move {
-            let (envelope, body) =
-                self.bus
-                    .raw_envelope(Kind::Message, self.type_name, self.body, self.to)?;
-            self.bus.post(envelope, body).await
+            let (envelope, body) = bus.raw_envelope(Kind::Message, type_name, body, to)?;
+            bus.post(envelope, body).await
         })
     }
 }
+
+started_on_poll!(RawSend, Result<(), ErrorCode>);
 
 impl Bus {
     /// Sends a request given by its type name and JSON body, and awaits the
     /// reply's JSON. The target service is the type name's first word
     /// unless [`RawCall::service`] says otherwise. A body that is not a JSON
     /// object is refused with `cloudbus.INVALID_ARGUMENT` before sending.
-    pub fn call_json(&self, type_name: impl Into<String>, body: impl Into<Bytes>) -> RawCall<'_> {
+    pub fn call_json(&self, type_name: impl Into<String>, body: impl Into<Bytes>) -> RawCall {
         RawCall {
-            bus: self,
+            bus: self.clone(),
             id: MessageId::random(),
-            cancellable: std::cell::Cell::new(false),
+            cancellable: false,
             type_name: type_name.into(),
             body: body.into(),
             timeout: None,
             api_event: None,
             to: Addressing::default(),
+            running: None,
         }
     }
 
     /// Sends a plain message given by its type name and JSON body.
-    pub fn send_json(&self, type_name: impl Into<String>, body: impl Into<Bytes>) -> RawSend<'_> {
+    pub fn send_json(&self, type_name: impl Into<String>, body: impl Into<Bytes>) -> RawSend {
         RawSend {
-            bus: self,
+            bus: self.clone(),
             type_name: type_name.into(),
             body: body.into(),
             to: Addressing::default(),
+            running: None,
         }
     }
 

@@ -12,13 +12,13 @@ use arc_swap::ArcSwap;
 use futures::Stream;
 use tokio::sync::mpsc;
 
-use super::{BusStats, Pattern};
+use super::{BusCounters, Pattern};
 use crate::{Body, Bus, Envelope, ErrorCode, Message};
 
 /// One event as a subscriber receives it.
 pub(crate) struct EventDelivery {
-    envelope: Arc<Envelope>,
-    body: Body,
+    pub(crate) envelope: Arc<Envelope>,
+    pub(crate) body: Body,
 }
 
 pub(crate) struct Subscriber {
@@ -29,8 +29,8 @@ pub(crate) struct Subscriber {
 /// What a subscription keeps of its entry: not the sender, so that the
 /// subscription ends when the bus drops the entry at shutdown.
 pub(crate) struct SubscriberInfo {
-    id: u64,
-    pattern: Pattern,
+    pub(crate) id: u64,
+    pub(crate) pattern: Pattern,
     lagged: AtomicU64,
 }
 
@@ -56,6 +56,16 @@ impl Subscribers {
         capacity: usize,
     ) -> (Arc<SubscriberInfo>, mpsc::Receiver<EventDelivery>) {
         let (tx, rx) = mpsc::channel(capacity.max(1));
+        (self.add_sender(pattern, tx), rx)
+    }
+
+    /// Adds a subscriber whose events go to `tx`, which several subscribers
+    /// may share so that their events arrive in one stream, in order.
+    pub(crate) fn add_sender(
+        &self,
+        pattern: Pattern,
+        tx: mpsc::Sender<EventDelivery>,
+    ) -> Arc<SubscriberInfo> {
         let info = Arc::new(SubscriberInfo {
             id: self.next_id.fetch_add(1, Ordering::Relaxed),
             pattern,
@@ -77,7 +87,7 @@ impl Subscribers {
             table.patterns.push(sub.clone());
         }
         self.table.store(Arc::new(table));
-        (info, rx)
+        info
     }
 
     /// Removes a subscriber; returns how many subscribers still use its pattern.
@@ -104,7 +114,7 @@ impl Subscribers {
 
     /// Gives every matching subscriber its copy. Never waits: a subscriber
     /// whose buffer is full misses the event, which is counted and logged.
-    pub(crate) fn dispatch(&self, envelope: &Arc<Envelope>, body: &Body, stats: &BusStats) {
+    pub(crate) fn dispatch(&self, envelope: &Arc<Envelope>, body: &Body, stats: &BusCounters) {
         let table = self.table.load();
         let exact = table.exact.get(&*envelope.type_name).into_iter().flatten();
         let wild = table
@@ -240,7 +250,7 @@ impl<E: Message> Subscription<E> {
                     }));
                 }
                 Err(error) => {
-                    self.guard.bus.stats().malformed.inc();
+                    self.guard.bus.counters().malformed.inc();
                     tracing::warn!(type_name = %d.envelope.type_name, %error, "skipping undecodable event");
                 }
             }

@@ -2,7 +2,7 @@
 //! which of them owns a resource (DESIGN §4 membership events, §5 ring).
 //!
 //! Every member publishes a heartbeat each interval; a node that misses
-//! [`MembershipConfig::misses`] of its intervals is dead. Callers waiting
+//! [`heartbeat_misses`](crate::BusBuilder::heartbeat_misses) of its intervals is dead. Callers waiting
 //! on a node that died or left fail at once with `cloudbus.NODE_UNAVAILABLE`.
 
 mod echo;
@@ -20,15 +20,15 @@ use std::time::Duration;
 
 /// How a node takes part in membership.
 #[derive(Clone, Debug)]
-pub struct MembershipConfig {
+pub(crate) struct MembershipConfig {
     /// How often a member sends its heartbeat (default 1 s).
-    pub interval: Duration,
+    pub(crate) interval: Duration,
     /// How many intervals a member may miss before it is dead (default 3).
-    pub misses: u32,
+    pub(crate) misses: u32,
     /// Whether this node is a member: members announce themselves and own
     /// a share of the ring; an observer (a command-line tool, a gateway)
     /// only listens, so it never owns resources. Default: member.
-    pub member: bool,
+    pub(crate) member: bool,
 }
 
 impl Default for MembershipConfig {

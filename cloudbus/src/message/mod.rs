@@ -31,6 +31,34 @@ use serde::de::DeserializeOwned;
 /// Messages are plain serde data: on the embedded bus they are moved between
 /// tasks without serialization; across nodes the same types travel as JSON.
 ///
+/// Derive it, with the wire name and, for a [`Request`], its reply type;
+/// `event` makes an [`Event`], `api_event` a request answered by an event
+/// ([`ReplyStyle::ApiEvent`]), and `service = "..."` sends it to another
+/// service than the name's first word. The derive checks the name at
+/// compile time.
+///
+/// ```
+/// use cloudbus::{Message, Request};
+/// use serde::{Deserialize, Serialize};
+///
+/// #[derive(Clone, Debug, Serialize, Deserialize, Message)]
+/// #[message(type = "storage.GetCapacity", reply = Capacity)]
+/// struct GetCapacity { primary_storage: String }
+///
+/// #[derive(Clone, Debug, Serialize, Deserialize, Message)]
+/// #[message(type = "storage.Capacity")]
+/// struct Capacity { available_gb: u32 }
+///
+/// #[derive(Clone, Debug, Serialize, Deserialize, Message)]
+/// #[message(type = "storage.CapacityChanged", event)]
+/// struct CapacityChanged { available_gb: u32 }
+///
+/// assert_eq!(GetCapacity::TYPE, "storage.GetCapacity");
+/// assert_eq!(<GetCapacity as Message>::service(), "storage");
+/// ```
+///
+/// Written by hand, the same is one impl per trait:
+///
 /// ```
 /// use serde::{Deserialize, Serialize};
 /// #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -6,8 +6,8 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 
 use super::route::{DeferredRoute, MessageRoute, RequestRoute, Route};
-use super::{Context, DeferredHandler, Handler, MessageHandler};
-use crate::{ErrorCode, Message, Request};
+use super::{Context, DeferredHandler, Handler, MessageHandler, ReplyPort, SyncKey};
+use crate::{ErrorCode, Event, Message, Request};
 
 /// The default number of messages one service handles at once.
 pub const DEFAULT_CONCURRENCY: usize = 1024;
@@ -33,25 +33,49 @@ pub struct Service {
     pub(crate) name: Cow<'static, str>,
     pub(crate) routes: HashMap<&'static str, Arc<dyn Route>>,
     pub(crate) concurrency: usize,
+    /// The event types the service handles, subscribed to at `register`.
+    pub(crate) events: Vec<&'static str>,
     /// A mistake made while building, reported by `register`.
     pub(crate) error: Option<ErrorCode>,
 }
 
+/// The handlers a service's state declares, so that building the service
+/// registers every one of them: there is no second place to forget.
+///
+/// Implemented by [`#[handlers]`](crate::handlers) on an `impl` block, and
+/// for `()`, the state of services made of closures only.
+pub trait Handlers: Send + Sync + Sized + 'static {
+    /// Adds this state's handlers to a service being built.
+    fn register(builder: ServiceBuilder<Self>) -> ServiceBuilder<Self>;
+}
+
+impl Handlers for () {
+    fn register(builder: ServiceBuilder<Self>) -> ServiceBuilder<Self> {
+        builder
+    }
+}
+
 impl Service {
-    /// Starts a service named `name` whose handlers are implemented by `state`.
-    pub fn builder<S: Send + Sync + 'static>(
-        name: impl Into<Cow<'static, str>>,
-        state: S,
-    ) -> ServiceBuilder<S> {
-        ServiceBuilder {
+    /// Starts a service named `name` with every handler that `state`
+    /// declares (its [`#[handlers]`](crate::handlers) methods); add
+    /// closures and settings on the builder.
+    pub fn builder<S: Handlers>(name: impl Into<Cow<'static, str>>, state: S) -> ServiceBuilder<S> {
+        S::register(ServiceBuilder {
             service: Service {
                 name: name.into(),
                 routes: HashMap::new(),
                 concurrency: DEFAULT_CONCURRENCY,
+                events: Vec::new(),
                 error: None,
             },
             state: Arc::new(state),
-        }
+        })
+    }
+
+    /// A service named `name` with every handler that `state` declares and
+    /// the default settings.
+    pub fn new<S: Handlers>(name: impl Into<Cow<'static, str>>, state: S) -> Service {
+        Self::builder(name, state).build()
     }
 
     /// The service name.
@@ -65,8 +89,8 @@ impl Service {
     }
 }
 
-/// Builds a [`Service`]; each `handle`/`receive`/`defer` call declares one
-/// message type the service handles.
+/// Builds a [`Service`]: the state's handlers are in already; each
+/// `on_*` call adds a closure for one more message type.
 pub struct ServiceBuilder<S> {
     service: Service,
     state: Arc<S>,
@@ -90,33 +114,6 @@ impl<S: Send + Sync + 'static> ServiceBuilder<S> {
         self
     }
 
-    /// Handles requests `R` with the state's [`Handler<R>`].
-    pub fn handle<R: Request>(self) -> Self
-    where
-        S: Handler<R>,
-    {
-        let route = Arc::new(RequestRoute::<S, R>(self.state.clone(), PhantomData));
-        self.route(R::TYPE, route)
-    }
-
-    /// Handles plain messages `M` with the state's [`MessageHandler<M>`].
-    pub fn receive<M: Message>(self) -> Self
-    where
-        S: MessageHandler<M>,
-    {
-        let route = Arc::new(MessageRoute::<S, M>(self.state.clone(), PhantomData));
-        self.route(M::TYPE, route)
-    }
-
-    /// Handles requests `R` with the state's [`DeferredHandler<R>`].
-    pub fn defer<R: Request>(self) -> Self
-    where
-        S: DeferredHandler<R>,
-    {
-        let route = Arc::new(DeferredRoute::<S, R>(self.state.clone(), PhantomData));
-        self.route(R::TYPE, route)
-    }
-
     /// Handles requests `R` with an async closure; handy for small services and tests.
     pub fn on_request<R, F, Fut>(self, f: F) -> Self
     where
@@ -124,11 +121,7 @@ impl<S: Send + Sync + 'static> ServiceBuilder<S> {
         F: Fn(R, Context) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<R::Reply, ErrorCode>> + Send + 'static,
     {
-        let route = Arc::new(RequestRoute::<FnHandler<F>, R>(
-            Arc::new(FnHandler(f)),
-            PhantomData,
-        ));
-        self.route(R::TYPE, route)
+        self.__request(move |_: Arc<S>, req, ctx| f(req, ctx), None)
     }
 
     /// Handles plain messages `M` with an async closure.
@@ -138,11 +131,77 @@ impl<S: Send + Sync + 'static> ServiceBuilder<S> {
         F: Fn(M, Context) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<(), ErrorCode>> + Send + 'static,
     {
-        let route = Arc::new(MessageRoute::<FnHandler<F>, M>(
-            Arc::new(FnHandler(f)),
-            PhantomData,
-        ));
-        self.route(M::TYPE, route)
+        self.__message(move |_: Arc<S>, msg, ctx| f(msg, ctx), None)
+    }
+
+    /// Handles events `E` with an async closure. The service subscribes to
+    /// `E` when it is registered and handles each event like a message:
+    /// within its concurrency limit, a panic caught and counted, in its
+    /// statistics, and finished before a graceful stop completes.
+    pub fn on_event<E, F, Fut>(self, f: F) -> Self
+    where
+        E: Event,
+        F: Fn(E, Context) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), ErrorCode>> + Send + 'static,
+    {
+        self.__event(move |_: Arc<S>, ev, ctx| f(ev, ctx), None)
+    }
+
+    #[doc(hidden)]
+    /// Used by `#[handlers]`: a request handler with the state and an optional sync key.
+    pub fn __request<R, F, Fut>(self, f: F, key: Option<fn(&S, &R) -> Option<SyncKey>>) -> Self
+    where
+        R: Request,
+        F: Fn(Arc<S>, R, Context) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<R::Reply, ErrorCode>> + Send + 'static,
+    {
+        let handler = Arc::new(StateFn::new(&self.state, f, key));
+        self.route(
+            R::TYPE,
+            Arc::new(RequestRoute::<_, R>(handler, PhantomData)),
+        )
+    }
+
+    #[doc(hidden)]
+    /// Used by `#[handlers]`: a plain message handler.
+    pub fn __message<M, F, Fut>(self, f: F, key: Option<fn(&S, &M) -> Option<SyncKey>>) -> Self
+    where
+        M: Message,
+        F: Fn(Arc<S>, M, Context) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), ErrorCode>> + Send + 'static,
+    {
+        let handler = Arc::new(StateFn::new(&self.state, f, key));
+        self.route(
+            M::TYPE,
+            Arc::new(MessageRoute::<_, M>(handler, PhantomData)),
+        )
+    }
+
+    #[doc(hidden)]
+    /// Used by `#[handlers]`: an event handler.
+    pub fn __event<E, F, Fut>(mut self, f: F, key: Option<fn(&S, &E) -> Option<SyncKey>>) -> Self
+    where
+        E: Event,
+        F: Fn(Arc<S>, E, Context) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), ErrorCode>> + Send + 'static,
+    {
+        self.service.events.push(E::TYPE);
+        self.__message(f, key)
+    }
+
+    #[doc(hidden)]
+    /// Used by `#[handlers]`: a request answered through a [`ReplyPort`].
+    pub fn __deferred<R, F, Fut>(self, f: F, key: Option<fn(&S, &R) -> Option<SyncKey>>) -> Self
+    where
+        R: Request,
+        F: Fn(Arc<S>, R, Context, ReplyPort<R::Reply>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let handler = Arc::new(StateFn::new(&self.state, f, key));
+        self.route(
+            R::TYPE,
+            Arc::new(DeferredRoute::<_, R>(handler, PhantomData)),
+        )
     }
 
     /// How many messages the service handles at once (default 1024). A
@@ -164,13 +223,32 @@ impl<S: Send + Sync + 'static> ServiceBuilder<S> {
     }
 }
 
-/// Adapts an async closure to the handler traits.
-struct FnHandler<F>(F);
+/// A handler function with the service's state and its sync key.
+struct StateFn<S, F, M> {
+    state: Arc<S>,
+    f: F,
+    key: Option<fn(&S, &M) -> Option<SyncKey>>,
+}
 
-impl<R, F, Fut> Handler<R> for FnHandler<F>
+impl<S, F, M> StateFn<S, F, M> {
+    fn new(state: &Arc<S>, f: F, key: Option<fn(&S, &M) -> Option<SyncKey>>) -> Self {
+        Self {
+            state: state.clone(),
+            f,
+            key,
+        }
+    }
+
+    fn sync_key(&self, msg: &M) -> Option<SyncKey> {
+        self.key.and_then(|key| key(&self.state, msg))
+    }
+}
+
+impl<S, R, F, Fut> Handler<R> for StateFn<S, F, R>
 where
+    S: Send + Sync + 'static,
     R: Request,
-    F: Fn(R, Context) -> Fut + Send + Sync + 'static,
+    F: Fn(Arc<S>, R, Context) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<R::Reply, ErrorCode>> + Send + 'static,
 {
     fn handle(
@@ -178,17 +256,47 @@ where
         req: R,
         ctx: Context,
     ) -> impl Future<Output = Result<R::Reply, ErrorCode>> + Send {
-        (self.0)(req, ctx)
+        (self.f)(self.state.clone(), req, ctx)
+    }
+
+    fn sync_key(&self, req: &R) -> Option<SyncKey> {
+        StateFn::sync_key(self, req)
     }
 }
 
-impl<M, F, Fut> MessageHandler<M> for FnHandler<F>
+impl<S, M, F, Fut> MessageHandler<M> for StateFn<S, F, M>
 where
+    S: Send + Sync + 'static,
     M: Message,
-    F: Fn(M, Context) -> Fut + Send + Sync + 'static,
+    F: Fn(Arc<S>, M, Context) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<(), ErrorCode>> + Send + 'static,
 {
     fn receive(&self, msg: M, ctx: Context) -> impl Future<Output = Result<(), ErrorCode>> + Send {
-        (self.0)(msg, ctx)
+        (self.f)(self.state.clone(), msg, ctx)
+    }
+
+    fn sync_key(&self, msg: &M) -> Option<SyncKey> {
+        StateFn::sync_key(self, msg)
+    }
+}
+
+impl<S, R, F, Fut> DeferredHandler<R> for StateFn<S, F, R>
+where
+    S: Send + Sync + 'static,
+    R: Request,
+    F: Fn(Arc<S>, R, Context, ReplyPort<R::Reply>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    fn handle(
+        &self,
+        req: R,
+        ctx: Context,
+        reply: ReplyPort<R::Reply>,
+    ) -> impl Future<Output = ()> + Send {
+        (self.f)(self.state.clone(), req, ctx, reply)
+    }
+
+    fn sync_key(&self, req: &R) -> Option<SyncKey> {
+        StateFn::sync_key(self, req)
     }
 }

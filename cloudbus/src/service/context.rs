@@ -7,7 +7,7 @@ use crate::{Bus, Envelope, Headers, MessageId, NodeId};
 /// Headers with this prefix form the task context (ZStack's task-context
 /// header): set by the API caller, they travel with every message sent
 /// while handling the message that carried them, across services and nodes.
-pub const CONTEXT_PREFIX: &str = "ctx-";
+pub(crate) const CONTEXT_PREFIX: &str = "ctx-";
 /// The W3C trace context travels the same way.
 const TRACEPARENT: &str = "traceparent";
 

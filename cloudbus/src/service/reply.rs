@@ -114,9 +114,11 @@ impl Drop for Responder {
     }
 }
 
-/// The port a [`DeferredHandler`](crate::DeferredHandler) answers through.
-/// Move it anywhere; answer it once. Dropping it unanswered replies
-/// `cloudbus.NO_REPLY`.
+/// The port a handler that answers later replies through (a `#[handlers]`
+/// method with a last `reply: ReplyPort<R::Reply>` parameter), like
+/// ractor's `RpcReplyPort`. Move it anywhere; answer it once. Dropping it
+/// unanswered replies `cloudbus.NO_REPLY`, so a caller never waits for a
+/// reply that cannot come.
 pub struct ReplyPort<R> {
     responder: Responder,
     _reply: PhantomData<fn(R)>,

@@ -50,7 +50,7 @@ fn decode<M: Message>(bus: &Bus, delivery: Delivery) -> Result<(M, Envelope, Res
     match body.decode::<M>() {
         Ok(msg) => Ok((msg, envelope, responder)),
         Err(error) => {
-            bus.stats().malformed.inc();
+            bus.counters().malformed.inc();
             tracing::warn!(type_name = %envelope.type_name, id = %envelope.id, %error, "dropping undecodable message");
             tokio::spawn(responder.answer(Err(error)));
             Err(())

@@ -4,13 +4,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use tokio::sync::Semaphore;
+use tokio::sync::{Notify, Semaphore, mpsc};
+use tokio::task::JoinHandle;
 use tracing::Instrument;
 
 use super::in_flight::InFlight;
 use super::route::{Delivery, Route};
 use super::sync::{SyncQueues, Ticket};
-use super::{Responder, Service, TypeStatistics, TypeStats};
+use super::{ReplyTarget, Responder, Service, TypeStatistics, TypeStats};
+use crate::bus::{EventDelivery, SubscriberInfo};
 use crate::{Bus, ErrorCode};
 
 /// A registered service at run time: its handlers, its concurrency permits
@@ -24,6 +26,9 @@ pub(crate) struct ServiceRuntime {
     sync: SyncQueues,
     in_flight: Arc<InFlight>,
     closing: AtomicBool,
+    /// The tasks that hand the events this service subscribed to over to
+    /// its handlers; stopped when the service stops.
+    feeders: std::sync::Mutex<Vec<(Arc<Notify>, JoinHandle<()>)>>,
 }
 
 impl ServiceRuntime {
@@ -40,6 +45,7 @@ impl ServiceRuntime {
             sync: SyncQueues::default(),
             in_flight: Arc::default(),
             closing: AtomicBool::new(false),
+            feeders: std::sync::Mutex::default(),
         }
     }
 
@@ -69,7 +75,7 @@ impl ServiceRuntime {
             return reject(bus, delivery, ErrorCode::no_such_service(&self.name)).await;
         }
         if let Err(error) = bus.intercept_delivery(&delivery.envelope, &delivery.body) {
-            bus.stats().rejected.inc();
+            bus.counters().rejected.inc();
             return reject(bus, delivery, error).await;
         }
         let Some((route, stats)) = self.routes.get(&*delivery.envelope.type_name) else {
@@ -82,7 +88,7 @@ impl ServiceRuntime {
         if delivery.deadline.is_some_and(|d| Instant::now() >= d) {
             // The caller has stopped waiting; running the handler now would
             // only produce a reply nobody reads.
-            bus.stats().expired.inc();
+            bus.counters().expired.inc();
             return;
         }
         let task_context = super::context::task_context_of(&delivery.envelope);
@@ -109,6 +115,65 @@ impl ServiceRuntime {
         }
     }
 
+    /// Hands the events of the service's subscriptions (one stream, in
+    /// publishing order) to its handlers, one [`deliver`](Self::deliver) at
+    /// a time, so that a busy service slows its events down like any other
+    /// sender.
+    pub(crate) fn feed_events(
+        self: &Arc<Self>,
+        bus: &Bus,
+        subscribed: Vec<Arc<SubscriberInfo>>,
+        mut events: mpsc::Receiver<EventDelivery>,
+    ) {
+        let (runtime, bus) = (self.clone(), bus.clone());
+        let stop = Arc::new(Notify::new());
+        let stopped = stop.clone();
+        let feeder = tokio::spawn(async move {
+            let mut subscribed = Some(subscribed);
+            loop {
+                let event = tokio::select! {
+                    biased;
+                    () = stopped.notified(), if subscribed.is_some() => {
+                        // No new events; those already taken are still
+                        // handled, until the stream ends.
+                        for info in subscribed.take().into_iter().flatten() {
+                            bus.unsubscribe(info.id, &info.pattern).await;
+                        }
+                        continue;
+                    }
+                    event = events.recv() => event,
+                };
+                let Some(event) = event else { break };
+                let delivery = Delivery {
+                    envelope: Arc::unwrap_or_clone(event.envelope),
+                    body: event.body,
+                    reply: ReplyTarget::None,
+                    deadline: None,
+                };
+                runtime.deliver(&bus, delivery).await;
+            }
+        });
+        self.feeders
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((stop, feeder));
+    }
+
+    /// Ends the service's event subscriptions once the events they have
+    /// taken are handed to handlers.
+    async fn stop_feeding(&self) {
+        let feeders: Vec<_> = self
+            .feeders
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain(..)
+            .collect();
+        for (stop, feeder) in feeders {
+            stop.notify_one();
+            let _ = feeder.await;
+        }
+    }
+
     /// Waits until no message is in flight, still taking new ones.
     pub(crate) async fn quiesce(&self) {
         self.in_flight.idle().await;
@@ -116,6 +181,7 @@ impl ServiceRuntime {
 
     /// Stops taking messages and waits for every accepted one to finish.
     pub(crate) async fn drain(&self) {
+        self.stop_feeding().await;
         self.closing.store(true, Ordering::SeqCst);
         self.in_flight.idle().await;
     }

@@ -8,9 +8,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-/// Upper bounds (µs) of the handling-time histogram's buckets; a last
-/// bucket takes everything slower.
-pub const HISTOGRAM_BOUNDS_US: [u64; 16] = [
+/// See [`TypeStatistics::HISTOGRAM_BOUNDS_US`].
+const HISTOGRAM_BOUNDS_US: [u64; 16] = [
     100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000,
     1_000_000, 2_500_000, 5_000_000, 10_000_000,
 ];
@@ -100,7 +99,13 @@ pub struct TypeStatistics {
     pub avg_us: u64,
     /// Longest handling time, µs.
     pub max_us: u64,
-    /// How many took at most each of [`HISTOGRAM_BOUNDS_US`] (and more,
-    /// last), not cumulative.
+    /// How many took at most each of [`HISTOGRAM_BOUNDS_US`](Self::HISTOGRAM_BOUNDS_US)
+    /// (and more, last), not cumulative.
     pub histogram: Vec<u64>,
+}
+
+impl TypeStatistics {
+    /// Upper bounds (µs) of the handling-time histogram's buckets; a last
+    /// bucket takes everything slower.
+    pub const HISTOGRAM_BOUNDS_US: [u64; 16] = HISTOGRAM_BOUNDS_US;
 }

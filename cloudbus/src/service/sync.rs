@@ -50,6 +50,43 @@ impl SyncKey {
     }
 }
 
+/// What `#[sync_key(...)]` accepts: a key, anything that converts into
+/// one, or an `Option` of a key for messages that only sometimes need one.
+pub trait IntoSyncKey {
+    /// The key, or `None` to run the message freely.
+    fn into_sync_key(self) -> Option<SyncKey>;
+}
+
+impl<T: Into<SyncKey>> IntoSyncKey for T {
+    fn into_sync_key(self) -> Option<SyncKey> {
+        Some(self.into())
+    }
+}
+
+impl IntoSyncKey for Option<SyncKey> {
+    fn into_sync_key(self) -> Option<SyncKey> {
+        self
+    }
+}
+
+impl From<String> for SyncKey {
+    fn from(key: String) -> Self {
+        Self::new(key)
+    }
+}
+
+impl From<&str> for SyncKey {
+    fn from(key: &str) -> Self {
+        Self::new(key)
+    }
+}
+
+impl From<&String> for SyncKey {
+    fn from(key: &String) -> Self {
+        Self::new(key.as_str())
+    }
+}
+
 /// What an accepted message holds until its handler ends: a concurrency
 /// permit, and its place among the service's in-flight messages.
 pub(crate) struct Ticket {

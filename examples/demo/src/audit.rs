@@ -1,85 +1,80 @@
-//! The audit service: subscribes to every `vm.*` event — API results and
-//! internal state changes alike — which is why non-blocking APIs answer
-//! with events rather than replies.
+//! The audit service: records every VM event — API results and internal
+//! state changes alike — which is why non-blocking APIs answer with events
+//! rather than replies. Its event handlers are declared like its request
+//! handler, so they run within the service's limits and finish before a
+//! graceful stop does.
 
 use std::sync::{Arc, Mutex};
 
-use cloudbus::{Bus, Context, ErrorCode, Handler, RawEvent, Service};
-use futures::StreamExt;
-use tokio::task::JoinHandle;
+use cloudbus::prelude::*;
 
-use crate::messages::{AuditLog, GetAuditLog};
+use crate::messages::{AuditLog, GetAuditLog, VmStarted, VmStateChanged, VmStopped};
 
-/// The events the auditor records.
-pub const PATTERN: &str = "vm.#";
-
+/// The auditor's state: what it has recorded, oldest first.
 #[derive(Clone, Debug, Default)]
 struct Log(Arc<Mutex<Vec<String>>>);
 
-impl Handler<GetAuditLog> for Log {
-    async fn handle(&self, _req: GetAuditLog, _ctx: Context) -> Result<AuditLog, ErrorCode> {
+impl Log {
+    fn record(&self, ctx: &Context, what: String) {
+        let api = ctx.envelope().api_id.is_some();
+        let kind = if api { "api result" } else { "event" };
+        let entry = format!("{:<16} {what} ({kind})", ctx.envelope().type_name);
+        tracing::info!(target: "cloudbus_demo::audit", "{entry}");
+        self.0.lock().expect("audit log").push(entry);
+    }
+}
+
+#[handlers]
+impl Log {
+    async fn get_audit_log(&self, _req: GetAuditLog, _ctx: Context) -> Result<AuditLog, ErrorCode> {
         Ok(AuditLog {
             entries: self.0.lock().expect("audit log").clone(),
         })
     }
+
+    #[event]
+    async fn vm_started(&self, ev: VmStarted, ctx: Context) -> Result<(), ErrorCode> {
+        self.record(&ctx, format!("{} on {}", ev.name, ev.host));
+        Ok(())
+    }
+
+    #[event]
+    async fn vm_stopped(&self, ev: VmStopped, ctx: Context) -> Result<(), ErrorCode> {
+        self.record(&ctx, ev.name);
+        Ok(())
+    }
+
+    #[event]
+    async fn state_changed(&self, ev: VmStateChanged, ctx: Context) -> Result<(), ErrorCode> {
+        self.record(&ctx, format!("{} {} -> {}", ev.name, ev.from, ev.to));
+        Ok(())
+    }
 }
 
-/// A running auditor: its subscription task and its log.
+/// A running auditor and its log.
 #[derive(Debug)]
 pub struct Auditor {
     log: Log,
-    task: JoinHandle<()>,
 }
 
 impl Auditor {
-    /// Subscribes to [`PATTERN`] and registers the `audit` service. Events
-    /// published after this returns are recorded.
+    /// Registers the `audit` service. Events published after this returns
+    /// are recorded.
     pub async fn start(bus: &Bus) -> Result<Auditor, ErrorCode> {
         let log = Log::default();
-        let mut events = bus.subscribe_pattern(PATTERN).await?;
+        // One at a time, so the log keeps the order events were published in.
         bus.register(
             Service::builder("audit", log.clone())
-                .handle::<GetAuditLog>()
+                .concurrency(1)
                 .build(),
         )
         .await?;
-        let recorder = log.clone();
-        let task = tokio::spawn(async move {
-            while let Some(event) = events.next().await {
-                let entry = describe(event);
-                tracing::info!(target: "cloudbus_demo::audit", "{entry}");
-                recorder.0.lock().expect("audit log").push(entry);
-            }
-        });
-        Ok(Auditor { log, task })
+        Ok(Auditor { log })
     }
 
-    /// Waits until the subscription has ended (the bus was shut down) and
-    /// returns everything recorded.
+    /// Everything recorded; after the bus has shut down, every event it
+    /// received is in.
     pub async fn finish(self) -> Vec<String> {
-        // The task only ends when the subscription does; a panic in it
-        // would already have lost entries, so report what there is.
-        let _ = self.task.await;
         self.log.0.lock().expect("audit log").clone()
     }
-}
-
-/// One line per event: its type, the VM's name and what it says.
-fn describe(event: RawEvent) -> String {
-    let api = event.envelope.api_id.is_some();
-    let type_name = event.envelope.type_name.to_string();
-    let body: serde_json::Value = event
-        .body
-        .to_json()
-        .ok()
-        .and_then(|json| serde_json::from_slice(&json).ok())
-        .unwrap_or_default();
-    let field = |k: &str| body.get(k).and_then(|v| v.as_str()).unwrap_or("?");
-    let what = match type_name.as_str() {
-        "vm.StateChanged" => format!("{} {} -> {}", field("name"), field("from"), field("to")),
-        "vm.VmStarted" => format!("{} on {}", field("name"), field("host")),
-        _ => field("name").to_string(),
-    };
-    let kind = if api { "api result" } else { "event" };
-    format!("{type_name:<16} {what} ({kind})")
 }

@@ -5,7 +5,7 @@
 use std::sync::Mutex;
 use std::time::Duration;
 
-use cloudbus::{Context, ErrorCode, Handler, MessageHandler, Service, SyncKey};
+use cloudbus::{Context, ErrorCode, Service};
 use cloudbus_agent::{AgentClient, RunningAgent};
 
 use crate::hypervisor::{BootVm, ConnectHost, HaltVm};
@@ -93,12 +93,7 @@ impl HostService {
 
     /// The service, ready to register.
     pub fn service(self) -> Service {
-        Service::builder("host", self)
-            .handle::<AllocateHost>()
-            .handle::<StartVmOnHost>()
-            .handle::<StopVmOnHost>()
-            .receive::<ReleaseHost>()
-            .build()
+        Service::new("host", self)
     }
 
     fn agent_of(&self, host: &str) -> Result<String, ErrorCode> {
@@ -116,13 +111,19 @@ fn not_found(host: &str) -> ErrorCode {
     ErrorCode::new("host.NOT_FOUND", format!("no host {host}"))
 }
 
-impl Handler<AllocateHost> for HostService {
-    async fn handle(&self, req: AllocateHost, _ctx: Context) -> Result<HostAllocated, ErrorCode> {
+#[cloudbus::handlers]
+impl HostService {
+    #[sync_key(CAPACITY_KEY)]
+    async fn allocate_host(
+        &self,
+        _req: AllocateHost,
+        _ctx: Context,
+    ) -> Result<HostAllocated, ErrorCode> {
         let mut hosts = self.hosts.lock().expect("host table");
         // The host with the most free memory; the first of equals.
         let best = hosts
             .iter_mut()
-            .filter(|h| h.free_cpus >= req.cpus && h.free_memory_gb >= req.memory_gb)
+            .filter(|h| h.free_cpus >= _req.cpus && h.free_memory_gb >= _req.memory_gb)
             .max_by(|a, b| {
                 a.free_memory_gb
                     .cmp(&b.free_memory_gb)
@@ -130,8 +131,8 @@ impl Handler<AllocateHost> for HostService {
             });
         match best {
             Some(host) => {
-                host.free_cpus -= req.cpus;
-                host.free_memory_gb -= req.memory_gb;
+                host.free_cpus -= _req.cpus;
+                host.free_memory_gb -= _req.memory_gb;
                 Ok(HostAllocated {
                     host: host.name.clone(),
                 })
@@ -140,19 +141,13 @@ impl Handler<AllocateHost> for HostService {
                 "host.NO_CAPACITY",
                 format!(
                     "no host has {} CPUs and {} GiB free for VM {}",
-                    req.cpus, req.memory_gb, req.vm_uuid
+                    _req.cpus, _req.memory_gb, _req.vm_uuid
                 ),
             )),
         }
     }
 
-    fn sync_key(&self, _req: &AllocateHost) -> Option<SyncKey> {
-        Some(SyncKey::new(CAPACITY_KEY))
-    }
-}
-
-impl Handler<StartVmOnHost> for HostService {
-    async fn handle(
+    async fn start_vm_on_host(
         &self,
         req: StartVmOnHost,
         _ctx: Context,
@@ -180,10 +175,12 @@ impl Handler<StartVmOnHost> for HostService {
             console: booted.console,
         })
     }
-}
 
-impl Handler<StopVmOnHost> for HostService {
-    async fn handle(&self, req: StopVmOnHost, _ctx: Context) -> Result<VmStoppedOnHost, ErrorCode> {
+    async fn stop_vm_on_host(
+        &self,
+        req: StopVmOnHost,
+        _ctx: Context,
+    ) -> Result<VmStoppedOnHost, ErrorCode> {
         let agent = self.agent_of(&req.host)?;
         tracing::info!(target: "cloudbus_demo::host", "POST {agent}/vm/halt");
         self.agents
@@ -196,21 +193,16 @@ impl Handler<StopVmOnHost> for HostService {
             .await?;
         Ok(VmStoppedOnHost { host: req.host })
     }
-}
 
-impl MessageHandler<ReleaseHost> for HostService {
-    async fn receive(&self, msg: ReleaseHost, _ctx: Context) -> Result<(), ErrorCode> {
+    #[sync_key(CAPACITY_KEY)]
+    async fn release_host(&self, _msg: ReleaseHost, _ctx: Context) -> Result<(), ErrorCode> {
         let mut hosts = self.hosts.lock().expect("host table");
         let host = hosts
             .iter_mut()
-            .find(|h| h.name == msg.host)
-            .ok_or_else(|| not_found(&msg.host))?;
-        host.free_cpus += msg.cpus;
-        host.free_memory_gb += msg.memory_gb;
+            .find(|h| h.name == _msg.host)
+            .ok_or_else(|| not_found(&_msg.host))?;
+        host.free_cpus += _msg.cpus;
+        host.free_memory_gb += _msg.memory_gb;
         Ok(())
-    }
-
-    fn sync_key(&self, _msg: &ReleaseHost) -> Option<SyncKey> {
-        Some(SyncKey::new(CAPACITY_KEY))
     }
 }

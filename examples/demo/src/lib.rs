@@ -274,7 +274,7 @@ pub async fn run(
     for entry in auditor.finish().await {
         say(format!("   {entry}"));
     }
-    let stats = bus.stats();
+    let stats = bus.counters();
     say(format!(
         "\nbus shut down cleanly; {} timeouts, {} late replies, {} events dropped",
         stats.timeouts.get(),

@@ -2,7 +2,7 @@
 
 use std::sync::Mutex;
 
-use cloudbus::{Context, ErrorCode, Handler, MessageHandler, Service, SyncKey};
+use cloudbus::{Context, ErrorCode, Service, SyncKey};
 
 use crate::messages::{AllocateVolume, Capacity, GetCapacity, ReturnCapacity, VolumeAllocated};
 
@@ -26,11 +26,7 @@ impl StorageService {
 
     /// The service, ready to register.
     pub fn service(self) -> Service {
-        Service::builder("storage", self)
-            .handle::<AllocateVolume>()
-            .handle::<GetCapacity>()
-            .receive::<ReturnCapacity>()
-            .build()
+        Service::new("storage", self)
     }
 
     fn check(name: &str) -> Result<(), ErrorCode> {
@@ -51,35 +47,32 @@ fn capacity_key(primary_storage: &str) -> Option<SyncKey> {
     Some(SyncKey::new(format!("ps-{primary_storage}")))
 }
 
-impl Handler<AllocateVolume> for StorageService {
-    async fn handle(
+#[cloudbus::handlers]
+impl StorageService {
+    #[sync_key(capacity_key(PRIMARY_STORAGE))]
+    async fn allocate_volume(
         &self,
-        req: AllocateVolume,
+        _req: AllocateVolume,
         _ctx: Context,
     ) -> Result<VolumeAllocated, ErrorCode> {
         let mut available = self.available_gb.lock().expect("capacity");
-        if *available < req.size_gb {
+        if *available < _req.size_gb {
             return Err(ErrorCode::new(
                 "storage.NO_CAPACITY",
                 format!(
                     "{PRIMARY_STORAGE} has {} GiB free, VM {} needs {}",
-                    *available, req.vm_uuid, req.size_gb
+                    *available, _req.vm_uuid, _req.size_gb
                 ),
             ));
         }
-        *available -= req.size_gb;
+        *available -= _req.size_gb;
         Ok(VolumeAllocated {
             primary_storage: PRIMARY_STORAGE.into(),
         })
     }
 
-    fn sync_key(&self, _req: &AllocateVolume) -> Option<SyncKey> {
-        capacity_key(PRIMARY_STORAGE)
-    }
-}
-
-impl Handler<GetCapacity> for StorageService {
-    async fn handle(&self, req: GetCapacity, _ctx: Context) -> Result<Capacity, ErrorCode> {
+    #[sync_key(capacity_key(&req.primary_storage))]
+    async fn get_capacity(&self, req: GetCapacity, _ctx: Context) -> Result<Capacity, ErrorCode> {
         Self::check(&req.primary_storage)?;
         Ok(Capacity {
             primary_storage: req.primary_storage,
@@ -88,20 +81,11 @@ impl Handler<GetCapacity> for StorageService {
         })
     }
 
-    fn sync_key(&self, req: &GetCapacity) -> Option<SyncKey> {
-        capacity_key(&req.primary_storage)
-    }
-}
-
-impl MessageHandler<ReturnCapacity> for StorageService {
-    async fn receive(&self, msg: ReturnCapacity, _ctx: Context) -> Result<(), ErrorCode> {
+    #[sync_key(capacity_key(&msg.primary_storage))]
+    async fn return_capacity(&self, msg: ReturnCapacity, _ctx: Context) -> Result<(), ErrorCode> {
         Self::check(&msg.primary_storage)?;
         let mut available = self.available_gb.lock().expect("capacity");
         *available = (*available + msg.size_gb).min(self.total_gb);
         Ok(())
-    }
-
-    fn sync_key(&self, msg: &ReturnCapacity) -> Option<SyncKey> {
-        capacity_key(&msg.primary_storage)
     }
 }

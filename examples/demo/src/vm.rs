@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use cloudbus::{Context, ErrorCode, Handler, Service, SyncKey};
+use cloudbus::{Context, ErrorCode, Service, SyncKey};
 use uuid::Uuid;
 
 use crate::messages::{
@@ -34,13 +34,7 @@ pub struct VmService {
 impl VmService {
     /// The service, ready to register.
     pub fn service(self) -> Service {
-        Service::builder("vm", self)
-            .handle::<CreateVm>()
-            .handle::<QueryVms>()
-            .handle::<StartVm>()
-            .handle::<StopVm>()
-            .handle::<DestroyVm>()
-            .build()
+        Service::new("vm", self)
     }
 
     fn inventory(&self, uuid: &str) -> Result<VmInventory, ErrorCode> {
@@ -107,8 +101,9 @@ async fn release(ctx: &Context, host: String, vm: &VmInventory) -> Result<(), Er
         .await
 }
 
-impl Handler<CreateVm> for VmService {
-    async fn handle(&self, req: CreateVm, ctx: Context) -> Result<VmInventory, ErrorCode> {
+#[cloudbus::handlers]
+impl VmService {
+    async fn create_vm(&self, req: CreateVm, ctx: Context) -> Result<VmInventory, ErrorCode> {
         if req.name.is_empty() || req.cpus == 0 || req.memory_gb == 0 {
             return Err(ErrorCode::new(
                 "vm.INVALID_ARGUMENT",
@@ -151,10 +146,8 @@ impl Handler<CreateVm> for VmService {
         self.vms.lock().expect("vm table").insert(uuid, vm);
         Ok(inventory)
     }
-}
 
-impl Handler<QueryVms> for VmService {
-    async fn handle(&self, req: QueryVms, _ctx: Context) -> Result<VmList, ErrorCode> {
+    async fn query_vms(&self, req: QueryVms, _ctx: Context) -> Result<VmList, ErrorCode> {
         let mut vms: Vec<VmInventory> = self
             .vms
             .lock()
@@ -166,10 +159,9 @@ impl Handler<QueryVms> for VmService {
         vms.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(VmList { vms })
     }
-}
 
-impl Handler<StartVm> for VmService {
-    async fn handle(&self, req: StartVm, ctx: Context) -> Result<VmStarted, ErrorCode> {
+    #[sync_key(vm_key(&req.uuid))]
+    async fn start_vm(&self, req: StartVm, ctx: Context) -> Result<VmStarted, ErrorCode> {
         let vm = self.inventory(&req.uuid)?;
         if vm.state != STOPPED {
             return Err(invalid_state(&vm, STOPPED));
@@ -210,13 +202,8 @@ impl Handler<StartVm> for VmService {
         })
     }
 
-    fn sync_key(&self, req: &StartVm) -> Option<SyncKey> {
-        vm_key(&req.uuid)
-    }
-}
-
-impl Handler<StopVm> for VmService {
-    async fn handle(&self, req: StopVm, ctx: Context) -> Result<VmStopped, ErrorCode> {
+    #[sync_key(vm_key(&req.uuid))]
+    async fn stop_vm(&self, req: StopVm, ctx: Context) -> Result<VmStopped, ErrorCode> {
         let vm = self.inventory(&req.uuid)?;
         let Some(host) = vm.host.clone().filter(|_| vm.state == RUNNING) else {
             return Err(invalid_state(&vm, RUNNING));
@@ -236,13 +223,8 @@ impl Handler<StopVm> for VmService {
         })
     }
 
-    fn sync_key(&self, req: &StopVm) -> Option<SyncKey> {
-        vm_key(&req.uuid)
-    }
-}
-
-impl Handler<DestroyVm> for VmService {
-    async fn handle(&self, req: DestroyVm, ctx: Context) -> Result<VmDestroyed, ErrorCode> {
+    #[sync_key(vm_key(&req.uuid))]
+    async fn destroy_vm(&self, req: DestroyVm, ctx: Context) -> Result<VmDestroyed, ErrorCode> {
         let vm = self.inventory(&req.uuid)?;
         if vm.state != STOPPED {
             return Err(invalid_state(&vm, STOPPED));
@@ -258,9 +240,5 @@ impl Handler<DestroyVm> for VmService {
             })
             .await?;
         Ok(VmDestroyed { uuid: req.uuid })
-    }
-
-    fn sync_key(&self, req: &DestroyVm) -> Option<SyncKey> {
-        vm_key(&req.uuid)
     }
 }

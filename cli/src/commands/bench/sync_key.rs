@@ -3,19 +3,18 @@
 
 use std::time::Duration;
 
-use cloudbus::{Bus, Context, ErrorCode, Handler, Service, SyncKey};
+use cloudbus::{Bus, Context, ErrorCode, Service};
 
 use super::measure::{Sample, closed_loop};
 use super::messages::{Echo, EchoReply, answer, echo_service};
 
 struct Keyed;
 
-impl Handler<Echo> for Keyed {
-    async fn handle(&self, req: Echo, _ctx: Context) -> Result<EchoReply, ErrorCode> {
+#[cloudbus::handlers]
+impl Keyed {
+    #[sync_key(req.sync_key())]
+    async fn echo(&self, req: Echo, _ctx: Context) -> Result<EchoReply, ErrorCode> {
         Ok(answer(req))
-    }
-    fn sync_key(&self, req: &Echo) -> Option<SyncKey> {
-        Some(req.sync_key())
     }
 }
 
@@ -23,7 +22,6 @@ pub async fn run(level: usize, keys: u64, duration: Duration) -> anyhow::Result<
     let bus = Bus::embedded();
     bus.register(
         Service::builder("bench", Keyed)
-            .handle::<Echo>()
             .concurrency(level.max(64))
             .build(),
     )

@@ -77,7 +77,7 @@ fn state(bus: &Bus) -> Value {
             })
         })
         .collect();
-    let stats = bus.stats();
+    let stats = bus.counters();
     json!({
         "bus": bus.name(),
         "node": bus.node_id().to_string(),

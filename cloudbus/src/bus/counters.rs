@@ -18,7 +18,7 @@ impl Counter {
 /// Counts of what the bus dropped, refused or could not deliver. Nothing is
 /// dropped without being counted here and logged.
 #[derive(Default, Debug)]
-pub struct BusStats {
+pub struct BusCounters {
     /// Replies that arrived after their caller stopped waiting (timeout,
     /// cancel) or for an unknown correlation id; dropped.
     pub late_replies: Counter,
