@@ -38,7 +38,7 @@
 //!
 //! // The management-node side.
 //! let client = AgentClient::builder().start().await?;
-//! let booted = client.send(&agent.url(), BootVm { uuid: "v1".into() }).await?;
+//! let booted = client.call(&agent.url(), BootVm { uuid: "v1".into() }).await?;
 //! assert_eq!(booted.console, "vnc://host-1/v1");
 //!
 //! client.shutdown();

@@ -155,7 +155,7 @@ fn gated_boot(
         uuid: uuid.into(),
         gated: true,
     };
-    tokio::spawn(async move { client.send(&url, cmd).await })
+    tokio::spawn(async move { client.call(&url, cmd).await })
 }
 
 /// A boot that does not wait for the test.
@@ -187,7 +187,7 @@ async fn a_sync_command_is_answered_in_the_response() {
     let sim = agent("host-1").await;
     let client = client().await;
     let facts = client
-        .send(&sim.agent.url(), GetFacts { gated: false })
+        .call(&sim.agent.url(), GetFacts { gated: false })
         .await
         .expect("facts");
     assert_eq!(
@@ -272,20 +272,20 @@ async fn agent_errors_keep_their_code_and_a_panic_is_internal() {
     let sim = agent("host-4").await;
     let client = client().await;
     let err = client
-        .send(&sim.agent.url(), Fail { panic: false })
+        .call(&sim.agent.url(), Fail { panic: false })
         .await
         .expect_err("fails");
     assert_eq!(err.code(), "host.DISK_FULL");
     assert_eq!(err.description(), "no space left on /var/lib");
     let err = client
-        .send(&sim.agent.url(), Fail { panic: true })
+        .call(&sim.agent.url(), Fail { panic: true })
         .await
         .expect_err("panics");
     assert_eq!(err.code(), bus_codes::INTERNAL);
     assert!(err.description().contains("/fail"), "{err}");
     // The agent survives its handler's panic.
     client
-        .send(&sim.agent.url(), GetFacts { gated: false })
+        .call(&sim.agent.url(), GetFacts { gated: false })
         .await
         .expect("still serving");
     assert_eq!(client.stats().failed.get(), 2);
@@ -299,10 +299,10 @@ async fn an_agent_that_is_down_is_unreachable() {
     let client = client().await;
     for err in [
         client
-            .send(&url, GetFacts { gated: false })
+            .call(&url, GetFacts { gated: false })
             .await
             .expect_err("down"),
-        client.send(&url, quick_boot("v")).await.expect_err("down"),
+        client.call(&url, quick_boot("v")).await.expect_err("down"),
     ] {
         assert_eq!(err.code(), codes::UNREACHABLE, "{err}");
         assert!(err.description().contains(&url), "{err}");
@@ -316,7 +316,7 @@ async fn a_slow_sync_agent_times_out() {
     let mut sim = agent("host-5").await;
     let client = client().await;
     let err = client
-        .send(&sim.agent.url(), GetFacts { gated: true })
+        .call(&sim.agent.url(), GetFacts { gated: true })
         .timeout(Duration::from_millis(200))
         .await
         .expect_err("too slow");
@@ -331,7 +331,7 @@ async fn a_callback_after_the_timeout_is_refused_and_counted() {
     let mut sim = agent("host-6").await;
     let client = client().await;
     let err = client
-        .send(
+        .call(
             &sim.agent.url(),
             Boot {
                 uuid: "late".into(),
@@ -379,14 +379,14 @@ async fn malformed_responses_are_bad_responses() {
     ] {
         let url = broken_agent(status, body).await;
         let err = client
-            .send(&url, GetFacts { gated: false })
+            .call(&url, GetFacts { gated: false })
             .await
             .expect_err("malformed");
         assert_eq!(err.code(), codes::BAD_RESPONSE, "{status} {body}: {err}");
         assert!(err.description().contains("/host/facts"), "{err}");
         // A callback command needs 202 Accepted, and nothing stays waiting.
         let err = client
-            .send(&url, quick_boot("v"))
+            .call(&url, quick_boot("v"))
             .await
             .expect_err("not accepted");
         assert_eq!(err.code(), codes::BAD_RESPONSE, "{status} {body}: {err}");
@@ -420,7 +420,7 @@ async fn a_malformed_callback_body_is_a_bad_response() {
     );
     let url = serve(router).await;
     let err = client
-        .send(&url, quick_boot("v"))
+        .call(&url, quick_boot("v"))
         .await
         .expect_err("garbage");
     assert_eq!(err.code(), codes::BAD_RESPONSE, "{err}");
@@ -507,7 +507,7 @@ async fn bad_agent_addresses_are_invalid_arguments() {
     let client = client().await;
     for url in ["", "not a url", "ftp://host:21", "http://"] {
         let err = client
-            .send(url, GetFacts { gated: false })
+            .call(url, GetFacts { gated: false })
             .await
             .expect_err("invalid");
         assert_eq!(err.code(), bus_codes::INVALID_ARGUMENT, "{url:?}: {err}");
@@ -588,12 +588,12 @@ async fn two_thousand_commands_to_a_hundred_agents() {
         let url = urls[i % AGENTS].clone();
         async move {
             if i % 2 == 0 {
-                let facts = client.send(&url, GetFacts { gated: false }).await?;
+                let facts = client.call(&url, GetFacts { gated: false }).await?;
                 Ok::<_, ErrorCode>(facts.name)
             } else {
                 let uuid = format!("vm-{i}");
                 let booted = client
-                    .send(
+                    .call(
                         &url,
                         Boot {
                             uuid: uuid.clone(),
@@ -653,12 +653,12 @@ async fn an_agent_with_a_token_serves_only_callers_that_carry_it() {
             .expect("client"),
     ] {
         let err = client
-            .send(&url, GetFacts { gated: false })
+            .call(&url, GetFacts { gated: false })
             .await
             .expect_err("no token");
         assert_eq!(err.code(), codes::UNAUTHORIZED, "{err}");
         let boot = quick_boot("v");
-        let err = client.send(&url, boot).await.expect_err("no token");
+        let err = client.call(&url, boot).await.expect_err("no token");
         assert_eq!(err.code(), codes::UNAUTHORIZED, "{err}");
         assert_eq!(client.awaiting_callbacks(), 0);
     }
@@ -669,13 +669,13 @@ async fn an_agent_with_a_token_serves_only_callers_that_carry_it() {
         .expect("client");
     assert!(!format!("{:?}", AgentClient::builder().bearer_token("s3cret")).contains("s3cret"));
     let facts = trusted
-        .send(&url, GetFacts { gated: false })
+        .call(&url, GetFacts { gated: false })
         .await
         .expect("authorized");
     assert_eq!(facts.name, "secure");
     let boot = quick_boot("v");
     assert_eq!(
-        trusted.send(&url, boot).await.expect("booted").host,
+        trusted.call(&url, boot).await.expect("booted").host,
         "secure"
     );
 }
@@ -691,13 +691,13 @@ async fn an_agent_runs_at_most_its_limit_of_commands_at_once() {
             let (client, url) = (nodes[i % 2].clone(), url.clone());
             tokio::spawn(async move {
                 if i % 2 == 0 {
-                    client.send(&url, GetFacts { gated: true }).await.map(drop)
+                    client.call(&url, GetFacts { gated: true }).await.map(drop)
                 } else {
                     let boot = Boot {
                         uuid: format!("vm-{i}"),
                         gated: true,
                     };
-                    client.send(&url, boot).await.map(drop)
+                    client.call(&url, boot).await.map(drop)
                 }
             })
         })
@@ -768,7 +768,7 @@ async fn commands_sent_from_a_bus_handler_carry_its_trace_and_task_context() {
             .on_request(move |probe: Probe, _: Context| {
                 let client = client.clone();
                 async move {
-                    let facts = client.send(&probe.agent, GetFacts { gated: false }).await?;
+                    let facts = client.call(&probe.agent, GetFacts { gated: false }).await?;
                     Ok(Probed { name: facts.name })
                 }
             })

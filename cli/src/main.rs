@@ -43,8 +43,9 @@ enum Command {
     Tail(commands::tail::Args),
     /// Show the live nodes of a bus: services, heartbeats, queues.
     Status(commands::status::Args),
-    /// Show which node owns a resource.
-    Route(commands::route::Args),
+    /// Show which node owns a resource by the hash ring (`route` still works).
+    #[command(alias = "route")]
+    Owner(commands::owner::Args),
     /// Show per message type how many each node handled and how long they took.
     Stats(commands::stats::Args),
     /// Serve simulated hypervisor agents over HTTP for the host service to drive.
@@ -71,7 +72,7 @@ fn main() -> ExitCode {
             Command::Publish(args) => commands::publish::run(args).await,
             Command::Tail(args) => commands::tail::run(args).await,
             Command::Status(args) => commands::status::run(args).await,
-            Command::Route(args) => commands::route::run(args).await,
+            Command::Owner(args) => commands::owner::run(args).await,
             Command::Stats(args) => commands::stats::run(args).await,
             Command::Bench(args) => commands::bench::run(args).await,
             Command::Agent(args) => commands::agent::run(args).await,

@@ -283,11 +283,11 @@ fn two_nodes_serve_each_other_and_the_broker_holds_exactly_the_documented_topolo
     let text = run(&bus, &["status"]);
     assert!(String::from_utf8_lossy(&text.stdout).contains("2 live node(s)"));
 
-    let route = stdout_json(&run(&bus, &["route", &uuid, "--json"]));
+    let route = stdout_json(&run(&bus, &["owner", &uuid, "--json"]));
     let owner = route["owner"].as_str().unwrap();
     assert!(owner == a || owner == b, "{route}");
     assert_eq!(route["nodes"], 2);
-    let plain = run(&bus, &["route", &uuid]);
+    let plain = run(&bus, &["owner", &uuid]);
     assert_eq!(String::from_utf8_lossy(&plain.stdout).trim(), owner);
 
     // Error replies and unknown services end in a non-zero exit with the code.
@@ -616,4 +616,23 @@ fn the_dashboard_shows_the_cluster_and_rising_counters_in_a_real_browser() {
         assert!(node.wait());
     }
     remove_exchanges(&bus);
+}
+
+#[test]
+fn a_wrong_password_is_one_clear_error_without_the_password() {
+    let bus = unique_bus("password");
+    let wrong = url().replacen("guest:guest@", "guest:not-the-password@", 1);
+    assert_ne!(wrong, url(), "the test URL carries guest:guest");
+    let out = cloudbus(&bus)
+        .env("CLOUDBUS_AMQP_URL", &wrong)
+        .arg("status")
+        .output()
+        .expect("cloudbus runs");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("ACCESS_REFUSED"), "{stderr}");
+    assert!(stderr.contains("guest:***@"), "{stderr}");
+    assert!(!stderr.contains("not-the-password"), "{stderr}");
+    // Only the CLI's own error, not the AMQP client's view of it too.
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
 }

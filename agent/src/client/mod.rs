@@ -217,9 +217,10 @@ impl AgentClient {
     }
 
     /// Sends `cmd` to the agent at `agent` (its base URL, e.g.
-    /// `http://10.0.0.7:7070`) and resolves to its typed response. Await
+    /// `http://10.0.0.7:7070`) and resolves to its typed response (like
+    /// [`Bus::call`](cloudbus::Bus::call), it waits for the answer). Await
     /// it, or set [`AgentCall::timeout`] first.
-    pub fn send<'a, C: Command>(&'a self, agent: &'a str, cmd: C) -> AgentCall<'a, C> {
+    pub fn call<'a, C: Command>(&'a self, agent: &'a str, cmd: C) -> AgentCall<'a, C> {
         AgentCall::new(self, agent, cmd)
     }
 

@@ -23,9 +23,16 @@ pub fn set_format(format: LogFormat) {
     let _ = FORMAT.set(format);
 }
 
+/// The AMQP client logs its own view of every connection failure (and of
+/// its recovery giving up) as errors; the bus reports the same failures
+/// once, clearly and with the password hidden, so by default the client's
+/// lines are left out. `RUST_LOG=lapin=debug` brings them back.
+const QUIET_CLIENT: &str = "lapin=off";
+
 /// Installs the log subscriber: `RUST_LOG` if set, else `default`.
 pub fn init(default: &str) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new(format!("{default},{QUIET_CLIENT}")));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

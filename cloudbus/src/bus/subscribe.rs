@@ -179,7 +179,14 @@ pub struct RawEvent {
 }
 
 impl RawEvent {
-    /// Decodes the body as event type `E`.
+    /// Whether this is an event of type `E`. A pattern subscription brings
+    /// every type that matches, so check before [`decode`](Self::decode).
+    pub fn is<E: Message>(&self) -> bool {
+        self.envelope.type_name == E::TYPE
+    }
+
+    /// Decodes the body as event type `E`; an event of another type is
+    /// `cloudbus.MALFORMED` (see [`is`](Self::is)).
     pub fn decode<E: Message>(self) -> Result<E, ErrorCode> {
         self.body.decode()
     }

@@ -126,12 +126,23 @@ fn mismatch<M: Message>(found: &str) -> ErrorCode {
     ErrorCode::malformed(format!("expected a `{}`, got a `{found}`", M::TYPE))
 }
 
+/// Shows the fields, as the JSON the body would have on the wire, so that
+/// a logged event reads the same in process and across nodes.
 impl fmt::Debug for Body {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Body::Value(v) => write!(f, "Body::Value({})", v.type_name()),
-            Body::Shared(v) => write!(f, "Body::Shared({})", v.type_name()),
-            Body::Json(b) => write!(f, "Body::Json({})", String::from_utf8_lossy(b)),
+        let value = match self {
+            Body::Value(v) => v.as_ref(),
+            Body::Shared(v) => v.as_ref(),
+            Body::Json(b) => return write!(f, "{}", String::from_utf8_lossy(b)),
+        };
+        match value.to_json() {
+            Ok(json) => write!(
+                f,
+                "{} {}",
+                value.type_name(),
+                String::from_utf8_lossy(&json)
+            ),
+            Err(_) => write!(f, "{} (cannot be encoded)", value.type_name()),
         }
     }
 }
@@ -178,5 +189,17 @@ mod tests {
             .decode::<Ping>()
             .unwrap_err();
         assert!(err.is(crate::codes::MALFORMED));
+    }
+
+    #[test]
+    fn debug_shows_the_fields_wherever_the_body_came_from() {
+        let shared = Body::new(Ping { n: 7 }).into_shared();
+        assert_eq!(format!("{shared:?}"), r#"t.Ping {"n":7}"#);
+        assert_eq!(
+            format!("{:?}", Body::new(Ping { n: 8 })),
+            r#"t.Ping {"n":8}"#
+        );
+        let json = Body::Json(Bytes::from_static(br#"{"n":9}"#));
+        assert_eq!(format!("{json:?}"), r#"{"n":9}"#);
     }
 }

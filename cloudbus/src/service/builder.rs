@@ -5,7 +5,7 @@ use std::future::Future;
 use std::marker::PhantomData;
 use std::sync::Arc;
 
-use super::route::{DeferredRoute, MessageRoute, RequestRoute, Route};
+use super::entry::{DeferredEntry, HandlerEntry, MessageEntry, RequestEntry};
 use super::{Context, DeferredHandler, Handler, MessageHandler, ReplyPort, SyncKey};
 use crate::{ErrorCode, Event, Message, Request};
 
@@ -31,7 +31,7 @@ pub const DEFAULT_CONCURRENCY: usize = 1024;
 /// ```
 pub struct Service {
     pub(crate) name: Cow<'static, str>,
-    pub(crate) routes: HashMap<&'static str, Arc<dyn Route>>,
+    pub(crate) handlers: HashMap<&'static str, Arc<dyn HandlerEntry>>,
     pub(crate) concurrency: usize,
     /// The event types the service handles, subscribed to at `register`.
     pub(crate) events: Vec<&'static str>,
@@ -63,7 +63,7 @@ impl Service {
         S::register(ServiceBuilder {
             service: Service {
                 name: name.into(),
-                routes: HashMap::new(),
+                handlers: HashMap::new(),
                 concurrency: DEFAULT_CONCURRENCY,
                 events: Vec::new(),
                 error: None,
@@ -85,7 +85,7 @@ impl Service {
 
     /// The message types this service handles.
     pub fn handled_types(&self) -> impl Iterator<Item = &'static str> + '_ {
-        self.routes.keys().copied()
+        self.handlers.keys().copied()
     }
 }
 
@@ -97,10 +97,10 @@ pub struct ServiceBuilder<S> {
 }
 
 impl<S: Send + Sync + 'static> ServiceBuilder<S> {
-    fn route(mut self, type_name: &'static str, route: Arc<dyn Route>) -> Self {
-        match self.service.routes.entry(type_name) {
+    fn add_entry(mut self, type_name: &'static str, entry: Arc<dyn HandlerEntry>) -> Self {
+        match self.service.handlers.entry(type_name) {
             Entry::Vacant(slot) => {
-                slot.insert(route);
+                slot.insert(entry);
             }
             Entry::Occupied(_) => {
                 self.service.error.get_or_insert_with(|| {
@@ -156,9 +156,9 @@ impl<S: Send + Sync + 'static> ServiceBuilder<S> {
         Fut: Future<Output = Result<R::Reply, ErrorCode>> + Send + 'static,
     {
         let handler = Arc::new(StateFn::new(&self.state, f, key));
-        self.route(
+        self.add_entry(
             R::TYPE,
-            Arc::new(RequestRoute::<_, R>(handler, PhantomData)),
+            Arc::new(RequestEntry::<_, R>(handler, PhantomData)),
         )
     }
 
@@ -171,9 +171,9 @@ impl<S: Send + Sync + 'static> ServiceBuilder<S> {
         Fut: Future<Output = Result<(), ErrorCode>> + Send + 'static,
     {
         let handler = Arc::new(StateFn::new(&self.state, f, key));
-        self.route(
+        self.add_entry(
             M::TYPE,
-            Arc::new(MessageRoute::<_, M>(handler, PhantomData)),
+            Arc::new(MessageEntry::<_, M>(handler, PhantomData)),
         )
     }
 
@@ -198,9 +198,9 @@ impl<S: Send + Sync + 'static> ServiceBuilder<S> {
         Fut: Future<Output = ()> + Send + 'static,
     {
         let handler = Arc::new(StateFn::new(&self.state, f, key));
-        self.route(
+        self.add_entry(
             R::TYPE,
-            Arc::new(DeferredRoute::<_, R>(handler, PhantomData)),
+            Arc::new(DeferredEntry::<_, R>(handler, PhantomData)),
         )
     }
 

@@ -1,4 +1,4 @@
-//! The handler traits the routes run. Users never implement them: their
+//! The handler traits the handlers run. Users never implement them: their
 //! handlers come from `#[handlers]` methods or closures, adapted here by
 //! the service builder, so every handler is registered where it is written.
 

@@ -3,10 +3,10 @@
 
 mod builder;
 mod context;
+mod entry;
 mod handler;
 mod in_flight;
 mod reply;
-mod route;
 mod runtime;
 mod statistics;
 mod sync;
@@ -15,10 +15,10 @@ pub use builder::{Handlers, Service, ServiceBuilder};
 pub(crate) use context::CONTEXT_PREFIX;
 pub(crate) use context::inherit_task_context;
 pub use context::{Context, task_context};
+pub(crate) use entry::Delivery;
 pub(crate) use handler::{DeferredHandler, Handler, MessageHandler};
 pub use reply::ReplyPort;
 pub(crate) use reply::{ReplyMeta, ReplyTarget, Responder};
-pub(crate) use route::Delivery;
 pub(crate) use runtime::ServiceRuntime;
 pub use statistics::TypeStatistics;
 pub(crate) use statistics::TypeStats;

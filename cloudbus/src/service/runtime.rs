@@ -8,8 +8,8 @@ use tokio::sync::{Notify, Semaphore, mpsc};
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
+use super::entry::{Delivery, HandlerEntry};
 use super::in_flight::InFlight;
-use super::route::{Delivery, Route};
 use super::sync::{SyncQueues, Ticket};
 use super::{ReplyTarget, Responder, Service, TypeStatistics, TypeStats};
 use crate::bus::{EventDelivery, SubscriberInfo};
@@ -20,7 +20,7 @@ use crate::{Bus, ErrorCode};
 /// between services on the hot path.
 pub(crate) struct ServiceRuntime {
     name: Cow<'static, str>,
-    routes: HashMap<&'static str, (Arc<dyn Route>, Arc<TypeStats>)>,
+    handlers: HashMap<&'static str, (Arc<dyn HandlerEntry>, Arc<TypeStats>)>,
     permits: Arc<Semaphore>,
     concurrency: usize,
     sync: SyncQueues,
@@ -35,10 +35,10 @@ impl ServiceRuntime {
     pub(crate) fn new(service: Service) -> Self {
         Self {
             name: service.name,
-            routes: service
-                .routes
+            handlers: service
+                .handlers
                 .into_iter()
-                .map(|(name, route)| (name, (route, Arc::default())))
+                .map(|(name, entry)| (name, (entry, Arc::default())))
                 .collect(),
             permits: Arc::new(Semaphore::new(service.concurrency)),
             concurrency: service.concurrency,
@@ -59,7 +59,7 @@ impl ServiceRuntime {
 
     /// What each of this service's message types has seen so far.
     pub(crate) fn statistics(&self) -> impl Iterator<Item = TypeStatistics> + '_ {
-        self.routes
+        self.handlers
             .iter()
             .map(|(name, (_, stats))| stats.snapshot(&self.name, name))
     }
@@ -78,7 +78,7 @@ impl ServiceRuntime {
             bus.counters().rejected.inc();
             return reject(bus, delivery, error).await;
         }
-        let Some((route, stats)) = self.routes.get(&*delivery.envelope.type_name) else {
+        let Some((entry, stats)) = self.handlers.get(&*delivery.envelope.type_name) else {
             let error = ErrorCode::unknown_message(&self.name, &delivery.envelope.type_name);
             return reject(bus, delivery, error).await;
         };
@@ -93,7 +93,7 @@ impl ServiceRuntime {
         }
         let task_context = super::context::task_context_of(&delivery.envelope);
         let span = handling_span(bus, &self.name, &delivery.envelope);
-        let Some(job) = route.prepare(bus, delivery, stats.clone()) else {
+        let Some(job) = entry.prepare(bus, delivery, stats.clone()) else {
             return;
         };
         let run = super::context::within_task_context(task_context, job.run);

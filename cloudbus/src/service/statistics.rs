@@ -1,6 +1,6 @@
 //! Message statistics like ZStack's: per message type, how many were
 //! handled and how long handling took (min, average, max). One record per
-//! route, updated with a few relaxed atomics: no map lookup, no lock, no
+//! handler entry, updated with a few relaxed atomics: no map lookup, no lock, no
 //! allocation per message.
 
 use std::sync::atomic::{AtomicU64, Ordering};

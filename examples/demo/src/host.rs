@@ -51,7 +51,7 @@ impl HostService {
         let mut hosts: Vec<Host> = Vec::with_capacity(urls.len());
         for url in urls {
             let facts = agents
-                .send(url, ConnectHost {})
+                .call(url, ConnectHost {})
                 .timeout(CONNECT_TIMEOUT)
                 .await
                 .map_err(|e| {
@@ -160,7 +160,7 @@ impl HostService {
         );
         let booted = self
             .agents
-            .send(
+            .call(
                 &agent,
                 BootVm {
                     vm_uuid: req.vm_uuid,
@@ -184,7 +184,7 @@ impl HostService {
         let agent = self.agent_of(&req.host)?;
         tracing::info!(target: "cloudbus_demo::host", "POST {agent}/vm/halt");
         self.agents
-            .send(
+            .call(
                 &agent,
                 HaltVm {
                     vm_uuid: req.vm_uuid,

@@ -76,9 +76,9 @@ pub async fn run(
             async move {
                 let echo = Echo::new(i as u64, 1);
                 if callback {
-                    client.send(&url, CallbackEcho(echo)).await?;
+                    client.call(&url, CallbackEcho(echo)).await?;
                 } else {
-                    client.send(&url, SyncEcho(echo)).await?;
+                    client.call(&url, SyncEcho(echo)).await?;
                 }
                 Ok(())
             }

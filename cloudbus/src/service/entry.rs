@@ -33,7 +33,7 @@ pub(crate) struct Job {
 }
 
 /// A handler for one message type, with the type erased.
-pub(crate) trait Route: Send + Sync {
+pub(crate) trait HandlerEntry: Send + Sync {
     /// Decodes the message and prepares the job; `None` when the message was
     /// already answered (it could not be decoded).
     fn prepare(&self, bus: &Bus, delivery: Delivery, stats: Arc<TypeStats>) -> Option<Job>;
@@ -82,9 +82,9 @@ fn finished(stats: &TypeStats, started: Instant, error: Option<&ErrorCode>) {
     }
 }
 
-pub(crate) struct RequestRoute<S, R>(pub(crate) Arc<S>, pub(crate) PhantomData<fn(R)>);
+pub(crate) struct RequestEntry<S, R>(pub(crate) Arc<S>, pub(crate) PhantomData<fn(R)>);
 
-impl<S: Handler<R>, R: Request> Route for RequestRoute<S, R> {
+impl<S: Handler<R>, R: Request> HandlerEntry for RequestEntry<S, R> {
     fn prepare(&self, bus: &Bus, delivery: Delivery, stats: Arc<TypeStats>) -> Option<Job> {
         let (req, envelope, responder) = decode::<R>(bus, delivery).ok()?;
         let sync = self.0.sync_key(&req);
@@ -110,9 +110,9 @@ impl<S: Handler<R>, R: Request> Route for RequestRoute<S, R> {
     }
 }
 
-pub(crate) struct MessageRoute<S, M>(pub(crate) Arc<S>, pub(crate) PhantomData<fn(M)>);
+pub(crate) struct MessageEntry<S, M>(pub(crate) Arc<S>, pub(crate) PhantomData<fn(M)>);
 
-impl<S: MessageHandler<M>, M: Message> Route for MessageRoute<S, M> {
+impl<S: MessageHandler<M>, M: Message> HandlerEntry for MessageEntry<S, M> {
     fn prepare(&self, bus: &Bus, delivery: Delivery, stats: Arc<TypeStats>) -> Option<Job> {
         let (msg, envelope, responder) = decode::<M>(bus, delivery).ok()?;
         let sync = self.0.sync_key(&msg);
@@ -141,9 +141,9 @@ impl<S: MessageHandler<M>, M: Message> Route for MessageRoute<S, M> {
     }
 }
 
-pub(crate) struct DeferredRoute<S, R>(pub(crate) Arc<S>, pub(crate) PhantomData<fn(R)>);
+pub(crate) struct DeferredEntry<S, R>(pub(crate) Arc<S>, pub(crate) PhantomData<fn(R)>);
 
-impl<S: DeferredHandler<R>, R: Request> Route for DeferredRoute<S, R> {
+impl<S: DeferredHandler<R>, R: Request> HandlerEntry for DeferredEntry<S, R> {
     fn prepare(&self, bus: &Bus, delivery: Delivery, stats: Arc<TypeStats>) -> Option<Job> {
         let (req, envelope, responder) = decode::<R>(bus, delivery).ok()?;
         let sync = self.0.sync_key(&req);

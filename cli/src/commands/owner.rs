@@ -1,11 +1,11 @@
-//! `cloudbus route`: which node owns a resource.
+//! `cloudbus owner`: which node owns a resource.
 
 use anyhow::bail;
 use serde_json::json;
 
 use super::broker::{BrokerArgs, DISCOVERY_LIMIT, DISCOVERY_QUIET};
 
-/// Flags of `cloudbus route`.
+/// Flags of `cloudbus owner`.
 #[derive(clap::Args)]
 pub struct Args {
     #[command(flatten)]
