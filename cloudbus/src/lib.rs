@@ -56,6 +56,7 @@
 // The macros name this crate `::cloudbus`, also from inside it.
 extern crate self as cloudbus;
 
+pub mod address;
 mod bus;
 pub mod cluster;
 #[cfg(doctest)]

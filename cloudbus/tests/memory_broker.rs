@@ -3,6 +3,7 @@
 
 mod common;
 
+use cloudbus::address::{Destination, ServiceAddress};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -378,13 +379,13 @@ impl Raw {
         let mut envelope = Envelope::new(Kind::Request, type_name, self.node);
         envelope.reply_to = Some(format!("cloudbus.{}", self.node));
         envelope.timeout = Some(Duration::from_secs(5));
-        let key = format!(
-            "{}.{}",
-            cloudbus::message::service_of(type_name),
-            to.node_id()
-        );
+        let to = ServiceAddress::new(cloudbus::message::service_of(type_name), to.node_id());
         self.transport
-            .send(&key, &envelope, Bytes::from_static(body))
+            .send(
+                Destination::Service(to),
+                &envelope,
+                Bytes::from_static(body),
+            )
             .await
             .unwrap();
         let reply = self.replies.recv().await.unwrap();
@@ -431,13 +432,10 @@ async fn replies_nobody_waits_for_are_counted_and_dropped() {
     let raw = raw_node(&broker).await;
     let mut stray = Envelope::new(Kind::Reply, "echo.EchoReply", raw.node);
     stray.correlation_id = Some(cloudbus::MessageId::random());
-    let key = format!("cloudbus.{}", bus.node_id());
+    let to = Destination::Service(ServiceAddress::of_node(bus.node_id()));
     let body = Bytes::from_static(br#"{"success":true,"reply":{}}"#);
-    raw.transport
-        .send(&key, &stray, body.clone())
-        .await
-        .unwrap();
-    raw.transport.send(&key, &stray, body).await.unwrap();
+    raw.transport.send(to, &stray, body.clone()).await.unwrap();
+    raw.transport.send(to, &stray, body).await.unwrap();
     // A ping from another node is queued behind the stray replies on the
     // same node queue, so once it is answered they have been handled.
     let pong = Bus::builder()

@@ -1,5 +1,6 @@
 //! `cloudbus status`: the cluster as its members announce it.
 
+use cloudbus::address::BusNames;
 use std::time::{Duration, SystemTime};
 
 use cloudbus::cluster::{ClusterView, NodeStatus};
@@ -64,8 +65,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 fn queues(bus: &str, node: &NodeStatus) -> Vec<String> {
     node.services
         .iter()
-        .map(|s| format!("{bus}.message.{s}.{}", node.node))
-        .chain([format!("{bus}.event.{}", node.node)])
+        .map(|s| BusNames::new(bus).service_queue(s, node.node))
+        .chain([BusNames::new(bus).event_queue(node.node)])
         .collect()
 }
 

@@ -6,7 +6,7 @@ use crate::service::Service;
 use crate::service::TypeStatistics;
 use crate::{Message, NodeId, Request};
 
-pub(crate) const SERVICE: &str = "cloudbus";
+pub(crate) use crate::address::NODE_SERVICE as SERVICE;
 
 /// Asks a node who it is: answered by the built-in `cloudbus` service of
 /// every node with a [`Pong`].

@@ -2,28 +2,17 @@
 
 use std::borrow::Cow;
 use std::future::IntoFuture;
-use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
 use futures::{StreamExt, stream};
 use tokio::sync::oneshot;
-use tokio::time::Instant;
 
 use super::Bus;
-use crate::service::{Delivery, ReplyTarget, ServiceRuntime};
+use super::dispatch::{Answer, Target};
 use crate::{
     Body, Envelope, ErrorCode, Headers, Kind, Message, MessageId, NodeId, ReplyStyle, Request,
 };
-
-/// What "no timeout" amounts to: longer than any process lives.
-const FOREVER: Duration = Duration::from_secs(100 * 365 * 86_400);
-
-/// Where a message goes.
-pub(super) enum Target {
-    Local(Arc<ServiceRuntime>),
-    Remote(NodeId),
-}
 
 /// Options shared by calls and plain sends.
 #[derive(Default)]
@@ -346,91 +335,9 @@ impl Bus {
             })
             .buffer_unordered(parallelism.max(1))
     }
+}
 
-    pub(super) fn envelope(
-        &self,
-        kind: Kind,
-        type_name: Cow<'static, str>,
-        default_service: Cow<'static, str>,
-        to: Addressing,
-    ) -> Result<Envelope, ErrorCode> {
-        let mut envelope = Envelope::new(kind, type_name, self.inner.node);
-        envelope.service = Some(to.service.unwrap_or(default_service));
-        envelope.target = match (to.node, to.resource) {
-            (Some(node), _) => Some(node),
-            (None, Some(resource)) => Some(self.owner(&resource)?),
-            (None, None) => None,
-        };
-        envelope.headers = to.headers;
-        crate::service::inherit_task_context(&mut envelope.headers);
-        Ok(envelope)
-    }
-
-    /// Readdresses a request being forwarded and finds where it goes.
-    pub(super) fn forward_target(
-        &self,
-        envelope: &mut Envelope,
-        to: Addressing,
-    ) -> Result<Target, ErrorCode> {
-        if let Some(service) = to.service {
-            envelope.service = Some(service);
-        }
-        envelope.target = match (to.node, to.resource) {
-            (Some(node), _) => Some(node),
-            (None, Some(resource)) => Some(self.owner(&resource)?),
-            (None, None) => None,
-        };
-        for (key, value) in to.headers.iter() {
-            envelope.headers.insert(key, value);
-        }
-        envelope.check_wire_limits()?;
-        self.resolve(envelope.service_name(), envelope.target)
-    }
-
-    /// The node that owns `resource` by the consistent hash ring over the
-    /// live members (DESIGN §5). On the embedded bus, this node.
-    pub fn owner(&self, resource: &str) -> Result<NodeId, ErrorCode> {
-        self.inner.members.owner(resource).ok_or_else(|| {
-            ErrorCode::new(
-                crate::codes::NODE_UNAVAILABLE,
-                format!("no node owns resource `{resource}`: no member of the cluster is known"),
-            )
-        })
-    }
-
-    pub(super) fn resolve(&self, service: &str, node: Option<NodeId>) -> Result<Target, ErrorCode> {
-        let here = self.inner.node;
-        let transport = self.inner.transport.is_some();
-        match node {
-            Some(node) if node != here => {
-                if self.inner.members.departed(node) {
-                    Err(ErrorCode::new(
-                        crate::codes::NODE_UNAVAILABLE,
-                        format!("node {node} has left the cluster or is dead"),
-                    ))
-                } else if transport {
-                    Ok(Target::Remote(node))
-                } else {
-                    Err(ErrorCode::new(
-                        crate::codes::NODE_UNAVAILABLE,
-                        format!("node {node} cannot be reached: this bus has no transport"),
-                    ))
-                }
-            }
-            _ => match self.service(service) {
-                Some(runtime) if self.inner.config.local_shortcut || !transport => {
-                    Ok(Target::Local(runtime))
-                }
-                Some(_) => Ok(Target::Remote(here)),
-                None if node.is_some() => Err(ErrorCode::no_such_service(service)),
-                None => match self.inner.members.pick(service) {
-                    Some(there) if transport && there != here => Ok(Target::Remote(there)),
-                    _ => Err(ErrorCode::no_such_service(service)),
-                },
-            },
-        }
-    }
-
+impl Bus {
     /// Sends a request envelope and waits for the outcome. `api_event` names
     /// the event type that answers a non-blocking API; `cancellable` says
     /// whether the caller may cancel it by id.
@@ -441,106 +348,67 @@ impl Bus {
         api_event: Option<&str>,
         cancellable: bool,
     ) -> Result<Body, ErrorCode> {
-        self.check_open()?;
-        self.intercept_send(&mut envelope, &body)?;
-        envelope.check_wire_limits()?;
+        let target = self.resolve_outgoing(&mut envelope, &body, true)?;
         let timeout = envelope
             .timeout
             .unwrap_or(self.inner.config.default_timeout);
-        // A timeout too large to add to the clock means "as long as it takes".
-        let deadline = Instant::now()
-            .checked_add(timeout)
-            .unwrap_or_else(|| Instant::now() + FOREVER);
-        let what = envelope.type_name.clone();
-        let id = envelope.id;
-        let outcome = match self.resolve(envelope.service_name(), envelope.target)? {
-            Target::Local(runtime) => {
+        let deadline = self.deadline(Some(timeout));
+        let (what, id) = (envelope.type_name.clone(), envelope.id);
+        // A caller here waits on a oneshot; a handler elsewhere answers this
+        // node's queue, and the pending map (which also fails the call if
+        // that node dies) hands the reply over.
+        let mut cancelled = None;
+        let (answer, rx, _waiting) = match &target {
+            Target::Local(_) => {
                 let (tx, rx) = oneshot::channel();
-                let delivery = Delivery {
-                    envelope,
-                    body,
-                    reply: ReplyTarget::Local(tx),
-                    deadline: Some(deadline.into_std()),
-                };
-                let exchange = async {
-                    runtime.deliver(self, delivery).await;
-                    match rx.await {
-                        Ok(outcome) => outcome,
-                        // Dropped unanswered: the request expired before a
-                        // handler took it; the deadline ends the wait.
-                        Err(_) => std::future::pending().await,
-                    }
-                };
-                if cancellable {
-                    // Registered like a remote call, so that `cancel`
-                    // finds it; only when its id was asked for, since
-                    // nobody can cancel a call without its id.
-                    let (_waiting, cancelled) = self.inner.pending.register(id, self.inner.node);
-                    let exchange = async {
-                        tokio::select! {
-                            outcome = exchange => outcome,
-                            Ok(outcome) = cancelled => outcome,
-                        }
-                    };
-                    tokio::time::timeout_at(deadline, exchange).await
-                } else {
-                    tokio::time::timeout_at(deadline, exchange).await
-                }
+                // Registered like a remote call, so that `cancel` finds it;
+                // only when asked, since nobody can cancel it otherwise.
+                let waiting = cancellable.then(|| {
+                    let (guard, rx) = self.inner.pending.register(id, self.inner.node);
+                    cancelled = Some(rx);
+                    guard
+                });
+                (Answer::Here(tx), rx, waiting)
             }
             Target::Remote(node) => {
-                let transport = self.transport()?;
                 if let Some(event_type) = api_event {
                     self.bind_api_event(event_type).await?;
                 }
-                envelope.reply_to =
-                    Some(format!("{}.{}", super::builtin::SERVICE, self.inner.node));
-                let routing_key = format!("{}.{node}", envelope.service_name());
-                let (_waiting, rx) = self.inner.pending.register(envelope.id, node);
-                let exchange = async {
-                    transport
-                        .send(&routing_key, &envelope, body.to_json()?)
-                        .await?;
-                    rx.await
-                        .unwrap_or_else(|_| Err(ErrorCode::internal("reply channel closed")))
-                };
-                tokio::time::timeout_at(deadline, exchange).await
+                let (waiting, rx) = self.inner.pending.register(id, *node);
+                (Answer::At(self.reply_to()), rx, Some(waiting))
             }
         };
-        outcome.unwrap_or_else(|_| {
-            self.inner.stats.timeouts.inc();
-            Err(ErrorCode::timeout(&what, timeout))
-        })
+        let exchange = async {
+            self.dispatch(target, envelope, body, answer, Some(deadline))
+                .await?;
+            match rx.await {
+                Ok(outcome) => outcome,
+                // Dropped unanswered: the request expired before a handler
+                // took it; the deadline ends the wait.
+                Err(_) => std::future::pending().await,
+            }
+        };
+        let exchange = async {
+            match cancelled {
+                Some(cancelled) => tokio::select! {
+                    outcome = exchange => outcome,
+                    Ok(outcome) = cancelled => outcome,
+                },
+                None => exchange.await,
+            }
+        };
+        tokio::time::timeout_at(deadline, exchange)
+            .await
+            .unwrap_or_else(|_| {
+                self.inner.stats.timeouts.inc();
+                Err(ErrorCode::timeout(&what, timeout))
+            })
     }
 
     /// Hands a plain message over; done once it is accepted.
     pub(crate) async fn post(&self, mut envelope: Envelope, body: Body) -> Result<(), ErrorCode> {
-        self.check_open()?;
-        self.intercept_send(&mut envelope, &body)?;
-        envelope.check_wire_limits()?;
-        match self.resolve(envelope.service_name(), envelope.target)? {
-            Target::Local(runtime) => {
-                let delivery = Delivery {
-                    envelope,
-                    body,
-                    reply: ReplyTarget::None,
-                    deadline: None,
-                };
-                runtime.deliver(self, delivery).await;
-                Ok(())
-            }
-            Target::Remote(node) => {
-                let routing_key = format!("{}.{node}", envelope.service_name());
-                self.transport()?
-                    .send(&routing_key, &envelope, body.to_json()?)
-                    .await
-            }
-        }
-    }
-
-    pub(super) fn transport(&self) -> Result<&Arc<dyn crate::transport::Transport>, ErrorCode> {
-        self.inner
-            .transport
-            .as_ref()
-            .ok_or_else(|| ErrorCode::internal("no transport"))
+        let target = self.resolve_outgoing(&mut envelope, &body, true)?;
+        self.dispatch(target, envelope, body, Answer::Nobody, None)
+            .await
     }
 }

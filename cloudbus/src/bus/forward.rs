@@ -4,13 +4,13 @@
 //! deadline and headers.
 
 use std::future::IntoFuture;
-use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
-use tokio::sync::oneshot;
 
-use super::call::{Addressing, Target, addressing_methods};
-use crate::service::{Delivery, ReplyMeta, ReplyTarget};
+use super::call::{Addressing, addressing_methods};
+use super::dispatch::Answer;
+use super::routing::deadline_after;
+use crate::service::{ReplyMeta, ReplyTarget};
 use crate::{Body, Context, ErrorCode, ReplyPort, ReplyStyle, Request};
 
 /// A request on its way to the handler that will answer it; `.await` it to
@@ -61,7 +61,12 @@ impl<'a, R: Request> IntoFuture for Forward<'a, R> {
             } = self;
             let bus = ctx.bus();
             let mut envelope = ctx.envelope().clone();
-            let target = bus.forward_target(&mut envelope, to);
+            let body = Body::new(request);
+            // Forwarding is part of handling what was already sent and
+            // intercepted: it is readdressed and routed, not intercepted again.
+            let target = bus
+                .readdress(&mut envelope, to)
+                .and_then(|()| bus.resolve_outgoing(&mut envelope, &body, false));
             let target = match target {
                 Ok(target) => target,
                 Err(error) => {
@@ -72,91 +77,39 @@ impl<'a, R: Request> IntoFuture for Forward<'a, R> {
             let Some(reply) = port.responder().take_target() else {
                 return Ok(());
             };
-            let remaining = envelope
-                .timeout
-                .map(|t| t.saturating_sub(envelope.created_at.elapsed().unwrap_or_default()));
-            match target {
-                Target::Local(runtime) => {
-                    let delivery = Delivery {
-                        envelope,
-                        body: Body::new(request),
-                        reply,
-                        deadline: remaining.map(|r| Instant::now() + r.min(YEAR)),
+            // The caller's deadline goes with the request.
+            let deadline = envelope.timeout.map(|timeout| {
+                let spent = envelope.created_at.elapsed().unwrap_or_default();
+                deadline_after(timeout.saturating_sub(spent))
+            });
+            let (id, type_name, caller) =
+                (envelope.id, envelope.type_name.clone(), envelope.source);
+            let (answer, caller_here) = match reply {
+                ReplyTarget::None => (Answer::Nobody, false),
+                ReplyTarget::Local(tx) => (Answer::Here(tx), true),
+                ReplyTarget::Remote(reply_to) => (Answer::At(reply_to), false),
+            };
+            let reply_to = match &answer {
+                Answer::At(reply_to) => Some(reply_to.clone()),
+                _ => None,
+            };
+            let sent = bus.dispatch(target, envelope, body, answer, deadline).await;
+            if let Err(error) = &sent {
+                // Nobody else will answer: tell the caller.
+                if caller_here {
+                    bus.inner.pending.complete(id, Err(error.clone()));
+                } else if let Some(reply_to) = reply_to {
+                    let meta = ReplyMeta {
+                        request: id,
+                        request_type: type_name,
+                        caller,
+                        style: ReplyStyle::Reply,
                     };
-                    runtime.deliver(bus, delivery).await;
-                    Ok(())
-                }
-                Target::Remote(node) => {
-                    let caller_here = !matches!(reply, ReplyTarget::Remote(_));
-                    envelope.reply_to = Some(match reply {
-                        ReplyTarget::Remote(reply_to) => reply_to,
-                        ReplyTarget::Local(tx) => {
-                            // The caller is in this process, waiting on its
-                            // oneshot: relay the reply that comes back to
-                            // this node's queue under the request's id.
-                            relay(bus, envelope.id, node, tx).await;
-                            format!("{}.{}", super::builtin::SERVICE, bus.node_id())
-                        }
-                        ReplyTarget::None => {
-                            format!("{}.{}", super::builtin::SERVICE, bus.node_id())
-                        }
-                    });
-                    let routing_key = format!("{}.{node}", envelope.service_name());
-                    let sent = match (Body::new(request).to_json(), bus.transport()) {
-                        (Ok(body), Ok(transport)) => {
-                            transport.send(&routing_key, &envelope, body).await
-                        }
-                        (Err(error), _) | (_, Err(error)) => Err(error),
-                    };
-                    if let Err(error) = &sent {
-                        // Nobody else will answer: tell the caller.
-                        if caller_here {
-                            bus.inner.pending.complete(envelope.id, Err(error.clone()));
-                        } else if let Some(reply_to) = envelope.reply_to.clone() {
-                            let meta = ReplyMeta {
-                                request: envelope.id,
-                                request_type: envelope.type_name.clone(),
-                                caller: envelope.source,
-                                style: ReplyStyle::Reply,
-                            };
-                            bus.finish_request(
-                                &meta,
-                                ReplyTarget::Remote(reply_to),
-                                Err(error.clone()),
-                            )
-                            .await;
-                        }
-                    }
-                    sent
+                    bus.finish_request(&meta, ReplyTarget::Remote(reply_to), Err(error.clone()))
+                        .await;
                 }
             }
+            sent
         })
     }
 }
-
-/// Waits for the forwarded request's reply in the pending map (which also
-/// fails it if `node` dies) and hands it to the local caller; gives up when
-/// the caller stops waiting. Returns once the waiter is registered.
-async fn relay(
-    bus: &crate::Bus,
-    id: crate::MessageId,
-    node: crate::NodeId,
-    tx: oneshot::Sender<Result<Body, ErrorCode>>,
-) {
-    let (ready, registered) = oneshot::channel::<()>();
-    let bus = bus.clone();
-    let mut tx = tx;
-    tokio::spawn(async move {
-        let (_waiting, rx) = bus.inner.pending.register(id, node);
-        let _ = ready.send(());
-        tokio::select! {
-            Ok(outcome) = rx => {
-                let _ = tx.send(outcome);
-            }
-            () = tx.closed() => {}
-        }
-    });
-    let _ = registered.await;
-}
-
-const YEAR: Duration = Duration::from_secs(365 * 86_400);

@@ -2,7 +2,6 @@
 //! services, replies for local callers, events for local subscribers.
 
 use std::sync::{Arc, Weak};
-use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
 
@@ -112,7 +111,7 @@ impl Bus {
         };
         let deadline = envelope
             .timeout
-            .map(|t| Instant::now() + t.min(Duration::from_secs(86_400 * 365)));
+            .map(|t| super::routing::deadline_after(t).into_std());
         let delivery = Delivery {
             envelope,
             body: Body::Json(body),

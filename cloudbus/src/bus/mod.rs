@@ -5,6 +5,7 @@ mod builder;
 mod builtin;
 mod call;
 mod counters;
+mod dispatch;
 mod forward;
 mod inbound;
 mod interceptor;
@@ -15,6 +16,7 @@ mod publish;
 mod raw;
 mod recent;
 mod reply;
+mod routing;
 mod subscribe;
 
 pub use builder::{BusBuilder, DEFAULT_BUS_NAME, DEFAULT_TIMEOUT};

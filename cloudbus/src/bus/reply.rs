@@ -1,6 +1,7 @@
 //! Delivering a handler's outcome to whoever waits for it.
 
 use super::Bus;
+use crate::address::Destination;
 use crate::service::{ReplyMeta, ReplyTarget};
 use crate::{Body, Envelope, ErrorCode, Kind, ReplyStyle, encode_reply};
 
@@ -66,7 +67,10 @@ impl Bus {
                 let Some(transport) = &self.inner.transport else {
                     return;
                 };
-                if let Err(error) = transport.send(&reply_to, &envelope, body).await {
+                if let Err(error) = transport
+                    .send(Destination::ReplyTo(&reply_to), &envelope, body)
+                    .await
+                {
                     tracing::warn!(%reply_to, id = %meta.request, %error, "could not send reply");
                 }
             }

@@ -16,6 +16,7 @@
 //! # }
 //! ```
 
+use crate::address::{BusNames, Destination, ServiceAddress};
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
@@ -191,7 +192,7 @@ impl Transport for MemoryTransport {
                     events.event(message);
                 }
             });
-            let name = format!("{bus}.event.{node}");
+            let name = BusNames::new(bus).event_queue(node);
             self.broker
                 .lock()
                 .buses
@@ -242,7 +243,7 @@ impl Transport for MemoryTransport {
                 Ok(())
             })?;
             let queue = Queue {
-                name: format!("{bus}.message.{service}.{node}"),
+                name: BusNames::new(&bus).service_queue(service, node),
                 tx,
             };
             self.broker
@@ -251,7 +252,7 @@ impl Transport for MemoryTransport {
                 .entry(bus)
                 .or_default()
                 .p2p
-                .insert(format!("{service}.{node}"), queue);
+                .insert(ServiceAddress::new(service, node).routing_key(), queue);
             Ok(())
         })
     }
@@ -262,7 +263,8 @@ impl Transport for MemoryTransport {
             // Dropping the queue's sender lets the consumer finish what was
             // already queued, then end.
             if let Some(ex) = self.broker.lock().buses.get_mut(&bus) {
-                ex.p2p.remove(&format!("{service}.{node}"));
+                ex.p2p
+                    .remove(&ServiceAddress::new(service, node).routing_key());
             }
             self.with_attached(|a| {
                 a.consumers.remove(service);
@@ -273,11 +275,13 @@ impl Transport for MemoryTransport {
 
     fn send<'a>(
         &'a self,
-        routing_key: &'a str,
+        to: Destination<'a>,
         envelope: &'a Envelope,
         body: Bytes,
     ) -> BoxFuture<'a, Result<(), ErrorCode>> {
         Box::pin(async move {
+            let routing_key = to.routing_key();
+            let routing_key = routing_key.as_ref();
             let (bus, node) = self.bus_and_node()?;
             let state = self.broker.lock();
             let exchanges = state.buses.get(&bus);

@@ -17,6 +17,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures::future::BoxFuture;
 
+use crate::address::Destination;
 use crate::{Envelope, ErrorCode, MessageId, NodeId};
 
 /// A message as it crosses a transport: the envelope (AMQP properties and
@@ -83,13 +84,14 @@ pub trait Transport: Send + Sync + 'static {
     /// Stops consuming a service's queue and deletes it.
     fn remove_service<'a>(&'a self, service: &'a str) -> BoxFuture<'a, Result<(), ErrorCode>>;
 
-    /// Publishes a request, plain message or reply on P2P with `routing_key`
-    /// (`<service>.<node>`). Requests and plain messages are mandatory: if
-    /// no queue takes one, the result is `cloudbus.NO_SUCH_SERVICE`. Replies
-    /// are not: a reply whose caller is gone has nobody to tell.
+    /// Publishes a request or plain message to a service's queue, or a
+    /// reply to its caller's `reply_to`, on P2P. Messages to a service are
+    /// mandatory: if no queue takes one, the result is
+    /// `cloudbus.NO_SUCH_SERVICE`. Replies are not: a reply whose caller is
+    /// gone has nobody to tell.
     fn send<'a>(
         &'a self,
-        routing_key: &'a str,
+        to: Destination<'a>,
         envelope: &'a Envelope,
         body: Bytes,
     ) -> BoxFuture<'a, Result<(), ErrorCode>>;

@@ -44,12 +44,11 @@ use tokio::task::JoinHandle;
 pub use url::redact;
 
 use super::{Inbound, Transport};
-use crate::{Envelope, ErrorCode, Kind, NodeId, codes};
+use crate::address::{Destination, NODE_SERVICE};
+use crate::{Envelope, ErrorCode, NodeId, codes};
 use session::{Session, Wanted};
 use topology::Names;
 
-/// The node's own service, whose queue also brings replies.
-const NODE_SERVICE: &str = "cloudbus";
 /// Publishes an event to the BROADCAST exchange, without confirmation.
 async fn publish_event(
     channel: &lapin::Channel,
@@ -304,7 +303,7 @@ impl Transport for AmqpTransport {
 
     fn send<'a>(
         &'a self,
-        routing_key: &'a str,
+        to: Destination<'a>,
         envelope: &'a Envelope,
         body: Bytes,
     ) -> BoxFuture<'a, Result<(), ErrorCode>> {
@@ -312,7 +311,9 @@ impl Transport for AmqpTransport {
             let session = self.shared.session()?;
             let p2p = self.shared.names()?.p2p.as_str();
             let props = codec::properties(envelope);
-            if envelope.kind == Kind::Reply {
+            let routing_key = to.routing_key();
+            let routing_key = routing_key.as_ref();
+            if let Destination::ReplyTo(_) = to {
                 // A reply nobody can take (its caller's node is gone) is
                 // simply lost; nothing waits for the broker's word on it.
                 session
@@ -346,7 +347,7 @@ impl Transport for AmqpTransport {
                 .map_err(|e| broker_error("no confirmation from the broker", e))?;
             match confirm {
                 Confirmation::Ack(None) | Confirmation::NotRequested => Ok(()),
-                Confirmation::Ack(Some(_)) => Err(no_route(routing_key)),
+                Confirmation::Ack(Some(_)) => Err(no_route(to)),
                 Confirmation::Nack(_) => Err(ErrorCode::new(
                     codes::BROKER_UNAVAILABLE,
                     format!(
@@ -448,10 +449,15 @@ impl Transport for AmqpTransport {
     }
 }
 
-fn no_route(routing_key: &str) -> ErrorCode {
-    let (service, node) = routing_key.split_once('.').unwrap_or((routing_key, "?"));
+fn no_route(to: Destination<'_>) -> ErrorCode {
+    let what = match to {
+        Destination::Service(address) => {
+            format!("no service `{}` on node {}", address.service, address.node)
+        }
+        Destination::ReplyTo(reply_to) => format!("nobody at `{reply_to}`"),
+    };
     ErrorCode::new(
         codes::NO_SUCH_SERVICE,
-        format!("no service `{service}` on node {node}: no queue took the message"),
+        format!("{what}: no queue took the message"),
     )
 }

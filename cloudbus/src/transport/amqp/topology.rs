@@ -7,6 +7,7 @@ use lapin::types::{AMQPValue, FieldTable};
 use lapin::{Channel, ExchangeKind};
 
 use crate::NodeId;
+use crate::address::{BusNames, ServiceAddress};
 
 /// The names of one node's objects on one bus.
 #[derive(Clone, Debug)]
@@ -19,27 +20,28 @@ pub(crate) struct Names {
 
 impl Names {
     pub(crate) fn new(bus: &str, node: NodeId) -> Self {
+        let names = BusNames::new(bus);
         Self {
             bus: bus.to_string(),
             node,
-            p2p: format!("{bus}.P2P"),
-            broadcast: format!("{bus}.BROADCAST"),
+            p2p: names.p2p(),
+            broadcast: names.broadcast(),
         }
     }
 
-    /// `<bus>.message.<service>.<node>`
+    /// This node's queue of `service`.
     pub(crate) fn service_queue(&self, service: &str) -> String {
-        format!("{}.message.{service}.{}", self.bus, self.node)
+        BusNames::new(&self.bus).service_queue(service, self.node)
     }
 
-    /// `<service>.<node>`: the P2P routing key of that queue.
+    /// The P2P routing key of that queue.
     pub(crate) fn service_key(&self, service: &str) -> String {
-        format!("{service}.{}", self.node)
+        ServiceAddress::new(service, self.node).routing_key()
     }
 
-    /// `<bus>.event.<node>`
+    /// This node's event queue.
     pub(crate) fn event_queue(&self) -> String {
-        format!("{}.event.{}", self.bus, self.node)
+        BusNames::new(&self.bus).event_queue(self.node)
     }
 }
 
