@@ -74,13 +74,6 @@ pub mod ring;
 mod service;
 pub mod transport;
 
-pub use bus::{
-    Bus, BusBuilder, BusCounters, Call, CancelHandle, Counter, DEFAULT_BUS_NAME, DEFAULT_TIMEOUT,
-    Forward, GetStatistics, Interceptor, Pattern, Ping, Pong, RawCall, RawEvent, RawSend,
-    RawSubscription, Received, RecentError, SendMessage, Statistics, Subscription,
-};
-/// `#[derive(Message)]`: the message traits from one attribute (see [`Message`]).
-pub use cloudbus_macros::Message;
 /// Makes every `async fn` of an `impl` block a handler of the service whose
 /// state is that type (see [`Service::new`]).
 ///
@@ -132,6 +125,14 @@ pub use cloudbus_macros::Message;
 /// types.sort();
 /// assert_eq!(types, ["host.HostDown", "vm.StartVm"]);
 /// ```
+pub use address::Pattern;
+pub use bus::{
+    Bus, BusBuilder, BusCounters, Call, CancelHandle, Counter, DEFAULT_BUS_NAME, DEFAULT_TIMEOUT,
+    Forward, GetStatistics, Interceptor, Ping, Pong, RawCall, RawEvent, RawSend, RawSubscription,
+    Received, RecentError, SendMessage, Statistics, Subscription,
+};
+/// `#[derive(Message)]`: the message traits from one attribute (see [`Message`]).
+pub use cloudbus_macros::Message;
 pub use cloudbus_macros::handlers;
 pub use error::{ErrorCode, codes};
 pub use message::{

@@ -5,7 +5,8 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 
 use super::subscribe::{EventDelivery, SubscriberInfo};
-use super::{Bus, Pattern, RawSubscription, Subscription};
+use super::{Bus, RawSubscription, Subscription};
+use crate::address::Pattern;
 use crate::{Body, Envelope, ErrorCode, Event, Kind};
 
 impl Bus {

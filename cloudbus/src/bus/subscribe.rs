@@ -12,7 +12,8 @@ use arc_swap::ArcSwap;
 use futures::Stream;
 use tokio::sync::mpsc;
 
-use super::{BusCounters, Pattern};
+use super::BusCounters;
+use crate::address::Pattern;
 use crate::{Body, Bus, Envelope, ErrorCode, Message};
 
 /// One event as a subscriber receives it.

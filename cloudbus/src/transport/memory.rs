@@ -27,7 +27,8 @@ use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 
 use super::{Inbound, Transport, WireMessage};
-use crate::{Envelope, ErrorCode, Kind, NodeId, Pattern, codes};
+use crate::address::Pattern;
+use crate::{Envelope, ErrorCode, Kind, NodeId, codes};
 
 /// The broker: share it (it is cheap to clone) and give each node a
 /// [`transport`](MemoryBroker::transport).

@@ -1,5 +1,5 @@
-//! Where messages go: every name of the wire protocol's topology in one
-//! place (`docs/wire-protocol.md`), so that the bus, its transports and the
+//! Where messages go: every name of the wire protocol's topology, and the
+//! topic patterns events are matched by, in one place (`docs/wire-protocol.md`), so that the bus, its transports and the
 //! tools that inspect a broker cannot spell them differently.
 //!
 //! ```
@@ -13,8 +13,12 @@
 //! assert_eq!(ServiceAddress::of_node(node).routing_key(), "cloudbus.0123456789abcdef0123456789abcdef");
 //! ```
 
+mod pattern;
+
 use std::borrow::Cow;
 use std::fmt;
+
+pub use pattern::Pattern;
 
 use crate::NodeId;
 
