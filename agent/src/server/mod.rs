@@ -24,7 +24,9 @@ use crate::wire::MAX_BODY;
 pub use running::RunningAgent;
 
 /// Handles one command type on an agent. Implemented by the agent's state,
-/// once per command, like [`cloudbus::Handler`] on a service.
+/// once per command, and registered with [`AgentBuilder::command`]. (Bus
+/// services declare handlers once, with [`cloudbus::handlers`]; agents do
+/// not have that macro yet.)
 pub trait CommandHandler<C: Command>: Send + Sync + 'static {
     /// Does the work. An error goes back to the caller with its code; a
     /// panic goes back as `cloudbus.INTERNAL`.
