@@ -11,6 +11,7 @@
 #![allow(dead_code)]
 
 pub mod messaging;
+pub mod parity;
 
 use std::sync::Mutex;
 
