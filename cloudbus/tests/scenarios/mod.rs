@@ -10,6 +10,7 @@
 //! list runs on both transports.
 #![allow(dead_code)]
 
+pub mod cluster;
 pub mod messaging;
 pub mod parity;
 
