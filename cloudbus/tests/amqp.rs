@@ -2,58 +2,28 @@
 //! default the local one). Every test uses a bus name of its own, so tests
 //! run in parallel without seeing each other. A broker that cannot be
 //! reached fails these tests; they never skip.
+//!
+//! The scenarios shared with the in-memory broker (`memory_broker.rs`) are
+//! in `scenarios/messaging.rs`; here are those about what only RabbitMQ
+//! has: the declared topology, expiration in the queue, the prefetch, and
+//! a foreign client speaking the wire protocol with nothing but lapin.
 
 mod broker;
 mod common;
+mod proxy;
+mod rabbit;
+mod scenarios;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use broker::*;
-use cloudbus::{Bus, ErrorCode, Message, Ping, Request, Service, codes};
+use cloudbus::{Bus, Service, codes};
 use common::*;
-use futures::FutureExt;
-use serde::{Deserialize, Serialize};
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::Notify;
 
-fn echo_service() -> Service {
-    Service::builder("echo", ())
-        .on_request(|req: Echo, ctx| async move {
-            Ok(EchoReply {
-                text: req.text,
-                node: ctx.bus().node_id().to_string(),
-            })
-        })
-        .build()
-}
-
-async fn within<T>(what: &str, f: impl IntoFuture<Output = T>) -> T {
-    tokio::time::timeout(Duration::from_secs(20), f.into_future())
-        .await
-        .unwrap_or_else(|_| panic!("{what} did not happen within 20 s"))
-}
-
-#[tokio::test]
-async fn request_reply_crosses_the_broker() {
-    let name = unique_bus("rr");
-    let (a, b) = (node(&name).await, node(&name).await);
-    b.register(echo_service()).await.unwrap();
-    let reply = a
-        .call(Echo { text: "hi".into() })
-        .node(b.node_id())
-        .await
-        .unwrap();
-    assert_eq!(reply.text, "hi");
-    assert_eq!(reply.node, b.node_id().to_string());
-
-    let pong = a.call(Ping {}).node(b.node_id()).await.unwrap();
-    assert_eq!(pong.node, b.node_id());
-    assert!(pong.services.contains(&"echo".to_string()));
-    a.shutdown().await;
-    b.shutdown().await;
-    delete_bus(&name).await;
-}
+scenarios::messaging::tests!(rabbit::Rabbit::new);
 
 /// Waits until `rabbitmqctl` shows `queue` with `counts` (messages ready,
 /// tab, unacknowledged): what the broker holds is the thing under test.
@@ -144,246 +114,7 @@ async fn the_topology_is_exactly_the_documented_one() {
 }
 
 #[tokio::test]
-async fn plain_messages_arrive_in_order_without_a_reply() {
-    let name = unique_bus("msg");
-    let (a, b) = (node(&name).await, node(&name).await);
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    b.register(
-        Service::builder("work", ())
-            .on_message(move |note: Note, _ctx| {
-                let tx = tx.clone();
-                async move {
-                    tx.send(note.n).ok();
-                    Ok(())
-                }
-            })
-            .concurrency(1)
-            .build(),
-    )
-    .await
-    .unwrap();
-    for n in 0..50 {
-        let note = Note { key: "k".into(), n };
-        a.send(note).node(b.node_id()).await.unwrap();
-    }
-    for n in 0..50 {
-        assert_eq!(within("a plain message", rx.recv()).await, Some(n));
-    }
-    a.shutdown().await;
-    b.shutdown().await;
-    delete_bus(&name).await;
-}
-
-#[tokio::test]
-async fn events_reach_every_subscriber_on_every_node() {
-    let name = unique_bus("ev");
-    let (a, b, c) = (node(&name).await, node(&name).await, node(&name).await);
-    let mut on_b = b.subscribe::<VmStateChanged>().await.unwrap();
-    let mut on_b_too = b.subscribe_pattern("vm.#").await.unwrap();
-    let mut on_c = c.subscribe::<VmStateChanged>().await.unwrap();
-    let mut host_on_c = c.subscribe::<HostDown>().await.unwrap();
-    let mut on_a = a.subscribe::<VmStateChanged>().await.unwrap();
-    let mut host_on_a = a.subscribe::<HostDown>().await.unwrap();
-    let event = VmStateChanged {
-        uuid: "v1".into(),
-        state: "Running".into(),
-    };
-    a.publish(event.clone()).await.unwrap();
-    a.publish(HostDown { host: "h1".into() }).await.unwrap();
-    assert_eq!(within("b", on_b.recv()).await.unwrap(), event);
-    let raw = within("b raw", on_b_too.recv()).await.unwrap();
-    assert_eq!(raw.envelope.source, a.node_id());
-    assert_eq!(raw.decode::<VmStateChanged>().unwrap(), event);
-    assert_eq!(within("c", on_c.recv()).await.unwrap(), event);
-    assert_eq!(within("c host", host_on_c.recv()).await.unwrap().host, "h1");
-    // The publisher's own subscriber gets exactly one copy, not a second
-    // one back from the broker.
-    assert_eq!(within("a", on_a.recv()).await.unwrap(), event);
-    // The broker's copy of the first event reaches a's queue before that
-    // of the second, and must be dropped there.
-    assert_eq!(within("a host", host_on_a.recv()).await.unwrap().host, "h1");
-    a.publish(HostDown { host: "h2".into() }).await.unwrap();
-    assert_eq!(within("a host", host_on_a.recv()).await.unwrap().host, "h2");
-    assert!(on_a.recv().now_or_never().is_none());
-    for bus in [a, b, c] {
-        bus.shutdown().await;
-    }
-    delete_bus(&name).await;
-}
-
-#[tokio::test]
-async fn a_non_blocking_api_is_answered_by_an_event_everyone_sees() {
-    let name = unique_bus("api");
-    let (a, b, c) = (node(&name).await, node(&name).await, node(&name).await);
-    b.register(
-        Service::builder("vm", ())
-            .on_request(|req: StartVm, ctx| async move {
-                Ok(VmStarted {
-                    uuid: req.uuid,
-                    host: ctx.bus().node_id().to_string(),
-                })
-            })
-            .build(),
-    )
-    .await
-    .unwrap();
-    let mut auditor = c.subscribe::<VmStarted>().await.unwrap();
-    let started = a
-        .call(StartVm { uuid: "v1".into() })
-        .node(b.node_id())
-        .await
-        .unwrap();
-    assert_eq!(started.host, b.node_id().to_string());
-    let seen = within("the auditor's copy", auditor.recv_with_envelope())
-        .await
-        .unwrap();
-    assert_eq!(seen.event, started);
-    assert!(seen.envelope.api_id.is_some(), "an API event names its API");
-    for bus in [a, b, c] {
-        bus.shutdown().await;
-    }
-    delete_bus(&name).await;
-}
-
-/// A type the echo service does not handle.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-struct Shout {
-    text: String,
-}
-impl Message for Shout {
-    const TYPE: &'static str = "echo.Shout";
-}
-impl Request for Shout {
-    type Reply = EchoReply;
-}
-
-#[tokio::test]
-async fn unknown_services_nodes_and_types_fail_at_once() {
-    let name = unique_bus("unknown");
-    let (a, b) = (node(&name).await, node(&name).await);
-    b.register(echo_service()).await.unwrap();
-    let slow = Duration::from_secs(600);
-
-    // No queue takes it: the broker returns it and the caller hears at once.
-    let err = within(
-        "NO_SUCH_SERVICE",
-        a.call(Echo { text: "x".into() })
-            .service("nobody")
-            .node(b.node_id())
-            .timeout(slow),
-    )
-    .await
-    .unwrap_err();
-    assert_eq!(err.code(), codes::NO_SUCH_SERVICE, "{err}");
-    let gone = cloudbus::NodeId::random();
-    let err = within(
-        "unknown node",
-        a.call(Echo { text: "x".into() }).node(gone).timeout(slow),
-    )
-    .await
-    .unwrap_err();
-    assert_eq!(err.code(), codes::NO_SUCH_SERVICE, "{err}");
-    let err = within(
-        "plain message",
-        a.send(Note {
-            key: "k".into(),
-            n: 1,
-        })
-        .node(gone),
-    )
-    .await
-    .unwrap_err();
-    assert_eq!(err.code(), codes::NO_SUCH_SERVICE);
-
-    let err = within(
-        "UNKNOWN_MESSAGE",
-        a.call(Shout { text: "x".into() }).node(b.node_id()),
-    )
-    .await
-    .unwrap_err();
-    assert_eq!(err.code(), codes::UNKNOWN_MESSAGE, "{err}");
-    a.shutdown().await;
-    b.shutdown().await;
-    delete_bus(&name).await;
-}
-
-#[tokio::test]
-async fn handler_errors_travel_back_with_their_code() {
-    let name = unique_bus("err");
-    let (a, b) = (node(&name).await, node(&name).await);
-    b.register(
-        Service::builder("echo", ())
-            .on_request(|req: Echo, _ctx| async move {
-                if req.text == "panic" {
-                    panic!("the handler broke");
-                }
-                Err::<EchoReply, _>(
-                    ErrorCode::new("echo.REFUSED", "no echo today")
-                        .with_details(serde_json::json!({ "text": req.text })),
-                )
-            })
-            .build(),
-    )
-    .await
-    .unwrap();
-    let err = a
-        .call(Echo { text: "x".into() })
-        .node(b.node_id())
-        .await
-        .unwrap_err();
-    assert_eq!(err.code(), "echo.REFUSED");
-    assert_eq!(err.description(), "no echo today");
-    assert_eq!(err.details()["text"], "x");
-    let err = a
-        .call(Echo {
-            text: "panic".into(),
-        })
-        .node(b.node_id())
-        .await
-        .unwrap_err();
-    assert_eq!(err.code(), codes::INTERNAL);
-
-    // A handler that drops its reply port: NO_REPLY, not a timeout.
-    b.register(Service::new("forgetful", Forgetful))
-        .await
-        .unwrap();
-    let err = a
-        .call(Echo { text: "x".into() })
-        .service("forgetful")
-        .node(b.node_id())
-        .timeout(Duration::from_secs(60))
-        .await
-        .unwrap_err();
-    assert_eq!(err.code(), codes::NO_REPLY);
-    // After an error, a panic and a lost reply, the service still serves.
-    let err = a
-        .call(Echo { text: "y".into() })
-        .node(b.node_id())
-        .await
-        .unwrap_err();
-    assert_eq!(err.code(), "echo.REFUSED");
-    a.shutdown().await;
-    b.shutdown().await;
-    delete_bus(&name).await;
-}
-
-/// Never answers: drops the port it should reply through.
-struct Forgetful;
-
-#[cloudbus::handlers]
-impl Forgetful {
-    async fn echo(
-        &self,
-        _req: Echo,
-        _ctx: cloudbus::Context,
-        reply: cloudbus::ReplyPort<EchoReply>,
-    ) {
-        drop(reply);
-    }
-}
-
-#[tokio::test]
-async fn a_timeout_ends_the_wait_and_the_late_reply_is_dropped() {
+async fn a_request_that_expires_in_the_queue_never_runs() {
     let name = unique_bus("timeout");
     let (a, b) = (node(&name).await, node(&name).await);
     let release = Arc::new(Notify::new());
@@ -502,48 +233,6 @@ async fn ten_thousand_concurrent_requests_create_no_queue() {
     assert_eq!(a.pending_calls(), 0);
     a.shutdown().await;
     b.shutdown().await;
-    delete_bus(&name).await;
-}
-
-/// Records whether deliveries came through the broker (they carry a
-/// `reply_to` then; in-process ones do not need one).
-#[derive(Clone, Default)]
-struct SeenReplyTo(Arc<std::sync::Mutex<Vec<Option<String>>>>);
-
-impl cloudbus::Interceptor for SeenReplyTo {
-    fn before_deliver(
-        &self,
-        envelope: &cloudbus::Envelope,
-        _body: &cloudbus::Body,
-    ) -> Result<(), ErrorCode> {
-        if envelope.type_name == Echo::TYPE {
-            self.0.lock().unwrap().push(envelope.reply_to.clone());
-        }
-        Ok(())
-    }
-}
-
-#[tokio::test]
-async fn the_local_shortcut_skips_the_broker_unless_turned_off() {
-    let name = unique_bus("self");
-    for shortcut in [true, false] {
-        let seen = SeenReplyTo::default();
-        let a = Bus::builder()
-            .name(&name)
-            .amqp(url())
-            .local_shortcut(shortcut)
-            .interceptor(seen.clone())
-            .build()
-            .await
-            .unwrap();
-        a.register(echo_service()).await.unwrap();
-        let reply = a.call(Echo { text: "me".into() }).await.unwrap();
-        assert_eq!(reply.node, a.node_id().to_string());
-        let through_broker = Some(format!("cloudbus.{}", a.node_id()));
-        let expected = if shortcut { None } else { through_broker };
-        assert_eq!(*seen.0.lock().unwrap(), vec![expected]);
-        a.shutdown().await;
-    }
     delete_bus(&name).await;
 }
 

@@ -11,23 +11,12 @@ use std::time::Duration;
 
 use broker::*;
 use cloudbus::transport::amqp::{AmqpConfig, AmqpTransport};
-use cloudbus::{Bus, Context, Service, codes};
+use cloudbus::{Bus, codes};
 use common::*;
 use proxy::Proxy;
 use tokio::sync::Notify;
 
 const WAIT: Duration = Duration::from_secs(20);
-
-fn echo_service(name: &'static str) -> Service {
-    Service::builder(name, ())
-        .on_request(|req: Echo, ctx: Context| async move {
-            Ok(EchoReply {
-                text: req.text,
-                node: ctx.bus().node_id().to_string(),
-            })
-        })
-        .build()
-}
 
 async fn node(bus: &str, url: String) -> Bus {
     let transport = AmqpTransport::with_config(
@@ -59,8 +48,8 @@ async fn a_lost_connection_comes_back_with_its_topology_and_sends_fail_fast_mean
     let proxied = format!("amqp://guest:guest@127.0.0.1:{}/%2f", proxy.port());
     let a = node(&name, proxied).await;
     let b = node(&name, url()).await;
-    a.register(echo_service("api")).await.unwrap();
-    b.register(echo_service("echo")).await.unwrap();
+    a.register(echo_named("api")).await.unwrap();
+    b.register(echo_service()).await.unwrap();
     let (release, started) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
     b.register(gated("slow", started.clone(), release.clone()))
         .await
@@ -155,7 +144,7 @@ async fn a_connection_closed_by_the_broker_is_reopened() {
     let name = unique_bus("closed");
     let a = node(&name, url()).await;
     let b = node(&name, url()).await;
-    b.register(echo_service("echo")).await.unwrap();
+    b.register(echo_service()).await.unwrap();
     let conn_name = format!("cloudbus {name} {}", a.node_id());
     let listing = rabbitmqctl(&[
         "list_connections",
@@ -228,7 +217,7 @@ async fn a_silently_stalled_link_is_noticed_by_heartbeats_and_replaced() {
         .await
         .unwrap();
     let b = node(&name, url()).await;
-    b.register(echo_service("echo")).await.unwrap();
+    b.register(echo_service()).await.unwrap();
     let echo = |text: &str| Echo { text: text.into() };
     a.call(echo("1")).node(b.node_id()).await.unwrap();
 

@@ -9,7 +9,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use broker::*;
-use cloudbus::{Body, Bus, Context, Envelope, ErrorCode, Interceptor, Ping, Service, codes};
+use cloudbus::{Body, Bus, Envelope, ErrorCode, Interceptor, Ping, codes};
 use common::*;
 
 /// Accepts `echo` requests only with a known `session` header.
@@ -32,17 +32,6 @@ impl Interceptor for RequireSession {
             )),
         }
     }
-}
-
-fn echo_service() -> Service {
-    Service::builder("echo", ())
-        .on_request(|req: Echo, ctx: Context| async move {
-            Ok(EchoReply {
-                text: req.text,
-                node: ctx.bus().node_id().to_string(),
-            })
-        })
-        .build()
 }
 
 #[tokio::test]

@@ -13,30 +13,10 @@ use common::*;
 use tokio::sync::{Semaphore, mpsc};
 use tokio::time::Instant;
 
-fn echo_service() -> Service {
-    Service::builder("echo", ())
-        .on_request(|req: Echo, ctx: Context| async move {
-            match req.text.as_str() {
-                "fail" => Err(ErrorCode::new("echo.FAILED", "asked to fail")
-                    .with_details(serde_json::json!({"why": "test"}))),
-                "panic" => panic!("asked to panic"),
-                _ => Ok(EchoReply {
-                    text: req.text,
-                    node: ctx.bus().node_id().to_string(),
-                }),
-            }
-        })
-        .build()
-}
-
 async fn bus_with(service: Service) -> Bus {
     let bus = Bus::embedded();
     bus.register(service).await.unwrap();
     bus
-}
-
-fn echo(text: &str) -> Echo {
-    Echo { text: text.into() }
 }
 
 #[tokio::test]

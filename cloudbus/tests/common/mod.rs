@@ -1,10 +1,12 @@
 //! Message types and helpers shared by the whole-bus tests.
 #![allow(dead_code)]
 
+use std::future::IntoFuture;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
-use cloudbus::{Event, Message, ReplyStyle, Request, Service};
+use cloudbus::{Context, ErrorCode, Event, Message, ReplyPort, ReplyStyle, Request, Service};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
@@ -84,4 +86,72 @@ pub fn gated(name: &'static str, started: Arc<Notify>, release: Arc<Notify>) -> 
             }
         })
         .build()
+}
+
+/// The one `echo` service of the tests: answers [`Echo`] with its text and
+/// the id of the node it ran on. The text steers it:
+/// - `"fail"`: the error `echo.FAILED` ("asked to fail") with details
+///   `{"why": "test", "n": 1}` and the cause `disk.FULL`;
+/// - `"panic"`: the handler panics with "asked to panic";
+/// - anything else is echoed, followed by `|<id>` when the call carries the
+///   task context value `request-id`.
+pub fn echo_service() -> Service {
+    echo_named("echo")
+}
+
+/// [`echo_service`] registered under another service name.
+pub fn echo_named(name: &'static str) -> Service {
+    Service::builder(name, ())
+        .on_request(|req: Echo, ctx: Context| async move {
+            match req.text.as_str() {
+                "fail" => Err(ErrorCode::new("echo.FAILED", "asked to fail")
+                    .with_details(serde_json::json!({"why": "test", "n": 1}))
+                    .with_cause(ErrorCode::new("disk.FULL", "no space"))),
+                "panic" => panic!("asked to panic"),
+                _ => Ok(EchoReply {
+                    text: match ctx.context("request-id") {
+                        Some(id) => format!("{}|{id}", req.text),
+                        None => req.text,
+                    },
+                    node: ctx.bus().node_id().to_string(),
+                }),
+            }
+        })
+        .build()
+}
+
+pub fn echo(text: &str) -> Echo {
+    Echo { text: text.into() }
+}
+
+/// Never answers: drops the port it should reply through.
+pub struct Forgetful;
+
+#[cloudbus::handlers]
+impl Forgetful {
+    async fn echo(&self, _req: Echo, _ctx: Context, reply: ReplyPort<EchoReply>) {
+        drop(reply);
+    }
+}
+
+/// How long a test waits for something that should happen: generous, as
+/// the broker tests run in parallel on a busy machine.
+pub const WAIT: Duration = Duration::from_secs(20);
+
+/// `f`'s outcome, or a panic naming `what` if it takes longer than [`WAIT`].
+pub async fn within<T>(what: &str, f: impl IntoFuture<Output = T>) -> T {
+    tokio::time::timeout(WAIT, f.into_future())
+        .await
+        .unwrap_or_else(|_| panic!("{what} did not happen within {WAIT:?}"))
+}
+
+/// Waits, turn by turn of the scheduler, until `done` holds; panics naming
+/// `what` if that takes longer than [`WAIT`].
+pub async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    within(what, async {
+        while !done() {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
 }
