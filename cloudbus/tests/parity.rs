@@ -16,9 +16,6 @@ use scenarios::parity::{Entry, cancel_between, unregister_in_flight_between};
 use tokio::sync::Notify;
 
 scenarios::parity::tests!(scenarios::Memory::new);
-scenarios::tests!(parity, scenarios::Memory::new;
-    a_service_unregistered_while_busy_finishes_its_work_and_can_come_back
-);
 
 #[tokio::test]
 async fn on_the_embedded_bus_a_cancelled_call_ends_at_once_and_its_late_reply_is_dropped() {

@@ -13,9 +13,7 @@ use tokio::sync::Notify;
 use super::Nodes;
 use crate::common::*;
 
-/// The tests of this group, on the nodes of `$nodes`. Not listed, because
-/// RabbitMQ fails it today (see `amqp_parity.rs`), so each test file names
-/// it itself: [`a_service_unregistered_while_busy_finishes_its_work_and_can_come_back`].
+/// The tests of this group, on the nodes of `$nodes`.
 #[allow(unused_macros)] // each test file expands one group
 macro_rules! tests {
     ($nodes:expr) => {
@@ -24,6 +22,7 @@ macro_rules! tests {
             a_forwarded_request_is_answered_by_the_final_handler_straight_to_the_caller,
             a_context_value_set_by_the_caller_is_seen_two_hops_away_on_another_node,
             work_accepted_before_its_service_is_unregistered_finishes_and_the_service_can_come_back,
+            a_service_unregistered_while_busy_finishes_its_work_and_can_come_back,
         );
     };
 }
@@ -299,7 +298,7 @@ pub async fn unregister_in_flight_between(caller: &Bus, server: &Bus) {
 /// What both transports do today when a busy service is unregistered: the
 /// request it accepted finishes, then the service is unknown at once, and
 /// it can be registered again. (Whether requests sent while it drains are
-/// refused is [`a_service_unregistered_while_busy_finishes_its_work_and_can_come_back`].)
+/// refused is `a_service_unregistered_while_busy_finishes_its_work_and_can_come_back`.)
 pub async fn work_accepted_before_its_service_is_unregistered_finishes_and_the_service_can_come_back(
     nodes: &impl Nodes,
 ) {

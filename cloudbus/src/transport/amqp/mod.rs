@@ -297,7 +297,14 @@ impl Transport for AmqpTransport {
             // While disconnected the queue stays until it expires; nothing
             // consumes it, so requests for it time out at their callers.
             let session = shared.session()?;
-            session.stop_consuming(shared.names()?, service).await
+            session
+                .stop_consuming(
+                    shared.names()?,
+                    service,
+                    shared.inbound(),
+                    shared.config.max_body,
+                )
+                .await
         })
     }
 

@@ -245,12 +245,29 @@ impl Session {
         &self,
         names: &Names,
         service: &str,
+        inbound: &Arc<dyn Inbound>,
+        max_body: usize,
     ) -> Result<(), ErrorCode> {
         let Some(mut consumer) = self.consumers.lock().await.remove(service) else {
             return Ok(());
         };
-        let cancelled = consumer.cancel().await;
         let queue = names.service_queue(service);
+        // First nothing new comes in: a message sent from now on is returned
+        // to its sender at once (NO_SUCH_SERVICE) instead of landing in a
+        // queue about to be deleted.
+        let unbound = consumer
+            .channel
+            .queue_unbind(
+                queue.as_str().into(),
+                names.p2p.as_str().into(),
+                names.service_key(service).into(),
+                FieldTable::default(),
+            )
+            .await;
+        let cancelled = consumer.cancel().await;
+        // What was queued before is answered (the service is gone from the
+        // bus, so its callers hear NO_SUCH_SERVICE), not dropped with it.
+        drain(&consumer.channel, &queue, service, inbound, max_body).await;
         let deleted = consumer
             .channel
             .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
@@ -259,7 +276,8 @@ impl Session {
             tracing::warn!(%queue, dropped, "messages still queued for a removed service were dropped");
         }
         let _ = consumer.channel.close(200, "service removed".into()).await;
-        cancelled
+        unbound
+            .and(cancelled)
             .and(deleted.map(|_| ()))
             .map_err(|e| super::broker_error(&format!("cannot remove {queue}"), e))
     }
@@ -336,6 +354,36 @@ impl Session {
             for task in consumers.values().filter_map(|c| c.task.as_ref()) {
                 task.abort();
             }
+        }
+    }
+}
+
+/// Hands every message left in `queue` to the bus, acknowledging each, until
+/// the queue is empty.
+async fn drain(
+    channel: &lapin::Channel,
+    queue: &str,
+    service: &str,
+    inbound: &Arc<dyn Inbound>,
+    max_body: usize,
+) {
+    let service: Arc<str> = Arc::from(service);
+    while let Ok(Some(message)) = channel
+        .basic_get(queue.into(), lapin::options::BasicGetOptions::default())
+        .await
+    {
+        let delivery = message.delivery;
+        let tag = delivery.delivery_tag;
+        match super::codec::decode(&delivery.properties, delivery.data, max_body) {
+            Ok(message) => inbound.service_message(service.clone(), message).await,
+            Err(rejected) => inbound.malformed(rejected.reply, rejected.error).await,
+        }
+        if channel
+            .basic_ack(tag, lapin::options::BasicAckOptions::default())
+            .await
+            .is_err()
+        {
+            return;
         }
     }
 }
