@@ -1,12 +1,10 @@
 //! `cloudbus`: run the demo, operate a bus from a terminal.
 
+mod alloc;
 mod commands;
 
-/// mimalloc instead of the system allocator: a node allocates many small,
-/// short-lived buffers per message (AMQP properties, frames, JSON), and
-/// glibc's malloc spent a tenth of the bus's CPU on them under load.
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: alloc::Counting = alloc::Counting;
 
 use std::process::ExitCode;
 

@@ -128,8 +128,8 @@ pub mod transport;
 pub use address::Pattern;
 pub use bus::{
     Bus, BusBuilder, BusCounters, Call, CancelHandle, Counter, DEFAULT_BUS_NAME, DEFAULT_TIMEOUT,
-    Forward, GetStatistics, Interceptor, Ping, Pong, RawCall, RawEvent, RawSend, RawSubscription,
-    Received, RecentError, SendMessage, Statistics, Subscription,
+    Forward, GetStatistics, Interceptor, Overflow, Ping, Pong, RawCall, RawEvent, RawSend,
+    RawSubscription, Received, RecentError, SendMessage, Statistics, Subscription,
 };
 /// `#[derive(Message)]`: the message traits from one attribute (see [`Message`]).
 pub use cloudbus_macros::Message;

@@ -46,7 +46,9 @@ impl Inbound for Capture {
         self.0.send(message).unwrap();
         Box::pin(async {})
     }
-    fn event(&self, _message: WireMessage) {}
+    fn event(&self, _message: WireMessage) -> BoxFuture<'static, ()> {
+        Box::pin(async {})
+    }
     fn undeliverable(&self, _request: cloudbus::MessageId, _error: ErrorCode) {}
     fn malformed(
         &self,

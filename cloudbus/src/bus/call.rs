@@ -267,7 +267,7 @@ impl Bus {
     pub fn call<R: Request>(&self, request: R) -> Call<R> {
         Call {
             bus: self.clone(),
-            id: MessageId::random(),
+            id: MessageId::next(),
             cancellable: false,
             request: Some(request),
             timeout: None,

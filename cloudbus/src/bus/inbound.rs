@@ -35,9 +35,16 @@ impl Inbound for BusInbound {
         })
     }
 
-    fn event(&self, message: WireMessage) {
-        if let Some(bus) = self.bus() {
-            bus.on_event(message);
+    fn event(&self, message: WireMessage) -> BoxFuture<'static, ()> {
+        let blocked = match self.bus() {
+            Some(bus) => bus.on_event(message),
+            None => Vec::new(),
+        };
+        if blocked.is_empty() {
+            // Nothing to wait for, and a zero-sized future: no allocation.
+            Box::pin(std::future::ready(()))
+        } else {
+            Box::pin(super::subscribe::deliver_blocked(blocked))
         }
     }
 
@@ -147,7 +154,7 @@ impl Bus {
         }
     }
 
-    fn on_event(&self, message: WireMessage) {
+    fn on_event(&self, message: WireMessage) -> super::subscribe::Blocked {
         let WireMessage { envelope, body } = message;
         if envelope.source == self.inner.node {
             if envelope.type_name == NodeHeartbeat::TYPE {
@@ -155,7 +162,7 @@ impl Bus {
                 self.inner.members.beat_came_back(envelope.id);
             }
             // Local subscribers got it when it was published.
-            return;
+            return Vec::new();
         }
         if crate::cluster::is_membership(&envelope.type_name) {
             self.on_membership(&envelope.type_name, &body);
@@ -168,6 +175,6 @@ impl Bus {
         }
         self.inner
             .subscribers
-            .dispatch(&Arc::new(envelope), &body, &self.inner.stats);
+            .dispatch(&Arc::new(envelope), &body, &self.inner.stats)
     }
 }

@@ -6,6 +6,7 @@ mod builtin;
 mod call;
 mod counters;
 mod dispatch;
+mod event_queue;
 mod forward;
 mod inbound;
 mod interceptor;
@@ -41,9 +42,11 @@ use crate::message::is_valid_service_name;
 use crate::service::{Service, ServiceRuntime};
 use crate::transport::Transport;
 use crate::{Body, Envelope, ErrorCode, NodeId};
+pub use event_queue::Overflow;
+pub(crate) use event_queue::QueueReceiver;
 use pending::Pending;
+pub(crate) use subscribe::SubscriberInfo;
 use subscribe::Subscribers;
-pub(crate) use subscribe::{EventDelivery, SubscriberInfo};
 
 /// The message bus of one node. Cheap to clone: clones share the node.
 ///

@@ -2,9 +2,8 @@
 
 use std::sync::Arc;
 
-use tokio::sync::mpsc;
-
-use super::subscribe::{EventDelivery, SubscriberInfo};
+use super::event_queue::{Overflow, QueueReceiver, event_queue};
+use super::subscribe::{SubscriberInfo, deliver_blocked};
 use super::{Bus, RawSubscription, Subscription};
 use crate::address::Pattern;
 use crate::{Body, Envelope, ErrorCode, Event, Kind};
@@ -32,9 +31,12 @@ impl Bus {
             // coming back is ignored, local subscribers are served below.
             transport.publish(&envelope, body.to_json()?).await?;
         }
-        self.inner
-            .subscribers
-            .dispatch(&Arc::new(envelope), &body, &self.inner.stats);
+        let blocked =
+            self.inner
+                .subscribers
+                .dispatch(&Arc::new(envelope), &body, &self.inner.stats);
+        // A backpressured subscriber that is full holds the publisher here.
+        deliver_blocked(blocked).await;
         Ok(())
     }
 
@@ -53,25 +55,48 @@ impl Bus {
     /// # }
     /// ```
     pub async fn subscribe<E: Event>(&self) -> Result<Subscription<E>, ErrorCode> {
-        let pattern: Pattern = E::TYPE.parse()?;
-        self.bind_pattern(pattern.as_str()).await?;
-        let (sub, rx) = self
-            .inner
-            .subscribers
-            .add(pattern, self.inner.config.subscription_capacity);
+        self.subscribe_with(Overflow::default()).await
+    }
+
+    /// [`subscribe`](Bus::subscribe) with a policy for when the
+    /// subscription's buffer is full (see [`Overflow`]).
+    pub async fn subscribe_with<E: Event>(
+        &self,
+        overflow: Overflow,
+    ) -> Result<Subscription<E>, ErrorCode> {
+        let (sub, rx) = self.add_subscriber(E::TYPE, overflow).await?;
         Ok(Subscription::new(self.clone(), sub, rx))
     }
 
     /// Subscribes to every event whose type matches an AMQP topic pattern:
     /// `*` is one word, `#` any number of words (`vm.*`, `#`).
     pub async fn subscribe_pattern(&self, pattern: &str) -> Result<RawSubscription, ErrorCode> {
+        self.subscribe_pattern_with(pattern, Overflow::default())
+            .await
+    }
+
+    /// [`subscribe_pattern`](Bus::subscribe_pattern) with a policy for when
+    /// the subscription's buffer is full (see [`Overflow`]).
+    pub async fn subscribe_pattern_with(
+        &self,
+        pattern: &str,
+        overflow: Overflow,
+    ) -> Result<RawSubscription, ErrorCode> {
+        let (sub, rx) = self.add_subscriber(pattern, overflow).await?;
+        Ok(RawSubscription::new(self.clone(), sub, rx))
+    }
+
+    async fn add_subscriber(
+        &self,
+        pattern: &str,
+        overflow: Overflow,
+    ) -> Result<(Arc<SubscriberInfo>, QueueReceiver), ErrorCode> {
         let pattern: Pattern = pattern.parse()?;
         self.bind_pattern(pattern.as_str()).await?;
-        let (sub, rx) = self
+        Ok(self
             .inner
             .subscribers
-            .add(pattern, self.inner.config.subscription_capacity);
-        Ok(RawSubscription::new(self.clone(), sub, rx))
+            .add(pattern, self.inner.config.subscription_capacity, overflow))
     }
 
     /// Subscribes a service to its event types, all into one stream so
@@ -79,8 +104,10 @@ impl Bus {
     pub(crate) async fn subscribe_service(
         &self,
         types: &[&'static str],
-    ) -> Result<(Vec<Arc<SubscriberInfo>>, mpsc::Receiver<EventDelivery>), ErrorCode> {
-        let (tx, rx) = mpsc::channel(self.inner.config.subscription_capacity.max(1));
+    ) -> Result<(Vec<Arc<SubscriberInfo>>, QueueReceiver), ErrorCode> {
+        // Like any subscriber by default, a busy service misses events
+        // (counted) rather than holding up the node's event queue.
+        let (tx, rx) = event_queue(self.inner.config.subscription_capacity, Overflow::default());
         let mut subscribed = Vec::with_capacity(types.len());
         for event_type in types {
             let added = async {

@@ -132,7 +132,7 @@ impl Bus {
     pub fn call_json(&self, type_name: impl Into<String>, body: impl Into<Bytes>) -> RawCall {
         RawCall {
             bus: self.clone(),
-            id: MessageId::random(),
+            id: MessageId::next(),
             cancellable: false,
             type_name: type_name.into(),
             body: body.into(),

@@ -10,7 +10,8 @@ use std::task::{Context as TaskContext, Poll};
 
 use arc_swap::ArcSwap;
 use futures::Stream;
-use tokio::sync::mpsc;
+
+use super::event_queue::{Offered, Overflow, QueueReceiver, QueueSender, event_queue};
 
 use super::BusCounters;
 use crate::address::Pattern;
@@ -24,7 +25,7 @@ pub(crate) struct EventDelivery {
 
 pub(crate) struct Subscriber {
     info: Arc<SubscriberInfo>,
-    tx: mpsc::Sender<EventDelivery>,
+    tx: QueueSender,
 }
 
 /// What a subscription keeps of its entry: not the sender, so that the
@@ -55,18 +56,15 @@ impl Subscribers {
         &self,
         pattern: Pattern,
         capacity: usize,
-    ) -> (Arc<SubscriberInfo>, mpsc::Receiver<EventDelivery>) {
-        let (tx, rx) = mpsc::channel(capacity.max(1));
+        overflow: Overflow,
+    ) -> (Arc<SubscriberInfo>, QueueReceiver) {
+        let (tx, rx) = event_queue(capacity, overflow);
         (self.add_sender(pattern, tx), rx)
     }
 
     /// Adds a subscriber whose events go to `tx`, which several subscribers
     /// may share so that their events arrive in one stream, in order.
-    pub(crate) fn add_sender(
-        &self,
-        pattern: Pattern,
-        tx: mpsc::Sender<EventDelivery>,
-    ) -> Arc<SubscriberInfo> {
+    pub(crate) fn add_sender(&self, pattern: Pattern, tx: QueueSender) -> Arc<SubscriberInfo> {
         let info = Arc::new(SubscriberInfo {
             id: self.next_id.fetch_add(1, Ordering::Relaxed),
             pattern,
@@ -113,15 +111,22 @@ impl Subscribers {
         self.table.store(Arc::new(Table::default()));
     }
 
-    /// Gives every matching subscriber its copy. Never waits: a subscriber
-    /// whose buffer is full misses the event, which is counted and logged.
-    pub(crate) fn dispatch(&self, envelope: &Arc<Envelope>, body: &Body, stats: &BusCounters) {
+    /// Gives every matching subscriber its copy, each as its overflow
+    /// policy says. Never waits: the copies for backpressured subscribers
+    /// that are full come back, for the caller to [`deliver_blocked`].
+    pub(crate) fn dispatch(
+        &self,
+        envelope: &Arc<Envelope>,
+        body: &Body,
+        stats: &BusCounters,
+    ) -> Blocked {
         let table = self.table.load();
         let exact = table.exact.get(&*envelope.type_name).into_iter().flatten();
         let wild = table
             .patterns
             .iter()
             .filter(|s| s.info.pattern.matches(&envelope.type_name));
+        let mut blocked = Vec::new();
         for sub in exact.chain(wild) {
             let Some(body) = body.share() else {
                 continue;
@@ -130,12 +135,27 @@ impl Subscribers {
                 envelope: envelope.clone(),
                 body,
             };
-            if let Err(mpsc::error::TrySendError::Full(_)) = sub.tx.try_send(delivery) {
-                sub.info.lagged.fetch_add(1, Ordering::Relaxed);
-                stats.events_dropped.inc();
-                tracing::warn!(pattern = %sub.info.pattern, type_name = %envelope.type_name, "subscriber is not keeping up; event dropped for it");
+            match sub.tx.offer(delivery) {
+                Offered::Queued => {}
+                Offered::Dropped => {
+                    sub.info.lagged.fetch_add(1, Ordering::Relaxed);
+                    stats.events_dropped.inc();
+                    tracing::warn!(pattern = %sub.info.pattern, type_name = %envelope.type_name, "subscriber is not keeping up; an event was dropped for it");
+                }
+                Offered::Full(delivery) => blocked.push((sub.tx.clone(), delivery)),
             }
         }
+        blocked
+    }
+}
+
+/// Copies of an event for backpressured subscribers that were full.
+pub(crate) type Blocked = Vec<(QueueSender, EventDelivery)>;
+
+/// Waits until every blocked copy is queued.
+pub(crate) async fn deliver_blocked(blocked: Blocked) {
+    for (tx, delivery) in blocked {
+        tx.push(delivery).await;
     }
 }
 
@@ -205,17 +225,13 @@ pub struct Received<E> {
 /// Events of one type `E`, in the order they were published by each
 /// publisher. Dropping it unsubscribes. Also a [`Stream`].
 pub struct Subscription<E> {
-    rx: mpsc::Receiver<EventDelivery>,
+    rx: QueueReceiver,
     guard: Guard,
     _event: PhantomData<fn() -> E>,
 }
 
 impl<E: Message> Subscription<E> {
-    pub(crate) fn new(
-        bus: Bus,
-        sub: Arc<SubscriberInfo>,
-        rx: mpsc::Receiver<EventDelivery>,
-    ) -> Self {
+    pub(crate) fn new(bus: Bus, sub: Arc<SubscriberInfo>, rx: QueueReceiver) -> Self {
         Self {
             rx,
             guard: Guard::new(bus, sub),
@@ -275,16 +291,12 @@ impl<E: Message> Stream for Subscription<E> {
 
 /// Events matching a pattern, of any type. Dropping it unsubscribes.
 pub struct RawSubscription {
-    rx: mpsc::Receiver<EventDelivery>,
+    rx: QueueReceiver,
     guard: Guard,
 }
 
 impl RawSubscription {
-    pub(crate) fn new(
-        bus: Bus,
-        sub: Arc<SubscriberInfo>,
-        rx: mpsc::Receiver<EventDelivery>,
-    ) -> Self {
+    pub(crate) fn new(bus: Bus, sub: Arc<SubscriberInfo>, rx: QueueReceiver) -> Self {
         Self {
             rx,
             guard: Guard::new(bus, sub),

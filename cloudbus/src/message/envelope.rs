@@ -127,7 +127,7 @@ impl Envelope {
     /// A fresh envelope of the given kind and type, sent now from `source`.
     pub fn new(kind: Kind, type_name: impl Into<Cow<'static, str>>, source: NodeId) -> Self {
         Self {
-            id: MessageId::random(),
+            id: MessageId::next(),
             type_name: type_name.into(),
             kind,
             service: None,

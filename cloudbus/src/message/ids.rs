@@ -72,6 +72,22 @@ macro_rules! uuid_id {
     };
 }
 
+impl MessageId {
+    /// A new id, unique in time and space without a random draw: 64 random
+    /// bits fixed for this process, then a process-wide counter. Cheaper
+    /// than [`random`](Self::random) on the hot path, and still 32 hex
+    /// digits on the wire.
+    pub fn next() -> Self {
+        use std::sync::OnceLock;
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static PREFIX: OnceLock<u64> = OnceLock::new();
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        let prefix = *PREFIX.get_or_init(|| Uuid::new_v4().as_u64_pair().0);
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        Self(Uuid::from_u64_pair(prefix, n))
+    }
+}
+
 uuid_id!(
     /// The id of one message (`message_id`), and of the request a reply
     /// answers (`correlation_id`).
@@ -86,6 +102,21 @@ uuid_id!(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn next_ids_are_distinct_and_read_back_from_the_wire() {
+        let ids: Vec<MessageId> = (0..1000).map(|_| MessageId::next()).collect();
+        let distinct: std::collections::HashSet<_> = ids.iter().collect();
+        assert_eq!(distinct.len(), ids.len());
+        for id in &ids[..3] {
+            let wire = id.to_string();
+            assert_eq!(wire.len(), 32);
+            assert_eq!(wire.parse::<MessageId>().unwrap(), *id);
+        }
+        // Another thread draws from the same sequence.
+        let other = std::thread::spawn(MessageId::next).join().unwrap();
+        assert!(!distinct.contains(&other));
+    }
 
     #[test]
     fn ids_print_as_32_hex_digits_and_parse_both_forms() {

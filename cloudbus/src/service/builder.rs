@@ -33,6 +33,8 @@ pub struct Service {
     pub(crate) name: Cow<'static, str>,
     pub(crate) handlers: HashMap<&'static str, Arc<dyn HandlerEntry>>,
     pub(crate) concurrency: usize,
+    /// How many messages may wait behind their sync keys beyond those running.
+    pub(crate) max_waiting: usize,
     /// The event types the service handles, subscribed to at `register`.
     pub(crate) events: Vec<&'static str>,
     /// A mistake made while building, reported by `register`.
@@ -65,6 +67,7 @@ impl Service {
                 name: name.into(),
                 handlers: HashMap::new(),
                 concurrency: DEFAULT_CONCURRENCY,
+                max_waiting: DEFAULT_CONCURRENCY * 8,
                 events: Vec::new(),
                 error: None,
             },
@@ -217,6 +220,16 @@ impl<S: Send + Sync + 'static> ServiceBuilder<S> {
         self
     }
 
+    /// How many messages may wait behind their sync keys, beyond the ones
+    /// running (default 8 × the default concurrency). Waiting messages hold
+    /// no concurrency permit, so a burst on one resource does not stop the
+    /// others; this bounds the memory they take, and when it is reached
+    /// senders wait (over a broker, the messages stay queued there).
+    pub fn max_waiting(mut self, messages: usize) -> Self {
+        self.service.max_waiting = messages;
+        self
+    }
+
     /// The finished service.
     pub fn build(self) -> Service {
         self.service
@@ -262,6 +275,10 @@ where
     fn sync_key(&self, req: &R) -> Option<SyncKey> {
         StateFn::sync_key(self, req)
     }
+
+    fn keyed(&self) -> bool {
+        self.key.is_some()
+    }
 }
 
 impl<S, M, F, Fut> MessageHandler<M> for StateFn<S, F, M>
@@ -277,6 +294,10 @@ where
 
     fn sync_key(&self, msg: &M) -> Option<SyncKey> {
         StateFn::sync_key(self, msg)
+    }
+
+    fn keyed(&self) -> bool {
+        self.key.is_some()
     }
 }
 
@@ -298,5 +319,9 @@ where
 
     fn sync_key(&self, req: &R) -> Option<SyncKey> {
         StateFn::sync_key(self, req)
+    }
+
+    fn keyed(&self) -> bool {
+        self.key.is_some()
     }
 }

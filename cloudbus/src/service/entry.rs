@@ -37,6 +37,9 @@ pub(crate) trait HandlerEntry: Send + Sync {
     /// Decodes the message and prepares the job; `None` when the message was
     /// already answered (it could not be decoded).
     fn prepare(&self, bus: &Bus, delivery: Delivery, stats: Arc<TypeStats>) -> Option<Job>;
+
+    /// Whether the handler may serialize messages by sync key.
+    fn keyed(&self) -> bool;
 }
 
 fn decode<M: Message>(bus: &Bus, delivery: Delivery) -> Result<(M, Envelope, Responder), ()> {
@@ -85,6 +88,10 @@ fn finished(stats: &TypeStats, started: Instant, error: Option<&ErrorCode>) {
 pub(crate) struct RequestEntry<S, R>(pub(crate) Arc<S>, pub(crate) PhantomData<fn(R)>);
 
 impl<S: Handler<R>, R: Request> HandlerEntry for RequestEntry<S, R> {
+    fn keyed(&self) -> bool {
+        self.0.keyed()
+    }
+
     fn prepare(&self, bus: &Bus, delivery: Delivery, stats: Arc<TypeStats>) -> Option<Job> {
         let (req, envelope, responder) = decode::<R>(bus, delivery).ok()?;
         let sync = self.0.sync_key(&req);
@@ -113,6 +120,10 @@ impl<S: Handler<R>, R: Request> HandlerEntry for RequestEntry<S, R> {
 pub(crate) struct MessageEntry<S, M>(pub(crate) Arc<S>, pub(crate) PhantomData<fn(M)>);
 
 impl<S: MessageHandler<M>, M: Message> HandlerEntry for MessageEntry<S, M> {
+    fn keyed(&self) -> bool {
+        self.0.keyed()
+    }
+
     fn prepare(&self, bus: &Bus, delivery: Delivery, stats: Arc<TypeStats>) -> Option<Job> {
         let (msg, envelope, responder) = decode::<M>(bus, delivery).ok()?;
         let sync = self.0.sync_key(&msg);
@@ -144,6 +155,10 @@ impl<S: MessageHandler<M>, M: Message> HandlerEntry for MessageEntry<S, M> {
 pub(crate) struct DeferredEntry<S, R>(pub(crate) Arc<S>, pub(crate) PhantomData<fn(R)>);
 
 impl<S: DeferredHandler<R>, R: Request> HandlerEntry for DeferredEntry<S, R> {
+    fn keyed(&self) -> bool {
+        self.0.keyed()
+    }
+
     fn prepare(&self, bus: &Bus, delivery: Delivery, stats: Arc<TypeStats>) -> Option<Job> {
         let (req, envelope, responder) = decode::<R>(bus, delivery).ok()?;
         let sync = self.0.sync_key(&req);

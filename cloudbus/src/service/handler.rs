@@ -22,6 +22,12 @@ pub(crate) trait Handler<R: Request>: Send + Sync + 'static {
     fn sync_key(&self, _req: &R) -> Option<SyncKey> {
         None
     }
+
+    /// Whether this handler can have a sync key at all; those that cannot
+    /// take their concurrency permit before being prepared.
+    fn keyed(&self) -> bool {
+        false
+    }
 }
 
 /// Handles plain messages of type `M`, which need no reply. An error is
@@ -33,6 +39,12 @@ pub(crate) trait MessageHandler<M: Message>: Send + Sync + 'static {
     /// See `Handler::sync_key`.
     fn sync_key(&self, _msg: &M) -> Option<SyncKey> {
         None
+    }
+
+    /// Whether this handler can have a sync key at all; those that cannot
+    /// take their concurrency permit before being prepared.
+    fn keyed(&self) -> bool {
+        false
     }
 }
 
@@ -50,5 +62,11 @@ pub(crate) trait DeferredHandler<R: Request>: Send + Sync + 'static {
     /// See `Handler::sync_key`.
     fn sync_key(&self, _req: &R) -> Option<SyncKey> {
         None
+    }
+
+    /// Whether this handler can have a sync key at all; those that cannot
+    /// take their concurrency permit before being prepared.
+    fn keyed(&self) -> bool {
+        false
     }
 }

@@ -4,7 +4,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use tokio::sync::{Notify, Semaphore, mpsc};
+use futures::FutureExt;
+use futures::future::BoxFuture;
+use tokio::sync::{Notify, Semaphore};
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
@@ -12,7 +14,7 @@ use super::entry::{Delivery, HandlerEntry};
 use super::in_flight::InFlight;
 use super::sync::{SyncQueues, Ticket};
 use super::{ReplyTarget, Responder, Service, TypeStatistics, TypeStats};
-use crate::bus::{EventDelivery, SubscriberInfo};
+use crate::bus::{QueueReceiver, SubscriberInfo};
 use crate::{Bus, ErrorCode};
 
 /// A registered service at run time: its handlers, its concurrency permits
@@ -21,7 +23,11 @@ use crate::{Bus, ErrorCode};
 pub(crate) struct ServiceRuntime {
     name: Cow<'static, str>,
     handlers: HashMap<&'static str, (Arc<dyn HandlerEntry>, Arc<TypeStats>)>,
+    /// Handlers running at once: the concurrency limit.
     permits: Arc<Semaphore>,
+    /// Messages taken at once, running or waiting behind their sync keys:
+    /// what a sender waits for.
+    admission: Arc<Semaphore>,
     concurrency: usize,
     sync: SyncQueues,
     in_flight: Arc<InFlight>,
@@ -41,6 +47,9 @@ impl ServiceRuntime {
                 .map(|(name, entry)| (name, (entry, Arc::default())))
                 .collect(),
             permits: Arc::new(Semaphore::new(service.concurrency)),
+            admission: Arc::new(Semaphore::new(
+                service.concurrency.saturating_add(service.max_waiting),
+            )),
             concurrency: service.concurrency,
             sync: SyncQueues::default(),
             in_flight: Arc::default(),
@@ -64,9 +73,10 @@ impl ServiceRuntime {
             .map(|(name, (_, stats))| stats.snapshot(&self.name, name))
     }
 
-    /// Hands a message to its handler. Waits while the service is at its
-    /// concurrency limit (that wait is the backpressure); returns once the
-    /// handler is started or queued behind its sync key, not when it ends.
+    /// Hands a message to its handler. Waits while the service has taken
+    /// as much as it may (that wait is the backpressure); returns once the
+    /// handler is started, finished, or queued behind its sync key, not
+    /// necessarily when it ends.
     pub(crate) async fn deliver(&self, bus: &Bus, delivery: Delivery) {
         // Counted before the closing check: a drain either sees this
         // message in flight or this message sees the service closing.
@@ -82,15 +92,28 @@ impl ServiceRuntime {
             let error = ErrorCode::unknown_message(&self.name, &delivery.envelope.type_name);
             return reject(bus, delivery, error).await;
         };
-        let Ok(permit) = self.permits.clone().acquire_owned().await else {
+        let Ok(admitted) = self.admission.clone().acquire_owned().await else {
             return reject(bus, delivery, ErrorCode::no_such_service(&self.name)).await;
         };
+        // A handler without sync keys waits for its permit here, before
+        // anything is decoded; a keyed one only once its key's turn comes,
+        // so waiters on one busy resource never hold permits others need.
+        let mut permit = None;
+        if !entry.keyed() {
+            let Ok(taken) = self.permits.clone().acquire_owned().await else {
+                return reject(bus, delivery, ErrorCode::no_such_service(&self.name)).await;
+            };
+            permit = Some(taken);
+        }
         if delivery.deadline.is_some_and(|d| Instant::now() >= d) {
             // The caller has stopped waiting; running the handler now would
             // only produce a reply nobody reads.
             bus.counters().expired.inc();
             return;
         }
+        // A caller in this process waits for the answer anyway: its own
+        // task runs the handler as far as it goes without waiting.
+        let inline = matches!(delivery.reply, ReplyTarget::Local(_));
         let task_context = super::context::task_context_of(&delivery.envelope);
         let span = handling_span(bus, &self.name, &delivery.envelope);
         let Some(job) = entry.prepare(bus, delivery, stats.clone()) else {
@@ -103,15 +126,19 @@ impl ServiceRuntime {
         } else {
             Box::pin(run.instrument(span))
         };
-        let ticket = Ticket::new(permit, in_flight);
-        match job.sync {
-            None => {
-                tokio::spawn(async move {
-                    run.await;
-                    drop(ticket);
-                });
+        let ticket = Ticket::new(admitted, in_flight);
+        match (job.sync, permit) {
+            (Some(key), _) => self.sync.submit(key, run, ticket, &self.permits),
+            (None, permit) => {
+                let permit = match permit {
+                    Some(permit) => permit,
+                    None => match self.permits.clone().acquire_owned().await {
+                        Ok(permit) => permit,
+                        Err(_) => return,
+                    },
+                };
+                start(run, ticket.running(permit), inline);
             }
-            Some(key) => self.sync.submit(key, run, ticket),
         }
     }
 
@@ -123,7 +150,7 @@ impl ServiceRuntime {
         self: &Arc<Self>,
         bus: &Bus,
         subscribed: Vec<Arc<SubscriberInfo>>,
-        mut events: mpsc::Receiver<EventDelivery>,
+        mut events: QueueReceiver,
     ) {
         let (runtime, bus) = (self.clone(), bus.clone());
         let stop = Arc::new(Notify::new());
@@ -185,6 +212,21 @@ impl ServiceRuntime {
         self.closing.store(true, Ordering::SeqCst);
         self.in_flight.idle().await;
     }
+}
+
+/// Runs a handler's job. With `inline`, the calling task polls it first:
+/// a handler that finishes without waiting (the common case) costs no task
+/// and no wake-up; one that waits goes on in a task of its own from where
+/// it stopped, so a caller that stops waiting never cancels it.
+fn start(mut run: BoxFuture<'static, ()>, ticket: Ticket, inline: bool) {
+    if inline && (&mut run).now_or_never().is_some() {
+        drop(ticket);
+        return;
+    }
+    tokio::spawn(async move {
+        run.await;
+        drop(ticket);
+    });
 }
 
 /// The span of one message being handled: what it is, where, and (filled

@@ -5,7 +5,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use futures::future::BoxFuture;
-use tokio::sync::OwnedSemaphorePermit;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::in_flight::InFlightGuard;
 
@@ -87,19 +87,28 @@ impl From<&String> for SyncKey {
     }
 }
 
-/// What an accepted message holds until its handler ends: a concurrency
-/// permit, and its place among the service's in-flight messages.
+/// What an accepted message holds until its handler ends: its admission,
+/// its place among the service's in-flight messages, and once it runs, a
+/// concurrency permit.
 pub(crate) struct Ticket {
-    _permit: OwnedSemaphorePermit,
+    _admitted: OwnedSemaphorePermit,
     _in_flight: InFlightGuard,
+    _running: Option<OwnedSemaphorePermit>,
 }
 
 impl Ticket {
-    pub(crate) fn new(permit: OwnedSemaphorePermit, in_flight: InFlightGuard) -> Self {
+    pub(crate) fn new(admitted: OwnedSemaphorePermit, in_flight: InFlightGuard) -> Self {
         Self {
-            _permit: permit,
+            _admitted: admitted,
             _in_flight: in_flight,
+            _running: None,
         }
+    }
+
+    /// The ticket of a message that now holds a concurrency permit.
+    pub(crate) fn running(mut self, permit: OwnedSemaphorePermit) -> Self {
+        self._running = Some(permit);
+        self
     }
 }
 
@@ -111,23 +120,33 @@ struct KeyQueue {
     waiting: VecDeque<Job>,
 }
 
+type Keys = Arc<Mutex<HashMap<String, KeyQueue>>>;
+
 /// The queues of one service. The lock is per service and held only to
 /// push or pop, never across a handler.
 #[derive(Default)]
 pub(crate) struct SyncQueues {
-    keys: Arc<Mutex<HashMap<String, KeyQueue>>>,
+    keys: Keys,
 }
 
 impl SyncQueues {
-    /// Runs `job` now if its key has room, else queues it behind the others.
-    pub(crate) fn submit(&self, key: SyncKey, run: BoxFuture<'static, ()>, ticket: Ticket) {
+    /// Runs `job` now if its key has room, else queues it behind the
+    /// others. A job takes one of `permits` only when it is about to run,
+    /// so a waiter holds none.
+    pub(crate) fn submit(
+        &self,
+        key: SyncKey,
+        run: BoxFuture<'static, ()>,
+        ticket: Ticket,
+        permits: &Arc<Semaphore>,
+    ) {
         let job = (run, ticket);
         let mut keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
         let queue = keys.entry(key.key.clone()).or_default();
         if queue.running < key.level {
             queue.running += 1;
             drop(keys);
-            tokio::spawn(run_chain(self.keys.clone(), key.key, job));
+            tokio::spawn(run_chain(self.keys.clone(), permits.clone(), key.key, job));
         } else {
             queue.waiting.push_back(job);
         }
@@ -140,13 +159,18 @@ impl SyncQueues {
     }
 }
 
-/// Runs a job, then the next waiting job of the same key, until none wait.
-async fn run_chain(keys: Arc<Mutex<HashMap<String, KeyQueue>>>, key: String, first: Job) {
+/// Runs a job, then the next waiting job of the same key, until none wait;
+/// each takes a concurrency permit for as long as it runs.
+async fn run_chain(keys: Keys, permits: Arc<Semaphore>, key: String, first: Job) {
     let mut job = first;
     loop {
         let (run, ticket) = job;
-        run.await;
-        drop(ticket);
+        // The semaphore is never closed while jobs exist.
+        if let Ok(permit) = permits.clone().acquire_owned().await {
+            let ticket = ticket.running(permit);
+            run.await;
+            drop(ticket);
+        }
         let mut map = keys.lock().unwrap_or_else(|e| e.into_inner());
         let Some(queue) = map.get_mut(&key) else {
             return;
@@ -174,6 +198,7 @@ mod tests {
     async fn same_key_runs_in_order_and_the_key_is_forgotten_after() {
         let queues = SyncQueues::default();
         let sem = Arc::new(Semaphore::new(100));
+        let permits = Arc::new(Semaphore::new(2));
         let in_flight = Arc::new(InFlight::default());
         let ticket = || async {
             Ticket::new(
@@ -189,13 +214,17 @@ mod tests {
             gate_rx.await.unwrap();
             first_tx.send(0).unwrap();
         });
-        queues.submit(SyncKey::new("k"), first, ticket().await);
+        queues.submit(SyncKey::new("k"), first, ticket().await, &permits);
         for i in 1..5 {
             let tx = tx.clone();
             let run: BoxFuture<'static, ()> = Box::pin(async move { tx.send(i).unwrap() });
-            queues.submit(SyncKey::new("k"), run, ticket().await);
+            queues.submit(SyncKey::new("k"), run, ticket().await, &permits);
         }
         assert_eq!(queues.active_keys(), 1);
+        // Four wait behind the first, and hold no concurrency permit.
+        while permits.available_permits() != 1 {
+            tokio::task::yield_now().await;
+        }
         gate_tx.send(()).unwrap();
         let mut seen = Vec::new();
         for _ in 0..5 {
@@ -205,5 +234,6 @@ mod tests {
         in_flight.idle().await;
         assert_eq!(queues.active_keys(), 0);
         assert_eq!(sem.available_permits(), 100);
+        assert_eq!(permits.available_permits(), 2);
     }
 }

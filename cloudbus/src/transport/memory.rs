@@ -190,7 +190,7 @@ impl Transport for MemoryTransport {
             let events = inbound.clone();
             let consumer = tokio::spawn(async move {
                 while let Some(message) = rx.recv().await {
-                    events.event(message);
+                    events.event(message).await;
                 }
             });
             let name = BusNames::new(bus).event_queue(node);

@@ -38,8 +38,10 @@ pub trait Inbound: Send + Sync + 'static {
     /// awaits it gets backpressure from the service's concurrency limit.
     fn service_message(&self, service: Arc<str>, message: WireMessage) -> BoxFuture<'static, ()>;
 
-    /// An event from this node's event queue.
-    fn event(&self, message: WireMessage);
+    /// An event from this node's event queue. The future finishes when
+    /// every subscriber has it; a consumer that awaits it stops taking
+    /// events while a backpressured subscriber is full.
+    fn event(&self, message: WireMessage) -> BoxFuture<'static, ()>;
 
     /// A request this node sent could not be delivered (the broker returned
     /// it, or the node it waited on is gone): its caller fails at once with

@@ -20,6 +20,8 @@ pub struct Sample {
     pub max_us: u64,
     /// CPU time of the whole process during the run, seconds.
     pub cpu_s: f64,
+    /// Heap allocations of the whole process per completed operation.
+    pub allocs_per_op: f64,
 }
 
 /// Runs `workers` loops of `op` for `duration` (after a short warm-up).
@@ -40,15 +42,18 @@ where
     )
     .await?;
     let cpu = cpu_seconds();
+    let allocations = crate::alloc::allocations();
     let started = Instant::now();
     let (histogram, done) = run(workers, duration, op).await?;
     let elapsed = started.elapsed().as_secs_f64();
+    let allocated = crate::alloc::allocations() - allocations;
     Ok(Sample {
         ops_per_sec: done as f64 / elapsed,
         p50_us: histogram.value_at_quantile(0.5),
         p99_us: histogram.value_at_quantile(0.99),
         max_us: histogram.max(),
         cpu_s: cpu_seconds() - cpu,
+        allocs_per_op: allocated as f64 / done.max(1) as f64,
     })
 }
 

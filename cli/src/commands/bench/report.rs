@@ -101,6 +101,8 @@ pub fn tables(rows: &[Row]) -> String {
                 "BASE P99",
                 "BUS MAX",
                 "BUS CPU S",
+                "BUS ALLOC/OP",
+                "BASE ALLOC/OP",
             ]
             .map(String::from)
             .to_vec(),
@@ -122,6 +124,8 @@ pub fn tables(rows: &[Row]) -> String {
                 format!("{}µs", r.baseline.p99_us),
                 format!("{}µs", r.bus.max_us),
                 format!("{:.2}", r.bus.cpu_s),
+                format!("{:.1}", r.bus.allocs_per_op),
+                format!("{:.1}", r.baseline.allocs_per_op),
             ];
             if limits {
                 line.push(

@@ -56,7 +56,7 @@ pub(crate) async fn event_loop(
         };
         let tag = delivery.delivery_tag;
         match codec::decode(&delivery.properties, delivery.data, max_body) {
-            Ok(message) => inbound.event(message),
+            Ok(message) => inbound.event(message).await,
             Err(rejected) => {
                 tracing::warn!(error = %rejected.error, "malformed event");
                 // Events are never answered.

@@ -1,0 +1,193 @@
+//! The service runtime's guarantees under its fast paths: a caller in the
+//! same process runs the handler on its own task as far as the handler goes
+//! without waiting, and a message waiting behind its sync key holds no
+//! concurrency permit. Each test fails if a fast path skips a guarantee.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use cloudbus::Call;
+use cloudbus::prelude::*;
+use serde::{Deserialize, Serialize};
+use tokio::sync::Semaphore;
+
+#[derive(Clone, Debug, Serialize, Deserialize, Message)]
+#[message(type = "work.Do", reply = Done)]
+struct Do {
+    key: Option<String>,
+    panic: bool,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, Message)]
+#[message(type = "work.Done")]
+struct Done {
+    key: Option<String>,
+}
+
+/// Handlers that wait at a gate (when it has no permits) and count how
+/// many run at once.
+#[derive(Default)]
+struct Work {
+    gate: Option<Arc<Semaphore>>,
+    running: AtomicUsize,
+    most: AtomicUsize,
+    finished: AtomicUsize,
+}
+
+#[handlers]
+impl Work {
+    #[sync_key(req.key.clone().map(SyncKey::new))]
+    async fn run(&self, req: Do, _ctx: Context) -> Result<Done, ErrorCode> {
+        let now = self.running.fetch_add(1, Ordering::SeqCst) + 1;
+        self.most.fetch_max(now, Ordering::SeqCst);
+        assert!(!req.panic, "asked to panic");
+        if let Some(gate) = &self.gate {
+            gate.acquire().await.expect("gate open").forget();
+        }
+        self.running.fetch_sub(1, Ordering::SeqCst);
+        self.finished.fetch_add(1, Ordering::SeqCst);
+        Ok(Done { key: req.key })
+    }
+}
+
+/// A `Work` state shared with the test.
+struct Shared(Arc<Work>);
+
+#[handlers]
+impl Shared {
+    #[sync_key(req.key.clone().map(SyncKey::new))]
+    async fn run(&self, req: Do, ctx: Context) -> Result<Done, ErrorCode> {
+        self.0.run(req, ctx).await
+    }
+}
+
+fn gated() -> (Arc<Work>, Arc<Semaphore>) {
+    let gate = Arc::new(Semaphore::new(0));
+    let work = Arc::new(Work {
+        gate: Some(gate.clone()),
+        ..Work::default()
+    });
+    (work, gate)
+}
+
+async fn until(what: &str, done: impl Fn() -> bool) {
+    for _ in 0..1_000_000 {
+        if done() {
+            return;
+        }
+        tokio::task::yield_now().await;
+    }
+    panic!("never happened: {what}");
+}
+
+fn call(bus: &Bus, key: Option<&str>) -> Call<Do> {
+    bus.call(Do {
+        key: key.map(str::to_string),
+        panic: false,
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiters_on_one_key_hold_no_permit_so_another_key_runs_at_once() {
+    let bus = Bus::embedded();
+    let (work, gate) = gated();
+    bus.register(
+        Service::builder("work", Shared(work.clone()))
+            .concurrency(4)
+            .build(),
+    )
+    .await
+    .unwrap();
+    // 100 requests on key A: one runs (held at the gate), 99 wait behind it.
+    let burst: Vec<_> = (0..100)
+        .map(|_| tokio::spawn(call(&bus, Some("A"))))
+        .collect();
+    until("the first A runs", || {
+        work.running.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    // B is handled while A's queue is still full: it does not wait for A.
+    let b = tokio::spawn(call(&bus, Some("B")));
+    until("B runs", || work.running.load(Ordering::SeqCst) == 2).await;
+    assert_eq!(work.finished.load(Ordering::SeqCst), 0);
+    gate.add_permits(1000);
+    assert_eq!(b.await.unwrap().unwrap().key.as_deref(), Some("B"));
+    for a in burst {
+        assert_eq!(a.await.unwrap().unwrap().key.as_deref(), Some("A"));
+    }
+    // Key A never ran two at once, and the limit of 4 held throughout.
+    assert!(work.most.load(Ordering::SeqCst) <= 4);
+    bus.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_in_process_call_to_a_service_at_its_limit_waits() {
+    let bus = Bus::embedded();
+    let (work, gate) = gated();
+    bus.register(
+        Service::builder("work", Shared(work.clone()))
+            .concurrency(2)
+            .build(),
+    )
+    .await
+    .unwrap();
+    let calls: Vec<_> = (0..10).map(|_| tokio::spawn(call(&bus, None))).collect();
+    until("two run", || work.running.load(Ordering::SeqCst) == 2).await;
+    for _ in 0..10_000 {
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(work.most.load(Ordering::SeqCst), 2, "the limit held");
+    gate.add_permits(100);
+    for c in calls {
+        c.await.unwrap().unwrap();
+    }
+    assert_eq!(work.most.load(Ordering::SeqCst), 2);
+    bus.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_handler_panicking_on_the_callers_task_fails_only_that_call() {
+    let bus = Bus::embedded();
+    let work = Arc::new(Work::default());
+    bus.register(Service::new("work", Shared(work.clone())))
+        .await
+        .unwrap();
+    let err = bus
+        .call(Do {
+            key: None,
+            panic: true,
+        })
+        .await
+        .unwrap_err();
+    assert!(err.is(codes::INTERNAL), "{err}");
+    // The caller's task lives on, and so does the service.
+    call(&bus, None).await.unwrap();
+    let stats = bus
+        .statistics()
+        .into_iter()
+        .find(|s| s.type_name == "work.Do")
+        .unwrap();
+    assert_eq!((stats.count, stats.errors), (2, 1));
+    bus.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_caller_that_stops_waiting_does_not_cancel_a_handler_that_waits() {
+    let bus = Bus::embedded();
+    let (work, gate) = gated();
+    bus.register(Service::new("work", Shared(work.clone())))
+        .await
+        .unwrap();
+    let err = call(&bus, None)
+        .timeout(Duration::from_millis(50))
+        .await
+        .unwrap_err();
+    assert!(err.is(codes::TIMEOUT));
+    assert_eq!(work.running.load(Ordering::SeqCst), 1, "still running");
+    gate.add_permits(1);
+    // Graceful stop waits for it, and it finishes.
+    bus.shutdown().await;
+    assert_eq!(work.finished.load(Ordering::SeqCst), 1);
+    assert_eq!(bus.counters().late_replies.get(), 1);
+}
