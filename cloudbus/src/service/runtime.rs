@@ -128,7 +128,7 @@ impl ServiceRuntime {
         };
         let ticket = Ticket::new(admitted, in_flight);
         match (job.sync, permit) {
-            (Some(key), _) => self.sync.submit(key, run, ticket, &self.permits),
+            (Some(key), _) => self.sync.submit(key, run, ticket, &self.permits, inline),
             (None, permit) => {
                 let permit = match permit {
                     Some(permit) => permit,

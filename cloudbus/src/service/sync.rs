@@ -4,6 +4,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
+use futures::FutureExt;
 use futures::future::BoxFuture;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -132,24 +133,50 @@ pub(crate) struct SyncQueues {
 impl SyncQueues {
     /// Runs `job` now if its key has room, else queues it behind the
     /// others. A job takes one of `permits` only when it is about to run,
-    /// so a waiter holds none.
+    /// so a waiter holds none. With `inline`, a job that can start at once
+    /// is first polled on the calling task (see `runtime::start`).
     pub(crate) fn submit(
         &self,
         key: SyncKey,
         run: BoxFuture<'static, ()>,
         ticket: Ticket,
         permits: &Arc<Semaphore>,
+        inline: bool,
     ) {
         let job = (run, ticket);
         let mut keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
         let queue = keys.entry(key.key.clone()).or_default();
-        if queue.running < key.level {
-            queue.running += 1;
-            drop(keys);
-            tokio::spawn(run_chain(self.keys.clone(), permits.clone(), key.key, job));
-        } else {
+        if queue.running >= key.level {
             queue.waiting.push_back(job);
+            return;
         }
+        queue.running += 1;
+        drop(keys);
+        let permit = inline
+            .then(|| permits.clone().try_acquire_owned().ok())
+            .flatten();
+        let Some(permit) = permit else {
+            tokio::spawn(run_chain(self.keys.clone(), permits.clone(), key.key, job));
+            return;
+        };
+        let (mut run, ticket) = job;
+        let ticket = ticket.running(permit);
+        if (&mut run).now_or_never().is_some() {
+            drop(ticket);
+            if let Some(next) = next_of(&self.keys, &key.key) {
+                tokio::spawn(run_chain(self.keys.clone(), permits.clone(), key.key, next));
+            }
+            return;
+        }
+        // It waits: it goes on in a task of its own, then its key's next.
+        let (keys, permits) = (self.keys.clone(), permits.clone());
+        tokio::spawn(async move {
+            run.await;
+            drop(ticket);
+            if let Some(next) = next_of(&keys, &key.key) {
+                run_chain(keys, permits, key.key, next).await;
+            }
+        });
     }
 
     /// How many keys have messages running or waiting.
@@ -171,21 +198,26 @@ async fn run_chain(keys: Keys, permits: Arc<Semaphore>, key: String, first: Job)
             run.await;
             drop(ticket);
         }
-        let mut map = keys.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(queue) = map.get_mut(&key) else {
-            return;
-        };
-        match queue.waiting.pop_front() {
+        match next_of(&keys, &key) {
             Some(next) => job = next,
-            None => {
-                queue.running -= 1;
-                if queue.running == 0 {
-                    map.remove(&key);
-                }
-                return;
-            }
+            None => return,
         }
     }
+}
+
+/// The next job waiting on `key` after one of its jobs ended, or `None`
+/// (and the key's running count goes down, the key forgotten when idle).
+fn next_of(keys: &Keys, key: &str) -> Option<Job> {
+    let mut map = keys.lock().unwrap_or_else(|e| e.into_inner());
+    let queue = map.get_mut(key)?;
+    if let Some(next) = queue.waiting.pop_front() {
+        return Some(next);
+    }
+    queue.running -= 1;
+    if queue.running == 0 {
+        map.remove(key);
+    }
+    None
 }
 
 #[cfg(test)]
@@ -214,11 +246,11 @@ mod tests {
             gate_rx.await.unwrap();
             first_tx.send(0).unwrap();
         });
-        queues.submit(SyncKey::new("k"), first, ticket().await, &permits);
+        queues.submit(SyncKey::new("k"), first, ticket().await, &permits, true);
         for i in 1..5 {
             let tx = tx.clone();
             let run: BoxFuture<'static, ()> = Box::pin(async move { tx.send(i).unwrap() });
-            queues.submit(SyncKey::new("k"), run, ticket().await, &permits);
+            queues.submit(SyncKey::new("k"), run, ticket().await, &permits, true);
         }
         assert_eq!(queues.active_keys(), 1);
         // Four wait behind the first, and hold no concurrency permit.
