@@ -71,6 +71,29 @@ pub fn render(bus: &Bus) -> String {
     text
 }
 
+/// Writes one counter without labels: for collectors of other counters
+/// (an agent client's, say) to read the same way as the bus's.
+pub fn counter(
+    encoder: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    value: u64,
+) -> fmt::Result {
+    let counter = ConstCounter::new(value);
+    counter.encode(encoder.encode_descriptor(name, help, None, counter.metric_type())?)
+}
+
+/// Writes one gauge without labels.
+pub fn gauge(
+    encoder: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    value: i64,
+) -> fmt::Result {
+    let gauge = ConstGauge::new(value);
+    gauge.encode(encoder.encode_descriptor(name, help, None, gauge.metric_type())?)
+}
+
 /// Writes one labelled gauge per statistics row.
 fn per_type(
     encoder: &mut DescriptorEncoder<'_>,
@@ -198,13 +221,7 @@ impl Collector for BusMetrics {
                 &counters.reconnects,
             ),
         ] {
-            let counter = ConstCounter::new(value.get());
-            counter.encode(encoder.encode_descriptor(
-                name,
-                help,
-                None,
-                counter.metric_type(),
-            )?)?;
+            counter(&mut encoder, name, help, value.get())?;
         }
 
         for (name, help, value) in [
@@ -224,8 +241,7 @@ impl Collector for BusMetrics {
                 i64::from(self.bus.broker_connected()),
             ),
         ] {
-            let gauge = ConstGauge::new(value);
-            gauge.encode(encoder.encode_descriptor(name, help, None, gauge.metric_type())?)?;
+            gauge(&mut encoder, name, help, value)?;
         }
         Ok(())
     }

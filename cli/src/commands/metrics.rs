@@ -12,12 +12,10 @@ use axum::Router;
 use axum::http::header::CONTENT_TYPE;
 use axum::routing::get;
 use cloudbus::Bus;
-use cloudbus::metrics::BusMetrics;
+use cloudbus::metrics::{BusMetrics, counter, gauge};
 use cloudbus_agent::AgentClient;
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
-use prometheus_client::metrics::counter::ConstCounter;
-use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::encoding::DescriptorEncoder;
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 
@@ -102,20 +100,13 @@ impl Collector for AgentMetrics {
                 &stats.late_callbacks,
             ),
         ] {
-            let counter = ConstCounter::new(value.get());
-            counter.encode(encoder.encode_descriptor(
-                name,
-                help,
-                None,
-                counter.metric_type(),
-            )?)?;
+            counter(&mut encoder, name, help, value.get())?;
         }
-        let waiting = ConstGauge::new(self.0.awaiting_callbacks() as i64);
-        waiting.encode(encoder.encode_descriptor(
+        gauge(
+            &mut encoder,
             "cloudbus_agent_awaiting_callbacks",
             "Accepted commands whose callback has not come yet.",
-            None,
-            waiting.metric_type(),
-        )?)
+            self.0.awaiting_callbacks() as i64,
+        )
     }
 }
