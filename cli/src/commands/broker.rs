@@ -10,7 +10,8 @@ use cloudbus::{Bus, BusBuilder};
 /// Where the bus is.
 #[derive(clap::Args, Clone, Debug)]
 pub struct BrokerArgs {
-    /// The RabbitMQ URL (`amqp://` or `amqps://`); the password is never printed.
+    /// The RabbitMQ URL (`amqp://` or `amqps://`), or a comma-separated list
+    /// of the nodes of a RabbitMQ cluster; passwords are never printed.
     #[arg(long, env = "CLOUDBUS_AMQP_URL", default_value = amqp::DEFAULT_URL, hide_env_values = true)]
     pub amqp_url: String,
     /// The bus name: several buses can share one broker.

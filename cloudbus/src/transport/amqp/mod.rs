@@ -72,9 +72,12 @@ async fn publish_event(
 pub const DEFAULT_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 
 /// How to reach the broker and how to behave on it.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct AmqpConfig {
     url: String,
+    /// The brokers of `url`, tried in turn from `next`.
+    brokers: Vec<String>,
+    next: Arc<std::sync::atomic::AtomicUsize>,
     queue_expiry: Duration,
     max_body: usize,
     reconnect_min: Duration,
@@ -83,11 +86,37 @@ pub struct AmqpConfig {
     tls_ca: Option<String>,
 }
 
+/// Shows the URLs with their passwords hidden.
+impl std::fmt::Debug for AmqpConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AmqpConfig")
+            .field("url", &self.redacted_url())
+            .field("queue_expiry", &self.queue_expiry)
+            .field("max_body", &self.max_body)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("tls_ca", &self.tls_ca.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
 impl AmqpConfig {
-    /// `amqp://user:password@host:port/vhost`, or `amqps://` for TLS.
+    /// `amqp://user:password@host:port/vhost`, or `amqps://` for TLS; or a
+    /// comma-separated list of such URLs, the nodes of a RabbitMQ cluster.
+    ///
+    /// With a list, a node starts at a broker picked at random (so that
+    /// many nodes starting at once spread over the cluster instead of all
+    /// landing on the first), tries the next when one does not answer, and
+    /// after losing its connection reconnects to the next broker that
+    /// answers, with the usual backoff between rounds, declaring its
+    /// topology there again.
     pub fn new(url: impl Into<String>) -> Self {
+        let url = url.into();
+        let brokers = url::split_list(&url);
+        let start = (uuid::Uuid::new_v4().as_u128() % brokers.len().max(1) as u128) as usize;
         Self {
-            url: url.into(),
+            brokers,
+            next: Arc::new(std::sync::atomic::AtomicUsize::new(start)),
+            url,
             queue_expiry: Duration::from_secs(10 * 60),
             max_body: 4 * 1024 * 1024,
             reconnect_min: supervisor::MIN_DELAY,
@@ -138,9 +167,28 @@ impl AmqpConfig {
         self
     }
 
-    /// The URL with its password hidden, for logs.
+    /// The URL (or list) with every password hidden, for logs.
     pub fn redacted_url(&self) -> String {
         redact(&self.url)
+    }
+
+    /// The brokers, in the order to try them now: from the one after the
+    /// last broker used (or the random first one), round the list.
+    fn brokers_in_turn(&self) -> impl Iterator<Item = (usize, &str)> {
+        let n = self.brokers.len();
+        let start = self.next.load(std::sync::atomic::Ordering::Relaxed);
+        (0..n).map(move |i| {
+            let at = (start + i) % n;
+            (at, self.brokers[at].as_str())
+        })
+    }
+
+    /// Remembers which broker answered, so that a reconnect starts with
+    /// the next one.
+    fn connected_to(&self, at: usize) {
+        let n = self.brokers.len().max(1);
+        self.next
+            .store((at + 1) % n, std::sync::atomic::Ordering::Relaxed);
     }
 
     fn expiry_ms(&self) -> u32 {
@@ -234,7 +282,11 @@ impl AmqpTransport {
 }
 
 fn broker_error(what: &str, error: lapin::Error) -> ErrorCode {
-    ErrorCode::new(codes::BROKER_UNAVAILABLE, format!("{what}: {error}"))
+    // The client's own text may echo parts of a URL (a vhost, say).
+    ErrorCode::new(
+        codes::BROKER_UNAVAILABLE,
+        redact(&format!("{what}: {error}")),
+    )
 }
 
 impl Transport for AmqpTransport {

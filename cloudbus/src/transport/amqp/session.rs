@@ -89,23 +89,53 @@ impl Session {
         inbound: &Arc<dyn Inbound>,
         wanted: &Wanted,
     ) -> Result<Session, ErrorCode> {
-        let what = || format!("cannot connect to {}", config.redacted_url());
-        match tokio::time::timeout(
-            config.connect_timeout,
-            Self::open_now(config, names, inbound, wanted),
-        )
-        .await
-        {
-            Ok(Ok(session)) => Ok(session),
-            Ok(Err(error)) => Err(super::broker_error(&what(), error)),
-            Err(_) => Err(ErrorCode::new(
-                crate::codes::BROKER_UNAVAILABLE,
-                format!("{}: no answer within {:?}", what(), config.connect_timeout),
-            )),
+        let mut failures = Vec::new();
+        for (at, url) in config.brokers_in_turn() {
+            let what = || format!("cannot connect to {}", super::redact(url));
+            match tokio::time::timeout(
+                config.connect_timeout,
+                Self::open_now(url, config, names, inbound, wanted),
+            )
+            .await
+            {
+                Ok(Ok(session)) => {
+                    config.connected_to(at);
+                    if failures.is_empty() {
+                        tracing::debug!(broker = %super::redact(url), "connected");
+                    } else {
+                        tracing::info!(broker = %super::redact(url), "connected after trying other brokers");
+                    }
+                    return Ok(session);
+                }
+                Ok(Err(error)) => failures.push(super::broker_error(&what(), error)),
+                Err(_) => failures.push(ErrorCode::new(
+                    crate::codes::BROKER_UNAVAILABLE,
+                    format!("{}: no answer within {:?}", what(), config.connect_timeout),
+                )),
+            }
         }
+        Err(match failures.len() {
+            0 => ErrorCode::invalid(format!(
+                "no broker URL in {:?}",
+                super::redact(&config.redacted_url())
+            )),
+            1 => failures.remove(0),
+            n => ErrorCode::new(
+                crate::codes::BROKER_UNAVAILABLE,
+                format!(
+                    "none of the {n} brokers answered: {}",
+                    failures
+                        .iter()
+                        .map(|f| f.description())
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                ),
+            ),
+        })
     }
 
     async fn open_now(
+        url: &str,
         config: &AmqpConfig,
         names: &Names,
         inbound: &Arc<dyn Inbound>,
@@ -118,14 +148,14 @@ impl Session {
             cert_chain: config.tls_ca.clone(),
         };
         let connection = Connection::connect_with_config(
-            &config.url,
+            url,
             properties.clone(),
             tls.clone(),
             lapin::runtime::default_runtime()?,
         )
         .await?;
         let membership = Connection::connect_with_config(
-            &config.url,
+            url,
             properties.with_connection_name(
                 format!("cloudbus {} {} membership", names.bus, names.node).into(),
             ),
