@@ -21,12 +21,16 @@ pub struct BrokerArgs {
     /// (besides the system's); the broker's certificate is always verified.
     #[arg(long, env = "CLOUDBUS_AMQP_CA", value_name = "PEM_FILE")]
     pub amqp_ca: Option<std::path::PathBuf>,
+    /// The bus's queue type: classic (one broker) or quorum (replicated
+    /// across a RabbitMQ cluster); the same for every node of a bus.
+    #[arg(long, env = "CLOUDBUS_QUEUE_TYPE", default_value = "classic")]
+    pub queue_type: amqp::QueueType,
 }
 
 impl BrokerArgs {
     /// A bus builder connected to this broker.
     pub fn builder(&self) -> anyhow::Result<BusBuilder> {
-        let mut config = AmqpConfig::new(&self.amqp_url);
+        let mut config = AmqpConfig::new(&self.amqp_url).queue_type(self.queue_type);
         if let Some(path) = &self.amqp_ca {
             let pem = std::fs::read_to_string(path)
                 .with_context(|| format!("reading the CA file {}", path.display()))?;

@@ -45,7 +45,7 @@ pub use url::redact;
 
 use super::{Inbound, Transport};
 use crate::address::{Destination, NODE_SERVICE};
-use crate::{Envelope, ErrorCode, NodeId, codes};
+use crate::{Envelope, ErrorCode, Kind, NodeId, codes};
 use session::{Session, Wanted};
 use topology::Names;
 
@@ -84,6 +84,47 @@ pub struct AmqpConfig {
     reconnect_max: Duration,
     connect_timeout: Duration,
     tls_ca: Option<String>,
+    queue_type: QueueType,
+}
+
+/// The type of a bus's queues on RabbitMQ; every node of a bus must use the
+/// same one (a node configured for the other type fails to start, saying
+/// so).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum QueueType {
+    /// Classic queues, on one broker node: the fastest, and what a single
+    /// broker needs. A broker node's death loses what its queues held.
+    #[default]
+    Classic,
+    /// Quorum queues, replicated across the nodes of a RabbitMQ cluster (a
+    /// majority must be up), with plain messages published persistent: a
+    /// broker node's death loses none of them. Queue expiry, per-message
+    /// expiration, the event queue's length cap and prefetch behave as with
+    /// classic queues (RabbitMQ 3.10 or later); quorum queues are durable,
+    /// and cost more broker CPU and disk per message.
+    Quorum,
+}
+
+impl std::fmt::Display for QueueType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            QueueType::Classic => "classic",
+            QueueType::Quorum => "quorum",
+        })
+    }
+}
+
+impl std::str::FromStr for QueueType {
+    type Err = ErrorCode;
+    fn from_str(s: &str) -> Result<Self, ErrorCode> {
+        match s {
+            "classic" => Ok(QueueType::Classic),
+            "quorum" => Ok(QueueType::Quorum),
+            other => Err(ErrorCode::invalid(format!(
+                "no queue type {other:?}: choose classic or quorum"
+            ))),
+        }
+    }
 }
 
 /// Shows the URLs with their passwords hidden.
@@ -95,6 +136,7 @@ impl std::fmt::Debug for AmqpConfig {
             .field("max_body", &self.max_body)
             .field("connect_timeout", &self.connect_timeout)
             .field("tls_ca", &self.tls_ca.is_some())
+            .field("queue_type", &self.queue_type)
             .finish_non_exhaustive()
     }
 }
@@ -123,7 +165,16 @@ impl AmqpConfig {
             reconnect_max: supervisor::MAX_DELAY,
             connect_timeout: Duration::from_secs(10),
             tls_ca: None,
+            queue_type: QueueType::Classic,
         }
+    }
+
+    /// The type of the bus's queues (default classic): quorum queues for a
+    /// bus on a RabbitMQ cluster that must lose nothing when a broker node
+    /// dies.
+    pub fn queue_type(mut self, queue_type: QueueType) -> Self {
+        self.queue_type = queue_type;
+        self
     }
 
     /// How long the broker keeps a node's queues after their consumer is
@@ -298,7 +349,7 @@ impl Transport for AmqpTransport {
     ) -> BoxFuture<'a, Result<(), ErrorCode>> {
         Box::pin(async move {
             let shared = &self.shared;
-            let names = Names::new(bus, node);
+            let names = Names::new(bus, node, shared.config.queue_type);
             let wanted = shared.wanted.lock().await;
             if shared.started.get().is_some() {
                 return Err(ErrorCode::invalid("this AMQP transport is already started"));
@@ -369,7 +420,13 @@ impl Transport for AmqpTransport {
         Box::pin(async move {
             let session = self.shared.session()?;
             let p2p = self.shared.names()?.p2p.as_str();
-            let props = codec::properties(envelope);
+            let mut props = codec::properties(envelope);
+            if self.shared.config.queue_type == QueueType::Quorum && envelope.kind == Kind::Message
+            {
+                // Nobody waits for a plain message: it must outlive a broker
+                // node, as the quorum queue it lands in does.
+                props = props.with_delivery_mode(2);
+            }
             let routing_key = to.routing_key();
             let routing_key = routing_key.as_ref();
             if let Destination::ReplyTo(_) = to {

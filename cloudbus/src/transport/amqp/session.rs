@@ -107,6 +107,10 @@ impl Session {
                     }
                     return Ok(session);
                 }
+                Ok(Err(error)) if topology::is_queue_type_mismatch(&error) => {
+                    // Every broker of the cluster would say the same.
+                    return Err(queue_type_mismatch(&names.bus, names.queue_type));
+                }
                 Ok(Err(error)) => failures.push(super::broker_error(&what(), error)),
                 Err(_) => failures.push(ErrorCode::new(
                     crate::codes::BROKER_UNAVAILABLE,
@@ -176,6 +180,7 @@ impl Session {
         topology::declare_queue(
             &events,
             &event_queue,
+            names.queue_type,
             config.expiry_ms(),
             Some(topology::EVENT_QUEUE_MAX),
         )
@@ -240,7 +245,8 @@ impl Session {
         channel
             .basic_qos(prefetch, BasicQosOptions::default())
             .await?;
-        topology::declare_queue(&channel, &queue, config.expiry_ms(), None).await?;
+        topology::declare_queue(&channel, &queue, names.queue_type, config.expiry_ms(), None)
+            .await?;
         topology::bind(&channel, &queue, &names.p2p, &names.service_key(service)).await?;
         let consumer = channel
             .basic_consume(
@@ -416,4 +422,20 @@ async fn drain(
             return;
         }
     }
+}
+
+/// The error of a node configured for another queue type than its bus.
+fn queue_type_mismatch(bus: &str, mine: super::QueueType) -> ErrorCode {
+    let theirs = match mine {
+        super::QueueType::Classic => super::QueueType::Quorum,
+        super::QueueType::Quorum => super::QueueType::Classic,
+    };
+    ErrorCode::new(
+        crate::codes::INVALID_ARGUMENT,
+        format!(
+            "the queues of this node on bus `{bus}` exist as {theirs} queues but this node \
+             is configured for {mine} queues: every node of a bus must use the same queue \
+             type (AmqpConfig::queue_type, --queue-type)"
+        ),
+    )
 }

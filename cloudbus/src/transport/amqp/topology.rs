@@ -6,26 +6,29 @@ use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptio
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{Channel, ExchangeKind};
 
+use super::QueueType;
 use crate::NodeId;
 use crate::address::{BusNames, ServiceAddress};
 
-/// The names of one node's objects on one bus.
+/// The names of one node's objects on one bus, and the type of its queues.
 #[derive(Clone, Debug)]
 pub(crate) struct Names {
     pub(crate) bus: String,
     pub(crate) node: NodeId,
     pub(crate) p2p: String,
     pub(crate) broadcast: String,
+    pub(crate) queue_type: QueueType,
 }
 
 impl Names {
-    pub(crate) fn new(bus: &str, node: NodeId) -> Self {
+    pub(crate) fn new(bus: &str, node: NodeId, queue_type: QueueType) -> Self {
         let names = BusNames::new(bus);
         Self {
             bus: bus.to_string(),
             node,
             p2p: names.p2p(),
             broadcast: names.broadcast(),
+            queue_type,
         }
     }
 
@@ -76,6 +79,7 @@ pub(crate) async fn declare_exchanges(channel: &Channel, names: &Names) -> lapin
 pub(crate) async fn declare_queue(
     channel: &Channel,
     name: &str,
+    queue_type: QueueType,
     expires_ms: u32,
     max_length: Option<u32>,
 ) -> lapin::Result<()> {
@@ -84,8 +88,22 @@ pub(crate) async fn declare_queue(
     if let Some(max) = max_length {
         args.insert("x-max-length".into(), AMQPValue::LongUInt(max));
     }
+    let options = match queue_type {
+        QueueType::Classic => QueueDeclareOptions::default(),
+        QueueType::Quorum => {
+            args.insert(
+                "x-queue-type".into(),
+                AMQPValue::LongString("quorum".into()),
+            );
+            // Quorum queues are always durable: replicated, on disk.
+            QueueDeclareOptions {
+                durable: true,
+                ..Default::default()
+            }
+        }
+    };
     channel
-        .queue_declare(name.into(), QueueDeclareOptions::default(), args)
+        .queue_declare(name.into(), options, args)
         .await
         .map(|_| ())
 }
@@ -109,4 +127,13 @@ pub(crate) async fn bind(
             FieldTable::default(),
         )
         .await
+}
+
+/// Whether declaring a queue failed because it exists with the other
+/// queue type. RabbitMQ names the first argument that differs: the type,
+/// or durability (quorum queues are durable, ours classic ones are not).
+pub(crate) fn is_queue_type_mismatch(error: &lapin::Error) -> bool {
+    let text = error.to_string();
+    text.contains("PRECONDITION")
+        && (text.contains("'x-queue-type'") || text.contains("inequivalent arg 'durable'"))
 }
