@@ -352,7 +352,7 @@ impl Bus {
         let timeout = envelope
             .timeout
             .unwrap_or(self.inner.config.default_timeout);
-        let deadline = self.deadline(Some(timeout));
+        let deadline = super::routing::deadline_after(timeout);
         let (what, id) = (envelope.type_name.clone(), envelope.id);
         // A caller here waits on a oneshot; a handler elsewhere answers this
         // node's queue, and the pending map (which also fails the call if

@@ -10,7 +10,7 @@ use tokio::time::Instant;
 
 use super::Bus;
 use super::call::Addressing;
-use super::routing::{self, Situation, deadline_after};
+use super::routing::{self, Situation};
 use crate::address::{Destination, ServiceAddress};
 use crate::service::{Delivery, ReplyTarget, ServiceRuntime};
 use crate::{Body, Envelope, ErrorCode, Kind, MessageId, NodeId};
@@ -201,10 +201,5 @@ impl Bus {
             .transport
             .as_ref()
             .ok_or_else(|| ErrorCode::internal("no transport"))
-    }
-
-    /// When a request with this timeout stops being worth handling.
-    pub(super) fn deadline(&self, timeout: Option<std::time::Duration>) -> Instant {
-        deadline_after(timeout.unwrap_or(self.inner.config.default_timeout))
     }
 }

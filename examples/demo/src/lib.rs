@@ -270,7 +270,7 @@ pub async fn run(
     }
 
     bus.shutdown().await;
-    say("\n7. The auditor subscribed to \"vm.#\" and saw, in order:".into());
+    say("\n7. The auditor service handled every VM event and saw, in order:".into());
     for entry in auditor.finish().await {
         say(format!("   {entry}"));
     }

@@ -119,10 +119,7 @@ impl Session {
             }
         }
         Err(match failures.len() {
-            0 => ErrorCode::invalid(format!(
-                "no broker URL in {:?}",
-                super::redact(&config.redacted_url())
-            )),
+            0 => ErrorCode::invalid(format!("no broker URL in {:?}", config.redacted_url())),
             1 => failures.remove(0),
             n => ErrorCode::new(
                 crate::codes::BROKER_UNAVAILABLE,
