@@ -25,6 +25,21 @@ if ! broker_up; then
   exit 1
 fi
 
+# The failover tests (cloudbus/tests/amqp_failover.rs) kill broker nodes of
+# a RabbitMQ cluster of their own: 3 local nodes on ports 5781-5783, apart
+# from the broker above (which is neither touched nor clustered), started
+# now in the background and stopped when this script ends, however it ends.
+# Starting them needs RabbitMQ installed and root (or the rabbitmq user).
+export CLOUDBUS_CLUSTER_DIR=/tmp/cloudbus-test-rabbitmq-cluster
+export CLOUDBUS_CLUSTER_PORT=5781
+export CLOUDBUS_CLUSTER_NAME=cloudbus-test
+mkdir -p target
+cluster_log=target/rabbitmq-cluster.log
+scripts/rabbitmq-cluster.sh stop >/dev/null 2>&1 || true  # an interrupted run's
+scripts/rabbitmq-cluster.sh start 3 >"$cluster_log" 2>&1 &
+cluster_start=$!
+trap 'wait "$cluster_start" 2>/dev/null; scripts/rabbitmq-cluster.sh stop >/dev/null 2>&1 || true' EXIT
+
 # The cross-language test (cloudbus/tests/interop.rs) runs a Python client
 # on pika, from a venv under target/ so nothing is installed system-wide.
 # CLOUDBUS_INTEROP_PYTHON, if set, names another interpreter.
@@ -57,6 +72,11 @@ fi
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
+if ! wait "$cluster_start"; then
+  echo "ERROR: the local RabbitMQ cluster for the failover tests did not start:" >&2
+  cat "$cluster_log" >&2
+  exit 1
+fi
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --all-targets --no-fail-fast
 else

@@ -22,7 +22,7 @@
 //! | `cloudbus_messages_handled_total` | type, service, outcome (`ok`/`error`) | messages handled |
 //! | `cloudbus_handling_seconds` (histogram) | type, service | time to handle a message |
 //! | `cloudbus_handling_seconds_avg`, `_max` | type, service | average and longest handling time |
-//! | `cloudbus_late_replies_total`, `_expired_total`, `_malformed_total`, `_rejected_total`, `_message_errors_total`, `_events_dropped_total`, `_timeouts_total`, `_reconnects_total` | | the node's [`BusCounters`](crate::BusCounters) |
+//! | `cloudbus_late_replies_total`, `_expired_total`, `_malformed_total`, `_rejected_total`, `_message_errors_total`, `_events_dropped_total`, `_timeouts_total`, `_reconnects_total`, `cloudbus_broker_failovers_total`, `cloudbus_members_declared_dead_total` | | the node's [`BusCounters`](crate::BusCounters) |
 //! | `cloudbus_pending_calls` | | callers waiting for a reply |
 //! | `cloudbus_cluster_nodes` | | nodes this node knows alive |
 //! | `cloudbus_broker_connected` | | 1 while connected to the broker |
@@ -219,6 +219,16 @@ impl Collector for BusMetrics {
                 "cloudbus_reconnects",
                 "Reconnects to the broker.",
                 &counters.reconnects,
+            ),
+            (
+                "cloudbus_broker_failovers",
+                "Reconnects that moved to another broker of the cluster.",
+                &counters.failovers,
+            ),
+            (
+                "cloudbus_members_declared_dead",
+                "Members declared dead after missing their heartbeats.",
+                &counters.members_dead,
             ),
         ] {
             counter(&mut encoder, name, help, value.get())?;

@@ -25,12 +25,19 @@ pub struct BrokerArgs {
     /// across a RabbitMQ cluster); the same for every node of a bus.
     #[arg(long, env = "CLOUDBUS_QUEUE_TYPE", default_value = "classic")]
     pub queue_type: amqp::QueueType,
+    /// Which broker of a list to try first: random (spreads many nodes
+    /// over the cluster) or listed (the first that answers, e.g. the
+    /// broker on the same host).
+    #[arg(long, env = "CLOUDBUS_BROKER_ORDER", default_value = "random")]
+    pub broker_order: amqp::BrokerOrder,
 }
 
 impl BrokerArgs {
     /// A bus builder connected to this broker.
     pub fn builder(&self) -> anyhow::Result<BusBuilder> {
-        let mut config = AmqpConfig::new(&self.amqp_url).queue_type(self.queue_type);
+        let mut config = AmqpConfig::new(&self.amqp_url)
+            .queue_type(self.queue_type)
+            .broker_order(self.broker_order);
         if let Some(path) = &self.amqp_ca {
             let pem = std::fs::read_to_string(path)
                 .with_context(|| format!("reading the CA file {}", path.display()))?;

@@ -18,7 +18,7 @@ pub struct Args {
     json: bool,
 }
 
-/// Prints every live node: services, heartbeat age, queues.
+/// Prints every live node: its broker, services, heartbeat age, queues.
 pub async fn run(args: Args) -> anyhow::Result<()> {
     super::logging::init("warn");
     let bus = args.broker.observer().await?;
@@ -38,20 +38,21 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     }
     println!("bus {bus_name:?}: {} live node(s)\n", view.len());
     let mut rows = vec![
-        ["NODE", "SERVICES", "HEARTBEAT", "LAST SEEN", "UP"]
+        ["NODE", "BROKER", "SERVICES", "HEARTBEAT", "LAST SEEN", "UP"]
             .map(String::from)
             .to_vec(),
     ];
     for node in view.nodes() {
         rows.push(vec![
             node.node.to_string(),
+            node.broker.clone().unwrap_or_else(|| "-".into()),
             node.services.join(","),
             format!("every {}", short(node.interval)),
             format!("{} ago", short(node.last_seen)),
             short(uptime(node)),
         ]);
     }
-    print!("{}", super::table::render(&rows, &[3, 4]));
+    print!("{}", super::table::render(&rows, &[4, 5]));
     println!("\nqueues:");
     for node in view.nodes() {
         for queue in queues(bus_name, node) {
@@ -77,6 +78,7 @@ fn to_json(bus: &str, view: &ClusterView) -> serde_json::Value {
         .map(|n| {
             json!({
                 "node": n.node.to_string(),
+                "broker": n.broker,
                 "services": n.services,
                 "interval_ms": n.interval.as_millis() as u64,
                 "last_seen_ms": n.last_seen.as_millis() as u64,

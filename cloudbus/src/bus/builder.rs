@@ -162,6 +162,10 @@ impl BusBuilder {
             transport
                 .start(&bus.inner.name, bus.inner.node, inbound)
                 .await?;
+            *bus.inner
+                .last_broker
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()) = transport.broker();
         }
         bus.register_runtime(builtin::service()).await?;
         if bus.inner.transport.is_some() {
@@ -205,6 +209,7 @@ impl BusBuilder {
                 wake: Default::default(),
                 heartbeats: Default::default(),
                 connected: tokio::sync::watch::Sender::new(true),
+                last_broker: Default::default(),
                 interceptors: self.interceptors,
                 transport: self.transport,
                 closed: AtomicBool::new(false),

@@ -30,6 +30,9 @@ pub struct Pong {
     pub services: Vec<String>,
     /// The cloudbus version the node runs.
     pub version: String,
+    /// The broker the node is connected to (`host:port/vhost`), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub broker: Option<String>,
 }
 
 impl Message for Pong {
@@ -77,6 +80,7 @@ pub(crate) fn service() -> Service {
                 node: ctx.bus().node_id(),
                 services: ctx.bus().services(),
                 version: env!("CARGO_PKG_VERSION").to_string(),
+                broker: ctx.bus().broker(),
             })
         })
         .on_request(|_: GetStatistics, ctx| async move {

@@ -36,4 +36,10 @@ pub struct BusCounters {
     pub timeouts: Counter,
     /// Times the transport reconnected to the broker after losing it.
     pub reconnects: Counter,
+    /// Reconnects that landed on another broker than the one before (a
+    /// failover within a RabbitMQ cluster); also counted in `reconnects`.
+    pub failovers: Counter,
+    /// Members this node declared dead because their heartbeats stopped
+    /// (not those that left gracefully).
+    pub members_dead: Counter,
 }

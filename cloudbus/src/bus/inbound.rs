@@ -88,6 +88,18 @@ impl Bus {
     fn on_connection_changed(&self, connected: bool) {
         if connected {
             self.inner.stats.reconnects.inc();
+            let now = self.broker();
+            let mut last = self
+                .inner
+                .last_broker
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            if now.is_some() && *last != now {
+                self.inner.stats.failovers.inc();
+                tracing::info!(from = ?*last, to = ?now, "failed over to another broker");
+                *last = now;
+            }
+            drop(last);
             // Whoever declared this node dead meanwhile learns it is back.
             self.inner.wake.notify_one();
         }

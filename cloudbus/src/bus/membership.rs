@@ -184,17 +184,22 @@ impl Bus {
         }
     }
 
-    fn gone(&self, node: NodeId, why: &str) {
+    /// Forgets a member and fails the calls waiting on it; `false` if it
+    /// was not known.
+    fn gone(&self, node: NodeId, why: &str) -> bool {
         if !self.inner.members.remove(node) {
-            return;
+            return false;
         }
         let error = ErrorCode::new(codes::NODE_UNAVAILABLE, format!("node {node} {why}"));
         let failed = self.inner.pending.fail_node(node, &error);
         tracing::warn!(%node, failed_calls = failed, "node {why}");
+        true
     }
 
     fn announcement(&self) -> Announcement {
-        self.inner.members.announcement(self.services())
+        self.inner
+            .members
+            .announcement(self.services(), self.broker())
     }
 
     async fn publish_membership(
@@ -238,10 +243,12 @@ async fn heartbeats(bus: Weak<BusInner>, wake: Arc<Notify>, interval: Duration) 
         if ticked {
             let misses = bus.inner.members.config.misses;
             for node in bus.inner.members.silent() {
-                bus.gone(
+                if bus.gone(
                     node,
                     &format!("is dead: no heartbeat in {misses} intervals"),
-                );
+                ) {
+                    bus.inner.stats.members_dead.inc();
+                }
             }
         }
     }

@@ -82,6 +82,8 @@ pub(crate) struct BusInner {
     heartbeats: std::sync::Mutex<Option<tokio::task::AbortHandle>>,
     /// Whether the transport is connected to its broker (always, without one).
     connected: tokio::sync::watch::Sender<bool>,
+    /// The broker last connected to, to count moves to another one.
+    last_broker: std::sync::Mutex<Option<String>>,
     interceptors: Vec<Arc<dyn Interceptor>>,
     transport: Option<Arc<dyn Transport>>,
     closed: AtomicBool,
@@ -156,6 +158,13 @@ impl Bus {
     /// `cloudbus.BROKER_UNAVAILABLE` and the transport reconnects.
     pub fn broker_connected(&self) -> bool {
         *self.inner.connected.borrow()
+    }
+
+    /// The broker this node is connected to now, as `host:port/vhost`
+    /// without credentials; `None` while disconnected or without a broker.
+    /// On a RabbitMQ cluster it changes when the node fails over.
+    pub fn broker(&self) -> Option<String> {
+        self.inner.transport.as_ref()?.broker()
     }
 
     /// Follows the broker connection: the value changes when it is lost

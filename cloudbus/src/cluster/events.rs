@@ -16,6 +16,11 @@ pub struct Announcement {
     pub interval_ms: u64,
     /// When the node started, in seconds since the Unix epoch.
     pub started_at: u64,
+    /// The broker the node is connected to (`host:port/vhost`, never
+    /// credentials), so that operators see how a bus spreads over a
+    /// RabbitMQ cluster. Optional on the wire: older members omit it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub broker: Option<String>,
 }
 
 /// "I am alive", published by every member once per heartbeat interval,

@@ -20,6 +20,7 @@ struct Member {
     interval: Duration,
     started_at: u64,
     last_seen: Instant,
+    broker: Option<String>,
 }
 
 /// What routing needs, rebuilt only when membership or services change.
@@ -80,13 +81,17 @@ impl Members {
             version: watch::Sender::new(0),
         };
         if members.config.member {
-            members.observe(&members.announcement(Vec::new()));
+            members.observe(&members.announcement(Vec::new(), None));
         }
         members
     }
 
     /// This node's heartbeat, with its current services.
-    pub(crate) fn announcement(&self, services: Vec<String>) -> Announcement {
+    pub(crate) fn announcement(
+        &self,
+        services: Vec<String>,
+        broker: Option<String>,
+    ) -> Announcement {
         Announcement {
             node: self.me,
             services,
@@ -97,6 +102,7 @@ impl Members {
                 .try_into()
                 .unwrap_or(u64::MAX),
             started_at: self.started_at,
+            broker,
         }
     }
 
@@ -108,6 +114,7 @@ impl Members {
             Some(member) => {
                 member.last_seen = Instant::now();
                 member.interval = interval;
+                member.broker.clone_from(&announcement.broker);
                 if member.services == announcement.services {
                     Change::Unchanged
                 } else {
@@ -124,6 +131,7 @@ impl Members {
                         interval,
                         started_at: announcement.started_at,
                         last_seen: Instant::now(),
+                        broker: announcement.broker.clone(),
                     },
                 );
                 Change::Joined
@@ -225,6 +233,7 @@ impl Members {
                     m.last_seen.elapsed()
                 },
                 this_node: *node == self.me,
+                broker: m.broker.clone(),
             })
             .collect();
         ClusterView {
@@ -279,6 +288,7 @@ mod tests {
             services: services.iter().map(|s| s.to_string()).collect(),
             interval_ms: 10,
             started_at: 0,
+            broker: None,
         }
     }
 

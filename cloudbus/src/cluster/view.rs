@@ -22,6 +22,10 @@ pub struct NodeStatus {
     pub last_seen: Duration,
     /// Whether it is the node that took this snapshot.
     pub this_node: bool,
+    /// The broker it is connected to, as its last heartbeat said
+    /// (`host:port/vhost`); `None` on the embedded bus or from members
+    /// that do not say.
+    pub broker: Option<String>,
 }
 
 /// The live members of the cluster and the hash ring over them, as one

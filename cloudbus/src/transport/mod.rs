@@ -120,4 +120,11 @@ pub trait Transport: Send + Sync + 'static {
 
     /// Stops consuming and releases this node's queues.
     fn close(&self) -> BoxFuture<'_, ()>;
+
+    /// The broker this node is connected to now, as an address without
+    /// credentials (`host:port/vhost`), for operators; `None` while
+    /// disconnected or without a broker.
+    fn broker(&self) -> Option<String> {
+        None
+    }
 }

@@ -70,6 +70,7 @@ fn state(bus: &Bus) -> Value {
         .map(|n| {
             json!({
                 "node": n.node.to_string(),
+                "broker": n.broker,
                 "services": n.services,
                 "last_seen_ms": n.last_seen.as_millis() as u64,
                 "interval_ms": n.interval.as_millis() as u64,
@@ -83,6 +84,7 @@ fn state(bus: &Bus) -> Value {
         "node": bus.node_id().to_string(),
         "time_ms": SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64),
         "broker_connected": bus.broker_connected(),
+        "broker": bus.broker(),
         "pending_calls": bus.pending_calls(),
         "nodes": nodes,
         "types": bus.statistics(),
@@ -94,6 +96,7 @@ fn state(bus: &Bus) -> Value {
             "rejected": stats.rejected.get(),
             "timeouts": stats.timeouts.get(),
             "reconnects": stats.reconnects.get(),
+            "failovers": stats.failovers.get(),
             "events_dropped": stats.events_dropped.get(),
         },
     })

@@ -85,6 +85,36 @@ pub struct AmqpConfig {
     connect_timeout: Duration,
     tls_ca: Option<String>,
     queue_type: QueueType,
+    order: BrokerOrder,
+}
+
+/// Which broker of a list a node tries first, when it starts and after it
+/// loses its connection.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum BrokerOrder {
+    /// Start at a random broker, then go round the list from the one after
+    /// the last used: many nodes starting (or failing over) at once spread
+    /// over the cluster instead of piling onto its first node.
+    #[default]
+    Random,
+    /// Always try the list from its first broker: for a node that should
+    /// use the broker beside it (ZStack runs one RabbitMQ node on each
+    /// management node) and come back to it, after a failover, on its next
+    /// reconnect.
+    Listed,
+}
+
+impl std::str::FromStr for BrokerOrder {
+    type Err = ErrorCode;
+    fn from_str(s: &str) -> Result<Self, ErrorCode> {
+        match s {
+            "random" => Ok(BrokerOrder::Random),
+            "listed" => Ok(BrokerOrder::Listed),
+            other => Err(ErrorCode::invalid(format!(
+                "no broker order {other:?}: choose random or listed"
+            ))),
+        }
+    }
 }
 
 /// The type of a bus's queues on RabbitMQ; every node of a bus must use the
@@ -137,6 +167,7 @@ impl std::fmt::Debug for AmqpConfig {
             .field("connect_timeout", &self.connect_timeout)
             .field("tls_ca", &self.tls_ca.is_some())
             .field("queue_type", &self.queue_type)
+            .field("order", &self.order)
             .finish_non_exhaustive()
     }
 }
@@ -166,7 +197,18 @@ impl AmqpConfig {
             connect_timeout: Duration::from_secs(10),
             tls_ca: None,
             queue_type: QueueType::Classic,
+            order: BrokerOrder::Random,
         }
+    }
+
+    /// Which broker of the list to try first (default
+    /// [`BrokerOrder::Random`]).
+    pub fn broker_order(mut self, order: BrokerOrder) -> Self {
+        self.order = order;
+        if order == BrokerOrder::Listed {
+            self.next.store(0, std::sync::atomic::Ordering::Relaxed);
+        }
+        self
     }
 
     /// The type of the bus's queues (default classic): quorum queues for a
@@ -235,11 +277,13 @@ impl AmqpConfig {
     }
 
     /// Remembers which broker answered, so that a reconnect starts with
-    /// the next one.
+    /// the next one (or, in listed order, with the first again).
     fn connected_to(&self, at: usize) {
-        let n = self.brokers.len().max(1);
-        self.next
-            .store((at + 1) % n, std::sync::atomic::Ordering::Relaxed);
+        let next = match self.order {
+            BrokerOrder::Random => (at + 1) % self.brokers.len().max(1),
+            BrokerOrder::Listed => 0,
+        };
+        self.next.store(next, std::sync::atomic::Ordering::Relaxed);
     }
 
     fn expiry_ms(&self) -> u32 {
@@ -543,6 +587,14 @@ impl Transport for AmqpTransport {
                 session.pause(NODE_SERVICE).await;
             }
         })
+    }
+
+    fn broker(&self) -> Option<String> {
+        self.shared
+            .session
+            .load()
+            .as_ref()
+            .map(|session| session.broker.clone())
     }
 
     fn close(&self) -> BoxFuture<'_, ()> {

@@ -35,6 +35,8 @@ pub(crate) struct Wanted {
 
 /// A live connection with its channels and consumers.
 pub(crate) struct Session {
+    /// The broker's address, without credentials (see [`super::url::address`]).
+    pub(crate) broker: String,
     pub(crate) connection: Connection,
     /// Requests and plain messages: mandatory, confirmed.
     pub(crate) confirmed: Channel,
@@ -204,6 +206,7 @@ impl Session {
             config.max_body,
         ));
         let session = Session {
+            broker: super::url::address(url),
             connection,
             confirmed,
             fast,

@@ -55,6 +55,21 @@ fn redact_one(url: &str) -> String {
     }
 }
 
+/// Where a URL points, as operators name a broker: `host:port/vhost`
+/// without scheme or credentials (`rabbit-2:5672/%2f`). Shown in status
+/// and heartbeats, so it must hold nothing secret.
+pub(crate) fn address(url: &str) -> String {
+    let after_scheme = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let host = after_scheme
+        .rsplit_once('@')
+        .map_or(after_scheme, |(_, host)| host);
+    // A query (`?heartbeat=5`) says how, not where.
+    host.split(['?', '#'])
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}
+
 /// The brokers of a configured URL: a comma-separated list, blanks ignored.
 pub(crate) fn split_list(urls: &str) -> Vec<String> {
     urls.split(',')
@@ -91,6 +106,18 @@ mod tests {
         assert_eq!(redact("no url here"), "no url here");
         assert_eq!(redact("amqp://host"), "amqp://host");
         assert_eq!(redact(""), "");
+    }
+
+    #[test]
+    fn an_address_names_the_broker_without_credentials() {
+        for (url, address) in [
+            ("amqp://guest:s3cret@rabbit:5672/%2f", "rabbit:5672/%2f"),
+            ("amqps://rabbit/prod?heartbeat=5", "rabbit/prod"),
+            ("amqp://u:pa@ss@host:1", "host:1"),
+            ("rabbit:5672", "rabbit:5672"),
+        ] {
+            assert_eq!(super::address(url), address);
+        }
     }
 
     #[test]
