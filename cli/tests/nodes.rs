@@ -270,6 +270,12 @@ fn two_nodes_serve_each_other_and_the_broker_holds_exactly_the_documented_topolo
     want.sort();
     assert_eq!(seen, want);
     let api_node = nodes.iter().find(|n| n["node"] == a.as_str()).unwrap();
+    // Where each node is connected, without credentials.
+    for node in nodes {
+        let broker = node["broker"].as_str().unwrap_or_default();
+        assert!(broker.ends_with(":5672/%2f"), "{node}");
+        assert!(!broker.contains("guest"), "{node}");
+    }
     assert_eq!(
         api_node["services"],
         serde_json::json!(["audit", "cloudbus", "vm"])

@@ -206,6 +206,15 @@ async fn calls_and_events_go_on_when_a_broker_node_dies() {
     assert!(b.cluster().node(a.node_id()).is_some());
     assert_eq!(a.counters().failovers.get(), 1);
     assert_eq!(b.counters().failovers.get(), 0);
+    // Operators see it in /metrics.
+    let metrics = cloudbus::metrics::render(&a);
+    for line in [
+        "cloudbus_broker_failovers_total 1",
+        "cloudbus_reconnects_total 1",
+        "cloudbus_members_declared_dead_total 0",
+    ] {
+        assert!(metrics.contains(line), "{line} in {metrics}");
+    }
     // B sees where A is now, from A's heartbeats.
     wait_until("B learns A's new broker", || {
         b.cluster().node(a.node_id()).and_then(|n| n.broker.clone()) == Some(cluster.address(3))

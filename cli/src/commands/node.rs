@@ -78,7 +78,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     tracing::info!(
         node = %bus.node_id(),
         bus = %bus.name(),
-        broker = %url,
+        broker = bus.broker().unwrap_or_default(),
         services = %bus.services().join(","),
         "node started"
     );

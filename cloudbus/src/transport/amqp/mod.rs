@@ -399,6 +399,7 @@ impl Transport for AmqpTransport {
                 return Err(ErrorCode::invalid("this AMQP transport is already started"));
             }
             let session = Session::open(&shared.config, &names, &inbound, &wanted).await?;
+            let broker = session.broker.clone();
             shared
                 .started
                 .set((names, inbound))
@@ -407,7 +408,7 @@ impl Transport for AmqpTransport {
             drop(wanted);
             let task = tokio::spawn(supervisor::supervise(shared.clone()));
             *shared.supervisor.lock().unwrap_or_else(|e| e.into_inner()) = Some(task);
-            tracing::info!(bus, %node, broker = %shared.config.redacted_url(), "connected to the broker");
+            tracing::info!(bus, %node, broker, "connected to the broker");
             Ok(())
         })
     }
@@ -628,4 +629,35 @@ fn no_route(to: Destination<'_>) -> ErrorCode {
         codes::NO_SUCH_SERVICE,
         format!("{what}: no queue took the message"),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn order(config: &AmqpConfig) -> Vec<usize> {
+        config.brokers_in_turn().map(|(at, _)| at).collect()
+    }
+
+    #[test]
+    fn listed_order_starts_at_the_first_broker_every_time() {
+        let config = AmqpConfig::new("amqp://a/%2f,amqp://b/%2f,amqp://c/%2f")
+            .broker_order(BrokerOrder::Listed);
+        assert_eq!(order(&config), [0, 1, 2]);
+        config.connected_to(1);
+        assert_eq!(order(&config), [0, 1, 2], "back to the first first");
+    }
+
+    #[test]
+    fn random_order_goes_round_from_the_broker_after_the_last() {
+        let config = AmqpConfig::new("amqp://a/%2f,amqp://b/%2f,amqp://c/%2f");
+        let first = order(&config);
+        assert_eq!(first.len(), 3);
+        assert_eq!((first[0] + 1) % 3, first[1]);
+        config.connected_to(1);
+        assert_eq!(order(&config), [2, 0, 1]);
+        assert!("listed".parse::<BrokerOrder>().is_ok());
+        let err = "first".parse::<BrokerOrder>().unwrap_err();
+        assert!(err.description().contains("random or listed"), "{err}");
+    }
 }

@@ -338,7 +338,10 @@ impl Session {
     /// them up (otherwise the queue expires).
     pub(crate) async fn close(&self, names: &Names) {
         let mut consumers = std::mem::take(&mut *self.consumers.lock().await);
-        for (service, consumer) in consumers.iter_mut() {
+        // Queues are released side by side: deleting a quorum queue while a
+        // broker node holding one of its replicas is down takes the broker
+        // seconds per queue, which must not add up over a node's queues.
+        let services = consumers.iter_mut().map(|(service, consumer)| async move {
             let _ = consumer.cancel().await;
             let queue = names.service_queue(service);
             let waiting = consumer
@@ -364,11 +367,14 @@ impl Session {
                         .await;
                 }
             }
-        }
-        let _ = self
-            .events
-            .queue_delete(names.event_queue().into(), QueueDeleteOptions::default())
-            .await;
+        });
+        let events = async {
+            let _ = self
+                .events
+                .queue_delete(names.event_queue().into(), QueueDeleteOptions::default())
+                .await;
+        };
+        futures::future::join(futures::future::join_all(services), events).await;
         self.event_task.abort();
         if let Err(error) = self.connection.close(200, "node stopped".into()).await {
             tracing::debug!(%error, "closing the broker connection");

@@ -24,7 +24,7 @@ pub(crate) async fn supervise(shared: Arc<Shared>) {
         }
         shared.session.store(None);
         session.abandon();
-        tracing::warn!(broker = %shared.config.redacted_url(), %error, "lost the broker connection; reconnecting");
+        tracing::warn!(broker = session.broker, %error, "lost the broker connection; reconnecting");
         shared.inbound().connection_changed(false);
         if !reconnect(&shared).await {
             return;
@@ -62,9 +62,14 @@ async fn reconnect(shared: &Arc<Shared>) -> bool {
         };
         match Session::open(&shared.config, names, inbound, &wanted).await {
             Ok(session) => {
+                let broker = session.broker.clone();
                 shared.session.store(Some(Arc::new(session)));
                 drop(wanted);
-                tracing::info!(broker = %shared.config.redacted_url(), attempts = attempt + 1, "reconnected to the broker; topology restored");
+                tracing::info!(
+                    broker,
+                    attempts = attempt + 1,
+                    "reconnected to the broker; topology restored"
+                );
                 inbound.connection_changed(true);
                 return true;
             }
