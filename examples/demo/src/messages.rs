@@ -32,6 +32,33 @@ pub struct CreateVm {
     pub disk_gb: u32,
 }
 
+/// Blocking API: creates a VM (stopped) from an image, which the `image`
+/// service prepares (in the demo, a Python service: `clients/python/examples`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Message)]
+#[message(type = "vm.CreateVmFromImage", reply = VmInventory)]
+pub struct CreateVmFromImage {
+    pub name: String,
+    pub cpus: u32,
+    pub memory_gb: u32,
+    pub image: String,
+}
+
+/// Request to the `image` service: make an image ready for a VM's disk.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Message)]
+#[message(type = "image.PrepareImage", reply = ImagePrepared)]
+pub struct PrepareImage {
+    pub image: String,
+    pub vm_uuid: String,
+}
+
+/// The answer to [`PrepareImage`]: the disk the VM needs.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Message)]
+#[message(type = "image.ImagePrepared")]
+pub struct ImagePrepared {
+    pub image: String,
+    pub size_gb: u32,
+}
+
 /// Blocking (read) API, answered straight to the caller.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Message)]
 #[message(type = "vm.QueryVms", reply = VmList)]

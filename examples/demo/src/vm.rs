@@ -9,9 +9,9 @@ use cloudbus::{Context, ErrorCode, Service, SyncKey};
 use uuid::Uuid;
 
 use crate::messages::{
-    AllocateHost, AllocateVolume, CreateVm, DestroyVm, QueryVms, ReleaseHost, ReturnCapacity,
-    StartVm, StartVmOnHost, StopVm, StopVmOnHost, VmDestroyed, VmInventory, VmList, VmStarted,
-    VmStateChanged, VmStopped,
+    AllocateHost, AllocateVolume, CreateVm, CreateVmFromImage, DestroyVm, PrepareImage, QueryVms,
+    ReleaseHost, ReturnCapacity, StartVm, StartVmOnHost, StopVm, StopVmOnHost, VmDestroyed,
+    VmInventory, VmList, VmStarted, VmStateChanged, VmStopped,
 };
 
 /// States a VM moves between.
@@ -101,9 +101,14 @@ async fn release(ctx: &Context, host: String, vm: &VmInventory) -> Result<(), Er
         .await
 }
 
-#[cloudbus::handlers]
 impl VmService {
-    async fn create_vm(&self, req: CreateVm, ctx: Context) -> Result<VmInventory, ErrorCode> {
+    /// Creates VM `uuid` (stopped) with a volume from storage.
+    async fn create(
+        &self,
+        req: CreateVm,
+        uuid: String,
+        ctx: &Context,
+    ) -> Result<VmInventory, ErrorCode> {
         if req.name.is_empty() || req.cpus == 0 || req.memory_gb == 0 {
             return Err(ErrorCode::new(
                 "vm.INVALID_ARGUMENT",
@@ -122,7 +127,6 @@ impl VmService {
                 format!("a VM named {} exists", req.name),
             ));
         }
-        let uuid = Uuid::new_v4().simple().to_string();
         let volume = ctx
             .bus()
             .call(AllocateVolume {
@@ -145,6 +149,38 @@ impl VmService {
         };
         self.vms.lock().expect("vm table").insert(uuid, vm);
         Ok(inventory)
+    }
+}
+
+#[cloudbus::handlers]
+impl VmService {
+    async fn create_vm(&self, req: CreateVm, ctx: Context) -> Result<VmInventory, ErrorCode> {
+        self.create(req, Uuid::new_v4().simple().to_string(), &ctx)
+            .await
+    }
+
+    /// The disk comes from the `image` service, which may run on any node
+    /// in any language (the demo's is in Python).
+    async fn create_vm_from_image(
+        &self,
+        req: CreateVmFromImage,
+        ctx: Context,
+    ) -> Result<VmInventory, ErrorCode> {
+        let uuid = Uuid::new_v4().simple().to_string();
+        let image = ctx
+            .bus()
+            .call(PrepareImage {
+                image: req.image,
+                vm_uuid: uuid.clone(),
+            })
+            .await?;
+        let create = CreateVm {
+            name: req.name,
+            cpus: req.cpus,
+            memory_gb: req.memory_gb,
+            disk_gb: image.size_gb,
+        };
+        self.create(create, uuid, &ctx).await
     }
 
     async fn query_vms(&self, req: QueryVms, _ctx: Context) -> Result<VmList, ErrorCode> {
