@@ -40,23 +40,41 @@ scripts/rabbitmq-cluster.sh start 3 >"$cluster_log" 2>&1 &
 cluster_start=$!
 trap 'wait "$cluster_start" 2>/dev/null; scripts/rabbitmq-cluster.sh stop >/dev/null 2>&1 || true' EXIT
 
-# The cross-language test (cloudbus/tests/interop.rs) runs a Python client
-# on pika, from a venv under target/ so nothing is installed system-wide.
-# CLOUDBUS_INTEROP_PYTHON, if set, names another interpreter.
+# The cross-language tests run Python from a venv under target/ so nothing
+# is installed system-wide: cloudbus/tests/interop.rs a client on pika, and
+# the Python package's own pytest suite (clients/python) at the end. The
+# package is reinstalled only when its sources change (a stamp of their
+# hash in the venv). CLOUDBUS_INTEROP_PYTHON, if set, names another
+# interpreter, which must already have pika, pytest and the package
+# (pip install pika './clients/python[test]').
+python_sources_hash() {
+  (cd clients/python && find pyproject.toml README.md src -type f -not -path '*/__pycache__/*' \
+    -not -path '*.egg-info/*' | LC_ALL=C sort | xargs sha256sum | sha256sum | cut -d' ' -f1)
+}
 if [[ -z "${CLOUDBUS_INTEROP_PYTHON:-}" ]]; then
   venv_python="$PWD/target/interop-venv/bin/python3"
-  if "$venv_python" -c 'import pika' 2>/dev/null; then
-    export CLOUDBUS_INTEROP_PYTHON="$venv_python"
-  elif python3 -m venv --clear target/interop-venv 2>/dev/null; then
-    "$venv_python" -m pip install --quiet --disable-pip-version-check 'pika>=1.3,<2'
+  stamp="$PWD/target/interop-venv/.cloudbus-python.sha256"
+  want=$(python_sources_hash)
+  [[ -x "$venv_python" ]] || python3 -m venv target/interop-venv 2>/dev/null || true
+  if [[ -x "$venv_python" ]]; then
+    if [[ "$(cat "$stamp" 2>/dev/null)" != "$want" ]] ||
+       ! "$venv_python" -c 'import pika, pytest, cloudbus' 2>/dev/null; then
+      echo "Installing pika and the Python package (clients/python) in target/interop-venv" >&2
+      "$venv_python" -m pip install --quiet --disable-pip-version-check 'pika>=1.3,<2' './clients/python[test]'
+      echo "$want" >"$stamp"
+    fi
     export CLOUDBUS_INTEROP_PYTHON="$venv_python"
   else
     # No venv module (Debian without python3-venv): install for the user.
-    python3 -c 'import pika' 2>/dev/null ||
-      python3 -m pip install --quiet --user --break-system-packages 'pika>=1.3,<2'
+    python3 -c 'import pika, pytest, cloudbus' 2>/dev/null ||
+      python3 -m pip install --quiet --user --break-system-packages 'pika>=1.3,<2' './clients/python[test]'
     export CLOUDBUS_INTEROP_PYTHON=python3
   fi
 fi
+"$CLOUDBUS_INTEROP_PYTHON" -c 'import pika, pytest, cloudbus' || {
+  echo "ERROR: $CLOUDBUS_INTEROP_PYTHON lacks pika, pytest or cloudbus: pip install pika './clients/python[test]'" >&2
+  exit 1
+}
 
 # The dashboard test (cli/tests/nodes.rs) loads the page in headless
 # Chromium; CLOUDBUS_CHROMIUM, if set, names the browser.
@@ -83,3 +101,6 @@ else
   cargo test --workspace --all-targets --no-fail-fast
 fi
 cargo test --workspace --doc
+
+# The Python package against Rust nodes (built above) on the broker.
+(cd clients/python && "$CLOUDBUS_INTEROP_PYTHON" -m pytest -q -p no:cacheprovider)

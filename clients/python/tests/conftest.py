@@ -29,6 +29,10 @@ HERE = Path(__file__).resolve().parent
 WORKSPACE = HERE.parents[2]
 URL = os.environ.get("CLOUDBUS_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f")
 PEERS = HERE / "peers"
+# Python processes the tests start import the package from the sources too.
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    p for p in (str(HERE.parent / "src"), os.environ.get("PYTHONPATH")) if p
+)
 
 
 def broker_reachable() -> bool:

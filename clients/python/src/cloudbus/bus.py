@@ -378,18 +378,31 @@ class Bus:
         message = wire.plain(type, data, source=self.node_id, headers=_outgoing_headers(headers))
         await self._publish_p2p(message, service, target)
 
-    async def publish(self, type: str, body: Any = None, *, headers: dict[str, str] | None = None) -> None:
-        """Publishes an event to every subscriber on the bus (this node's included)."""
+    async def publish(
+        self,
+        type: str,
+        body: Any = None,
+        *,
+        headers: dict[str, str] | None = None,
+        api_id: str | None = None,
+    ) -> None:
+        """Publishes an event to every subscriber on the bus (this node's included).
+
+        ``api_id``: the ``message_id`` of the non-blocking API request this
+        event answers (``cb-api-id``, §6)."""
         self._check_open()
         check_type(type)
         data = wire.encode_body(body)
-        message = wire.event(type, data, source=self.node_id, headers=_outgoing_headers(headers))
+        all_headers = _outgoing_headers(headers)
+        if api_id is not None:
+            all_headers = {**(all_headers or {}), "cb-api-id": node_id(api_id)}
+        message = wire.event(type, data, source=self.node_id, headers=all_headers)
         try:
             await self._broadcast.publish(message, routing_key=type, mandatory=False)
         except (aiormq.exceptions.AMQPError, RuntimeError) as error:
             raise CloudbusError(BROKER_UNAVAILABLE, f"publishing {type}: {error!r}") from None
         # Own events are ignored when they come back (§6): subscribers here get them now.
-        self._dispatch(type, data, self.node_id, message.message_id or "", None, message.headers or {})
+        self._dispatch(type, data, self.node_id, message.message_id or "", all_headers and all_headers.get("cb-api-id"), message.headers or {})
 
     async def subscribe(self, pattern: str, *, capacity: int = DEFAULT_CAPACITY) -> Subscription:
         """Events whose type matches the topic ``pattern`` (``vm.*``, ``vm.#``, ``#``),
