@@ -87,8 +87,22 @@ impl Bus {
     }
 
     /// Where a message for `service` (on `node`, if named) goes now.
+    ///
+    /// An observer (a command-line tool, a gateway) runs the built-in
+    /// `cloudbus` service only to receive its replies: a built-in request
+    /// it sends to no node in particular goes to a member, never to itself.
     pub(super) fn resolve(&self, service: &str, node: Option<NodeId>) -> Result<Target, ErrorCode> {
         let members = &self.inner.members;
+        let observer_builtin = !members.config.member
+            && node.is_none()
+            && service == crate::address::NODE_SERVICE
+            && self.inner.transport.is_some();
+        if observer_builtin && members.pick(service).is_none() {
+            return Err(ErrorCode::new(
+                crate::codes::NODE_UNAVAILABLE,
+                "no member of the cluster is known to answer a built-in request".to_string(),
+            ));
+        }
         routing::resolve(
             service,
             node,
@@ -96,7 +110,11 @@ impl Bus {
                 here: self.inner.node,
                 transport: self.inner.transport.is_some(),
                 local_shortcut: self.inner.config.local_shortcut,
-                local: self.service(service),
+                local: if observer_builtin {
+                    None
+                } else {
+                    self.service(service)
+                },
                 departed: &|node| members.departed(node),
                 pick: &|service: &str| members.pick(service),
             },

@@ -29,12 +29,14 @@ pub(crate) struct Situation<'a, L, Departed, Pick> {
     pub(crate) local: Option<L>,
     /// Whether a node has left or died.
     pub(crate) departed: &'a Departed,
-    /// Another live node that runs the service (round robin).
+    /// Another live node that runs the service: round robin, each node
+    /// starting at a random member so that one-shot callers spread out.
     pub(crate) pick: &'a Pick,
 }
 
 /// The routing rules (DESIGN §4): a named node is used as given (unless it
-/// is gone); otherwise the service here, else one of the nodes that run it.
+/// is gone); otherwise the service here, else one of the nodes that run it,
+/// in turn (each caller's turns start at a random one of them).
 pub(crate) fn resolve<L, Departed, Pick>(
     service: &str,
     node: Option<NodeId>,

@@ -61,6 +61,7 @@ pub(crate) struct Members {
     table: Mutex<Table>,
     echo: Mutex<Echo>,
     routes: ArcSwap<Routes>,
+    /// The turn of [`pick`](Self::pick); starts at random (see there).
     next: AtomicUsize,
     version: watch::Sender<u64>,
 }
@@ -77,7 +78,7 @@ impl Members {
             table: Mutex::new(Table::default()),
             echo: Mutex::new(Echo::default()),
             routes: ArcSwap::default(),
-            next: AtomicUsize::new(0),
+            next: AtomicUsize::new(uuid::Uuid::new_v4().as_u128() as usize),
             version: watch::Sender::new(0),
         };
         if members.config.member {
@@ -209,7 +210,10 @@ impl Members {
         self.routes.load().departed.contains(&node)
     }
 
-    /// A member running `service`, taking turns among them.
+    /// A member running `service`, taking turns among them. Each node
+    /// starts its turns at a random member: a caller that makes one call
+    /// and exits (a command-line tool, a script, a short-lived job) would
+    /// otherwise always start at the first and pile onto one node.
     pub(crate) fn pick(&self, service: &str) -> Option<NodeId> {
         let routes = self.routes.load();
         let nodes = routes.by_service.get(service)?;
@@ -315,6 +319,21 @@ mod tests {
         assert!(!members.remove(me), "a node never removes itself");
         assert_eq!(members.pick("vm"), Some(b));
         assert_eq!(members.view().ring().len(), 2);
+    }
+
+    #[test]
+    fn each_caller_starts_its_turns_at_a_random_member() {
+        let (a, b) = (NodeId::random(), NodeId::random());
+        let first_picks: HashSet<NodeId> = (0..64)
+            .map(|_| {
+                let caller = Members::new(NodeId::random(), config(false), SystemTime::now());
+                caller.observe(&hello(a, &["vm"]));
+                caller.observe(&hello(b, &["vm"]));
+                caller.pick("vm").unwrap()
+            })
+            .collect();
+        // 64 one-shot callers all starting at one node: 1 in 2^63 by chance.
+        assert_eq!(first_picks.len(), 2, "one-shot callers pile onto one node");
     }
 
     #[test]
