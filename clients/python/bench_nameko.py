@@ -41,10 +41,11 @@ def main() -> None:
         [str(Path(sys.executable).parent / "nameko"), "run", "--broker", broker, "bench_nameko:BenchService"],
         cwd=Path(__file__).resolve().parent,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
     )
+    proxy = ClusterRpcProxy({"AMQP_URI": broker})
     try:
-        with ClusterRpcProxy({"AMQP_URI": broker}) as cluster:
+        with proxy as cluster:
             svc = getattr(cluster, SERVICE)
             body = {"primary_storage": "ps-1"}
             ready_by = time.monotonic() + 30
@@ -72,8 +73,9 @@ def main() -> None:
     finally:
         service.terminate()
         service.wait(30)
-        with Connection(broker) as conn:
+        with Connection(broker) as conn:  # nameko leaves these for 5 min
             conn.default_channel.queue_delete(f"rpc-{SERVICE}")
+            conn.default_channel.queue_delete(proxy._reply_listener.queue.name)
     latencies.sort()
 
     def at(p: float) -> int:

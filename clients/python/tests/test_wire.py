@@ -14,7 +14,7 @@ ME = "0" * 31 + "1"
 def delivery(**overrides: object) -> SimpleNamespace:
     fields = {
         "message_id": "5f0c" + "0" * 28,
-        "type": "vm.StartVm",
+        "message_type": "vm.StartVm",
         "content_type": "application/json; charset=utf-8",
         "reply_to": f"cloudbus.{ME}",
         "correlation_id": None,
@@ -26,7 +26,7 @@ def delivery(**overrides: object) -> SimpleNamespace:
 
 
 def test_a_request_is_read_with_its_application_headers() -> None:
-    inbound = wire.decode(delivery())
+    inbound = wire.decode(delivery(), delivery().body)
     assert (inbound.kind, inbound.type, inbound.source, inbound.timeout_ms) == ("request", "vm.StartVm", ME, 5000)
     assert inbound.headers == {"ctx-user": "ann", "n": "7"}
     assert wire.inherited(inbound.headers) == {"ctx-user": "ann"}
@@ -36,7 +36,7 @@ def test_a_request_is_read_with_its_application_headers() -> None:
     "overrides, answerable",
     [
         ({"content_type": "text/plain"}, True),
-        ({"type": ""}, True),
+        ({"message_type": ""}, True),
         ({"headers": {"cb-kind": "request"}}, True),  # no cb-source
         ({"headers": {"cb-kind": "request", "cb-source": ME, "cb-timeout-ms": -1}}, True),
         ({"body": b" " * (wire.MAX_BODY + 1)}, True),
@@ -47,13 +47,14 @@ def test_a_request_is_read_with_its_application_headers() -> None:
 )
 def test_bad_deliveries_are_refused_and_answered_only_when_possible(overrides: dict, answerable: bool) -> None:
     with pytest.raises(wire.Malformed) as bad:
-        wire.decode(delivery(**overrides))
+        message = delivery(**overrides)
+        wire.decode(message, message.body)
     assert bad.value.answerable is answerable
 
 
 def test_replies_round_trip_success_and_failure() -> None:
     ok = wire.reply("a" * 32, "vm.Started", {"x": 1}, source=ME)
-    assert ok.correlation_id == "a" * 32 and ok.headers["cb-kind"] == "reply"
+    assert ok.properties.correlation_id == "a" * 32 and ok.headers["cb-kind"] == "reply"
     assert wire.read_reply(ok.body) == {"x": 1}
     error = cloudbus.Error("vm.NOT_FOUND", "gone", details={"uuid": "x"}, cause=cloudbus.Error("db.DOWN"))
     failed = wire.reply("a" * 32, "", error=error, source=ME)
@@ -77,10 +78,10 @@ def test_a_reply_body_of_another_shape_is_malformed(body: bytes) -> None:
 
 def test_a_request_carries_timeout_and_expiration() -> None:
     message = wire.request("vm.StartVm", b"{}", source=ME, reply_to=f"cloudbus.{ME}", timeout_ms=1500)
-    assert message.headers["cb-timeout-ms"] == 1500 and message.expiration == 1.5
-    assert len(message.message_id) == 32 and message.content_type == "application/json"
+    assert message.headers["cb-timeout-ms"] == 1500 and message.properties.expiration == "1500"
+    assert len(message.message_id) == 32 and message.properties.content_type == "application/json"
     huge = wire.request("vm.StartVm", b"{}", source=ME, reply_to="r", timeout_ms=2**40)
-    assert huge.expiration is None
+    assert huge.properties.expiration is None
 
 
 @pytest.mark.parametrize(

@@ -27,6 +27,7 @@ from typing import Any
 
 import aio_pika
 import aiormq
+from aiormq.abc import DeliveredMessage
 
 from . import __version__, wire
 from .address import (
@@ -180,11 +181,11 @@ class Bus:
         self._broadcast = await self._confirmed.declare_exchange(
             self.names.broadcast, aio_pika.ExchangeType.TOPIC, durable=True
         )
-        self._reply_exchange = await self._unconfirmed.get_exchange(self.names.p2p, ensure=False)
+        # Messages are published on the aiormq channels under aio-pika's.
+        self._confirmed_amqp = await self._confirmed.get_underlay_channel()
+        self._unconfirmed_amqp = await self._unconfirmed.get_underlay_channel()
         membership_channel = await self._membership_connection.channel(publisher_confirms=False)
-        self._membership_exchange = await membership_channel.get_exchange(
-            self.names.broadcast, ensure=False
-        )
+        self._membership_amqp = await membership_channel.get_underlay_channel()
         self._node_channel = await conn.channel(publisher_confirms=False)
         node_queue = await self._node_channel.declare_queue(
             self.names.node_queue, arguments=self.queue_arguments()
@@ -198,8 +199,10 @@ class Bus:
         )
         await self._bind(MEMBERSHIP_PATTERN)
         # Replies are taken in at once, so no acks (and no prefetch) for them.
-        await node_queue.consume(self._on_node_queue, no_ack=True)
-        await self._event_queue.consume(self._on_event)
+        node_amqp = await self._node_channel.get_underlay_channel()
+        await node_amqp.basic_consume(self.names.node_queue, self._on_node_queue, no_ack=True)
+        self._event_amqp = await self._event_channel.get_underlay_channel()
+        await self._event_amqp.basic_consume(self.names.event_queue, self._on_event)
         self._node_queue = node_queue
 
     async def close(self) -> None:
@@ -395,14 +398,20 @@ class Bus:
         data = wire.encode_body(body)
         all_headers = _outgoing_headers(headers)
         if api_id is not None:
-            all_headers = {**(all_headers or {}), "cb-api-id": node_id(api_id)}
+            api_id = node_id(api_id)
+            all_headers = {**(all_headers or {}), "cb-api-id": api_id}
         message = wire.event(type, data, source=self.node_id, headers=all_headers)
         try:
-            await self._broadcast.publish(message, routing_key=type, mandatory=False)
+            await self._confirmed_amqp.basic_publish(
+                message.body,
+                exchange=self.names.broadcast,
+                routing_key=type,
+                properties=message.properties,
+            )
         except (aiormq.exceptions.AMQPError, RuntimeError) as error:
             raise CloudbusError(BROKER_UNAVAILABLE, f"publishing {type}: {error!r}") from None
         # Own events are ignored when they come back (§6): subscribers here get them now.
-        self._dispatch(type, data, self.node_id, message.message_id or "", all_headers and all_headers.get("cb-api-id"), message.headers or {})
+        self._dispatch(type, data, self.node_id, message.message_id, api_id, message.headers)
 
     async def subscribe(self, pattern: str, *, capacity: int = DEFAULT_CAPACITY) -> Subscription:
         """Events whose type matches the topic ``pattern`` (``vm.*``, ``vm.#``, ``#``),
@@ -453,7 +462,12 @@ class Bus:
         """Publishes a reply to ``reply_to`` (not mandatory, not confirmed: §5)."""
         message = wire.reply(answering, reply_type, result, source=self.node_id, error=error)
         try:
-            await self._reply_exchange.publish(message, routing_key=reply_to, mandatory=False)
+            await self._unconfirmed_amqp.basic_publish(
+                message.body,
+                exchange=self.names.p2p,
+                routing_key=reply_to,
+                properties=message.properties,
+            )
         except (aiormq.exceptions.AMQPError, RuntimeError) as lost:
             log.warning("reply to %s lost: %r", reply_to, lost)
 
@@ -500,14 +514,20 @@ class Bus:
             raise CloudbusError(NO_SUCH_SERVICE, f"no live member runs service {service}")
         return target
 
-    async def _publish_p2p(self, message: aio_pika.Message, service: str, target: str) -> None:
+    async def _publish_p2p(self, message: wire.Outgoing, service: str, target: str) -> None:
         try:
-            await self._p2p.publish(message, routing_key=routing_key(service, target), mandatory=True)
-        except aio_pika.exceptions.PublishError:
+            await self._confirmed_amqp.basic_publish(
+                message.body,
+                exchange=self.names.p2p,
+                routing_key=routing_key(service, target),
+                properties=message.properties,
+                mandatory=True,
+            )
+        except aiormq.exceptions.PublishError:
             raise CloudbusError(
                 NO_SUCH_SERVICE, f"no service {service} on node {target} (the broker returned {message.type})"
             ) from None
-        except aio_pika.exceptions.DeliveryError as nack:
+        except aiormq.exceptions.DeliveryError as nack:
             raise CloudbusError(BROKER_UNAVAILABLE, f"the broker refused {message.type}: {nack!r}") from None
         except (aiormq.exceptions.AMQPError, RuntimeError) as error:
             raise CloudbusError(BROKER_UNAVAILABLE, f"sending {message.type}: {error!r}") from None
@@ -515,10 +535,15 @@ class Bus:
     async def _publish_membership(self, type_name: str, body: dict[str, Any]) -> str:
         message = wire.event(type_name, wire.encode_body(body), source=self.node_id)
         try:
-            await self._membership_exchange.publish(message, routing_key=type_name, mandatory=False)
+            await self._membership_amqp.basic_publish(
+                message.body,
+                exchange=self.names.broadcast,
+                routing_key=type_name,
+                properties=message.properties,
+            )
         except (aiormq.exceptions.AMQPError, RuntimeError) as error:
             raise CloudbusError(BROKER_UNAVAILABLE, f"publishing {type_name}: {error!r}") from None
-        return message.message_id or ""
+        return message.message_id
 
     async def _bind(self, pattern: str) -> None:
         self._bindings[pattern] += 1
@@ -551,11 +576,12 @@ class Bus:
 
     # -- internals: receiving -----------------------------------------------
 
-    async def _on_node_queue(self, message: aio_pika.abc.AbstractIncomingMessage) -> None:
-        headers = message.headers
+    async def _on_node_queue(self, message: DeliveredMessage) -> None:
+        properties = message.header.properties
+        headers = properties.headers
         if headers and headers.get("cb-kind") == "reply":
             # The hot path: a reply to one of our calls.
-            pending = self._pending.get(message.correlation_id or "")
+            pending = self._pending.get(properties.correlation_id or "")
             if pending is None:
                 self.stats["late_replies"] += 1
                 return
@@ -566,7 +592,7 @@ class Bus:
                     pending.future.set_exception(error)
             return
         try:
-            inbound = wire.decode(message)
+            inbound = wire.decode(properties, message.body)
         except wire.Malformed as bad:
             self.stats["malformed"] += 1
             log.warning("node queue: %s", bad.reason)
@@ -593,18 +619,18 @@ class Bus:
                 error=CloudbusError(UNKNOWN_MESSAGE, f"the built-in service does not handle {inbound.type}"),
             )
 
-    async def _on_event(self, message: aio_pika.abc.AbstractIncomingMessage) -> None:
+    async def _on_event(self, message: DeliveredMessage) -> None:
         try:
             self._take_event(message)
         finally:
             try:
-                await message.ack()
+                await self._event_amqp.basic_ack(message.delivery.delivery_tag)
             except Exception:  # noqa: BLE001 - channel gone
                 pass
 
-    def _take_event(self, message: aio_pika.abc.AbstractIncomingMessage) -> None:
+    def _take_event(self, message: DeliveredMessage) -> None:
         try:
-            inbound = wire.decode(message)
+            inbound = wire.decode(message.header.properties, message.body)
         except wire.Malformed as bad:
             self.stats["malformed"] += 1
             log.warning("event queue: %s", bad.reason)

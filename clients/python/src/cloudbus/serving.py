@@ -17,6 +17,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 import aio_pika
+from aiormq.abc import DeliveredMessage
 
 from . import wire
 from .errors import INTERNAL, MALFORMED, NO_SUCH_SERVICE, UNKNOWN_MESSAGE, CloudbusError
@@ -53,7 +54,11 @@ class ServiceRuntime:
             self.queue_name, arguments=self.bus.queue_arguments()
         )
         await self.queue.bind(self.bus.names.p2p, routing_key=self.routing_key)
-        self.consumer_tag = await self.queue.consume(self._on_message)
+        # Consumed on the aiormq channel under aio-pika's: no per-message
+        # aio_pika.IncomingMessage and no second task per delivery.
+        self._amqp = await self.channel.get_underlay_channel()
+        ok = await self._amqp.basic_consume(self.queue_name, self._on_message)
+        self.consumer_tag = ok.consumer_tag
 
     async def stop(self, drain_limit: float) -> None:
         """Unbinds (new requests bounce as NO_SUCH_SERVICE), answers what was
@@ -79,7 +84,7 @@ class ServiceRuntime:
                     pass
             self.stopping = True
             if self.consumer_tag is not None:
-                await self.queue.cancel(self.consumer_tag)
+                await self._amqp.basic_cancel(self.consumer_tag)
             if self.in_flight:
                 try:
                     async with asyncio.timeout(max(deadline - loop.time(), 0.1)):
@@ -99,7 +104,7 @@ class ServiceRuntime:
             if not self.channel.is_closed:
                 await self.channel.close()
 
-    async def _on_message(self, message: aio_pika.abc.AbstractIncomingMessage) -> None:
+    async def _on_message(self, message: DeliveredMessage) -> None:
         self.in_flight += 1
         self._idle.clear()
         task = asyncio.current_task()
@@ -113,13 +118,13 @@ class ServiceRuntime:
             if self.in_flight == 0:
                 self._idle.set()
             try:
-                await message.ack()
+                await self._amqp.basic_ack(message.delivery.delivery_tag)  # type: ignore[union-attr]
             except Exception as error:  # noqa: BLE001 - the channel is gone
                 log.debug("ack failed: %r", error)
 
-    async def _handle(self, message: aio_pika.abc.AbstractIncomingMessage) -> None:
+    async def _handle(self, message: DeliveredMessage) -> None:
         try:
-            inbound = wire.decode(message)
+            inbound = wire.decode(message.header.properties, message.body)
         except wire.Malformed as bad:
             self.bus.stats["malformed"] += 1
             log.warning("service %s: malformed message dropped or refused: %s", self.service.name, bad.reason)

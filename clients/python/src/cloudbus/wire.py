@@ -1,7 +1,10 @@
 """Messages on the wire: properties, ``cb-*`` headers and bodies (§2, §3, §5).
 
-Outbound, one function per kind builds the AMQP message exactly as a Rust
-node would. Inbound, ``decode`` checks a delivery the way a Rust node does
+Outbound, one function per kind builds the AMQP properties exactly as a Rust
+node would. They are aiormq's (pamqp's) frames, the layer under aio-pika,
+rather than ``aio_pika.Message`` objects: building one of those per message
+cost more than the rest of a call, and the package publishes and consumes
+on aio-pika's channels through that layer (see ``bus.py``). Inbound, ``decode`` checks a delivery the way a Rust node does
 and says whether a bad one may still be answered (``MALFORMED`` to its
 caller) or must be dropped; the reply body is read by ``read_reply``. Kept
 free of any connection so it is unit tested without a broker.
@@ -13,9 +16,10 @@ import json
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any
+from datetime import datetime, timezone
+from typing import Any, NamedTuple
 
-import aio_pika
+from aiormq import spec
 
 from .address import node_id
 from .errors import MALFORMED, CloudbusError
@@ -58,19 +62,55 @@ def encode_body(body: Any) -> bytes:
     return data
 
 
+class Outgoing(NamedTuple):
+    """A message ready to publish: its properties and JSON body."""
+
+    properties: spec.Basic.Properties
+    body: bytes
+
+    @property
+    def message_id(self) -> str:
+        return self.properties.message_id  # type: ignore[no-any-return]
+
+    @property
+    def type(self) -> str:
+        return self.properties.message_type  # type: ignore[no-any-return]
+
+    @property
+    def headers(self) -> dict[str, Any]:
+        return self.properties.headers  # type: ignore[no-any-return]
+
+
+_now: tuple[int, datetime] = (0, datetime.fromtimestamp(0, timezone.utc))
+
+
+def _timestamp() -> datetime:
+    """Now, in whole seconds (§2), made once per second."""
+    global _now
+    second = int(time.time())
+    if _now[0] != second:
+        _now = (second, datetime.fromtimestamp(second, timezone.utc))
+    return _now[1]
+
+
 def _properties(
-    kind: str, type_name: str, source: str, headers: dict[str, Any] | None
-) -> dict[str, Any]:
+    kind: str,
+    type_name: str,
+    source: str,
+    headers: dict[str, Any] | None,
+    **more: Any,
+) -> spec.Basic.Properties:
     all_headers: dict[str, Any] = dict(headers) if headers else {}
     all_headers["cb-kind"] = kind
     all_headers["cb-source"] = source
-    return {
-        "message_id": uuid.uuid4().hex,
-        "type": type_name,
-        "content_type": CONTENT_TYPE,
-        "timestamp": int(time.time()),
-        "headers": all_headers,
-    }
+    return spec.Basic.Properties(
+        message_id=uuid.uuid4().hex,
+        message_type=type_name,
+        content_type=CONTENT_TYPE,
+        timestamp=_timestamp(),
+        headers=all_headers,
+        **more,
+    )
 
 
 def request(
@@ -81,32 +121,34 @@ def request(
     reply_to: str,
     timeout_ms: int,
     headers: dict[str, Any] | None = None,
-) -> aio_pika.Message:
+) -> Outgoing:
     """A request (§4): ``reply_to``, ``cb-timeout-ms`` and ``expiration``."""
-    props = _properties(REQUEST, type_name, source, headers)
-    props["headers"]["cb-timeout-ms"] = timeout_ms
+    headers = dict(headers) if headers else {}
+    headers["cb-timeout-ms"] = timeout_ms
     expiration = max(timeout_ms, 1)
-    return aio_pika.Message(
-        body,
+    props = _properties(
+        REQUEST,
+        type_name,
+        source,
+        headers,
         reply_to=reply_to,
-        # aio-pika takes seconds and writes milliseconds.
-        expiration=expiration / 1000 if expiration <= MAX_EXPIRATION_MS else None,
-        **props,
+        expiration=str(expiration) if expiration <= MAX_EXPIRATION_MS else None,
     )
+    return Outgoing(props, body)
 
 
 def plain(
     type_name: str, body: bytes, *, source: str, headers: dict[str, Any] | None = None
-) -> aio_pika.Message:
+) -> Outgoing:
     """A plain message (§4): never answered, so no ``reply_to``."""
-    return aio_pika.Message(body, **_properties(MESSAGE, type_name, source, headers))
+    return Outgoing(_properties(MESSAGE, type_name, source, headers), body)
 
 
 def event(
     type_name: str, body: bytes, *, source: str, headers: dict[str, Any] | None = None
-) -> aio_pika.Message:
+) -> Outgoing:
     """An event (§6), published with routing key = its type."""
-    return aio_pika.Message(body, **_properties(EVENT, type_name, source, headers))
+    return Outgoing(_properties(EVENT, type_name, source, headers), body)
 
 
 def reply(
@@ -116,7 +158,7 @@ def reply(
     *,
     source: str,
     error: CloudbusError | None = None,
-) -> aio_pika.Message:
+) -> Outgoing:
     """A reply to request ``answering`` (§5): success, or failure if ``error``."""
     if error is not None:
         body = _dumps({"success": False, "error": error.to_json()}).encode("utf-8")
@@ -129,8 +171,8 @@ def reply(
         else:
             payload = _dumps(result).encode("utf-8")  # TypeError if not JSON
         body = b'{"success":true,"reply":' + payload + b"}"
-    props = _properties(REPLY, reply_type, source, None)
-    return aio_pika.Message(body, correlation_id=answering, **props)
+    props = _properties(REPLY, reply_type or "cloudbus.Reply", source, None, correlation_id=answering)
+    return Outgoing(props, body)
 
 
 def read_reply(body: bytes) -> Any:
@@ -206,8 +248,9 @@ def _content_type_ok(value: str | None) -> bool:
     return value.split(";", 1)[0].strip().lower() == CONTENT_TYPE
 
 
-def decode(message: aio_pika.abc.AbstractIncomingMessage) -> Inbound:
-    """Checks a delivery as a Rust node does; raises ``Malformed`` if it is bad."""
+def decode(message: spec.Basic.Properties, body: bytes) -> Inbound:
+    """Checks a delivery (its properties and body) as a Rust node does;
+    raises ``Malformed`` if it is bad."""
     raw_headers = message.headers or {}
     kind = _text(raw_headers.get("cb-kind"))
     message_id = _id(message.message_id)
@@ -225,7 +268,7 @@ def decode(message: aio_pika.abc.AbstractIncomingMessage) -> Inbound:
         raise bad(f"message_id missing or not a UUID: {message.message_id!r:.80}")
     if kind not in KINDS:
         raise bad(f"cb-kind missing or unknown: {kind!r:.40}")
-    type_name = _text(message.type)
+    type_name = _text(message.message_type)
     if not type_name:
         raise bad("the type property is missing")
     source = _id(raw_headers.get("cb-source"))
@@ -233,8 +276,8 @@ def decode(message: aio_pika.abc.AbstractIncomingMessage) -> Inbound:
         raise bad("cb-source missing or not a node id")
     if not _content_type_ok(message.content_type):
         raise bad(f"content_type is {message.content_type!r:.60}, not {CONTENT_TYPE}")
-    if len(message.body) > MAX_BODY:
-        raise bad(f"a body of {len(message.body)} bytes, above {MAX_BODY}")
+    if len(body) > MAX_BODY:
+        raise bad(f"a body of {len(body)} bytes, above {MAX_BODY}")
     timeout_ms = None
     if kind == REQUEST and "cb-timeout-ms" in raw_headers:
         value = raw_headers["cb-timeout-ms"]
@@ -261,7 +304,7 @@ def decode(message: aio_pika.abc.AbstractIncomingMessage) -> Inbound:
         type=type_name,
         message_id=message_id,
         source=source,
-        body=message.body,
+        body=body,
         reply_to=reply_to,
         correlation_id=correlation_id,
         timeout_ms=timeout_ms,
