@@ -64,7 +64,8 @@ fn logs_can_be_json_lines_for_log_pipelines() {
 }
 
 /// The demo driving agents served by another process, as in production:
-/// `cloudbus agent` prints one `NAME URL` line per host.
+/// `cloudbus agent` prints one `NAME=URL` line per host, what `--agents`
+/// takes.
 #[test]
 fn the_demo_drives_agents_served_by_cloudbus_agent() {
     use std::io::{BufRead, BufReader};
@@ -80,10 +81,10 @@ fn the_demo_drives_agents_served_by_cloudbus_agent() {
     let mut urls = Vec::new();
     for name in ["host-1", "host-2"] {
         let line = lines.next().expect("a line per host").expect("utf-8");
-        let (printed, url) = line.split_once(' ').expect("NAME URL");
+        let (printed, url) = line.split_once('=').expect("NAME=URL");
         assert_eq!(printed, name);
         assert!(url.starts_with("http://127.0.0.1:"), "{line}");
-        urls.push(url.to_string());
+        urls.push(line.clone());
     }
     let agents = urls.join(",");
     // The agents serve only nodes with their token.
@@ -117,7 +118,10 @@ fn the_demo_fails_clearly_when_its_agents_are_down() {
     drop(listener);
     let out = cloudbus(&["demo", "--agents", &url]);
     assert_eq!(out.status.code(), Some(1));
+    // No host to place a VM on, and why: its agent does not answer.
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("host.CONNECT_FAILED"), "{stderr}");
+    assert!(stderr.contains("host.NO_CAPACITY"), "{stderr}");
+    assert!(stderr.contains("1 of 1 hosts disconnected"), "{stderr}");
+    assert!(stderr.contains("agent.UNREACHABLE"), "{stderr}");
     assert!(stderr.contains(&url), "{stderr}");
 }

@@ -61,7 +61,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .await
         .context("starting the simulated hosts' agents")?;
     for (name, agent) in &agents {
-        println!("{name} {}", agent.url());
+        // `name=url`: what `--agents` takes, line for line.
+        println!("{name}={}", agent.url());
     }
     tracing::info!(hosts = agents.len(), "agents serving");
     super::signal::stop_requested().await;

@@ -26,7 +26,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     }
     let bus = builder.build().await.context("starting the embedded bus")?;
     println!("cloudbus demo: an example control plane on the embedded bus");
-    cloudbus_demo::run(&bus, &args.agents.host_agents(), |line| println!("{line}"))
+    cloudbus_demo::run(&bus, &args.agents.host_agents()?, |line| println!("{line}"))
         .await
         .context("the demo failed")?;
     Ok(())

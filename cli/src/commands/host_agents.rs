@@ -8,9 +8,11 @@ use cloudbus_demo::HostAgents;
 /// Where the host service finds the hypervisor agents.
 #[derive(clap::Args)]
 pub struct AgentArgs {
-    /// Base URLs of the hosts' agents, comma-separated (e.g. the lines
-    /// `cloudbus agent` prints). Without it, two simulated hosts are served
-    /// in this process over HTTP on loopback.
+    /// The hosts, comma-separated, each `name=url` of its agent (the lines
+    /// `cloudbus agent` prints) or a bare agent URL. Give every node the
+    /// same list: each tracks the hosts it owns by the hash ring. Without
+    /// it, two simulated hosts are served in this process over HTTP on
+    /// loopback.
     #[arg(long, value_delimiter = ',', value_name = "URL")]
     agents: Vec<String>,
     /// Where this node listens for the agents' callbacks.
@@ -23,6 +25,9 @@ pub struct AgentArgs {
     /// Commands in flight to one agent at most.
     #[arg(long, value_name = "N", default_value_t = 8)]
     agent_limit: usize,
+    /// How often the node pings each host it tracks, e.g. `5s`.
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = humantime::parse_duration)]
+    host_ping_interval: std::time::Duration,
     /// The bearer token the agents want (`cloudbus agent --token`).
     #[arg(long, env = "CLOUDBUS_AGENT_TOKEN", hide_env_values = true)]
     agent_token: Option<String>,
@@ -30,7 +35,7 @@ pub struct AgentArgs {
 
 impl AgentArgs {
     /// The host service's settings.
-    pub fn host_agents(&self) -> HostAgents {
+    pub fn host_agents(&self) -> anyhow::Result<HostAgents> {
         let defaults = HostAgents::default();
         let mut client = defaults
             .client
@@ -42,9 +47,16 @@ impl AgentArgs {
         if let Some(token) = &self.agent_token {
             client = client.bearer_token(token.clone());
         }
-        HostAgents {
+        if self.host_ping_interval.is_zero() {
+            anyhow::bail!("--host-ping-interval must be above zero");
+        }
+        Ok(HostAgents {
             urls: self.agents.clone(),
             client,
-        }
+            tracking: cloudbus_demo::host::TrackerConfig {
+                interval: self.host_ping_interval,
+                ..defaults.tracking
+            },
+        })
     }
 }

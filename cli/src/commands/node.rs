@@ -46,13 +46,14 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     if let Some(node) = args.node_id {
         builder = builder.node_id(node);
     }
+    let agents = args.agents.host_agents()?;
     let url = amqp::redact(&args.broker.amqp_url);
     let bus = builder
         .build()
         .await
         .with_context(|| format!("starting a node of bus {:?} at {url}", args.broker.bus))?;
     let names: Vec<&str> = args.services.iter().map(String::as_str).collect();
-    let installed = match cloudbus_demo::install(&bus, &names, &args.agents.host_agents()).await {
+    let installed = match cloudbus_demo::install(&bus, &names, &agents).await {
         Ok(installed) => installed,
         Err(error) => {
             bus.shutdown().await;
@@ -78,7 +79,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     tracing::info!(
         node = %bus.node_id(),
         bus = %bus.name(),
-        broker = bus.broker().unwrap_or_default(),
+        broker = %bus.broker().unwrap_or_default(),
         services = %bus.services().join(","),
         "node started"
     );

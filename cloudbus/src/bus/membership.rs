@@ -20,6 +20,14 @@ impl Bus {
         self.inner.members.view()
     }
 
+    /// Follows the cluster: the value changes whenever a member joins,
+    /// leaves, dies or changes its services, so that work assigned by the
+    /// ring (which node tracks which host, say) moves at once, not at the
+    /// next poll. Read the new state with [`Bus::cluster`].
+    pub fn cluster_changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.inner.members.changes()
+    }
+
     /// Waits until the cluster satisfies `ready` (re-checked on every
     /// change of members or their services) and returns that view, or
     /// `cloudbus.TIMEOUT` after `timeout`.

@@ -29,11 +29,17 @@ pub const SERVICES: [&str; 4] = ["vm", "host", "storage", "audit"];
 /// Where the host service finds its hosts' hypervisor agents.
 #[derive(Debug, Clone)]
 pub struct HostAgents {
-    /// The agents' base URLs, e.g. `http://10.0.0.7:7070`. When empty, the
-    /// node serves two simulated hosts itself, over HTTP on loopback.
+    /// The hosts of the control plane, each `name=url` (or a bare agent
+    /// URL, which then names the host), e.g.
+    /// `host-7=http://10.0.0.7:7070`. Every node gets the same list; each
+    /// tracks the hosts it owns by the ring. When empty, the node serves
+    /// two simulated hosts, `host-1` and `host-2`, itself, over HTTP on
+    /// loopback (every such node its own copies).
     pub urls: Vec<String>,
     /// The node's agent client: callback listener, limits, timeout.
     pub client: AgentClientBuilder,
+    /// How the host service pings its hosts.
+    pub tracking: host::TrackerConfig,
 }
 
 impl Default for HostAgents {
@@ -43,6 +49,7 @@ impl Default for HostAgents {
             // Inside the bus's default 30 s call timeout, so a stuck agent
             // surfaces as the agent's timeout, not the caller's.
             client: AgentClient::builder().timeout(Duration::from_secs(20)),
+            tracking: host::TrackerConfig::default(),
         }
     }
 }
@@ -71,20 +78,34 @@ pub async fn install(
             "vm" => bus.register(vm::VmService::default().service()).await?,
             "host" => {
                 let client = agents.client.clone().start().await?;
-                let (urls, simulated) = if agents.urls.is_empty() {
+                let (inventory, simulated) = if agents.urls.is_empty() {
                     let simulated = Simulation::demo().serve().await.map_err(|e| {
                         ErrorCode::new(
                             codes::INTERNAL,
                             format!("cannot serve the simulated hosts: {e}"),
                         )
                     })?;
-                    let urls = simulated.iter().map(|(_, agent)| agent.url()).collect();
+                    let inventory = simulated
+                        .iter()
+                        .map(|(name, agent)| host::HostRecord {
+                            uuid: name.clone(),
+                            agent: agent.url(),
+                        })
+                        .collect();
                     let agents = simulated.into_iter().map(|(_, agent)| agent).collect();
-                    (urls, agents)
+                    (inventory, agents)
                 } else {
-                    (agents.urls.clone(), Vec::new())
+                    let inventory = agents.urls.iter().map(|u| host::HostRecord::parse(u));
+                    (inventory.collect(), Vec::new())
                 };
-                let service = host::HostService::connect(client.clone(), &urls, simulated).await?;
+                let service = host::HostService::start(
+                    bus,
+                    client.clone(),
+                    inventory,
+                    agents.tracking.clone(),
+                    simulated,
+                )
+                .await;
                 bus.register(service.service()).await?;
                 installed.agents = Some(client);
             }

@@ -147,6 +147,49 @@ pub struct HostAllocated {
     pub host: String,
 }
 
+/// Internal request between host services: reserve room on one of the
+/// hosts the receiving node tracks (the node that took `AllocateHost`
+/// asks itself first, then the others).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Message)]
+#[message(type = "host.AllocateOwnedHost", reply = HostAllocated)]
+pub struct AllocateOwnedHost {
+    pub vm_uuid: String,
+    pub cpus: u32,
+    pub memory_gb: u32,
+}
+
+/// Event: a host's agent answered again (`Connected`) or stopped answering
+/// (`Disconnected`), as seen by `node`, the management node that tracks
+/// the host now.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Message)]
+#[message(type = "host.StatusChanged", event)]
+pub struct HostStatusChanged {
+    pub host: String,
+    pub status: String,
+    pub node: String,
+}
+
+/// Asks one node which hosts it tracks now (send it with `.node(id)`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, Message)]
+#[message(type = "host.GetTrackedHosts", reply = TrackedHosts)]
+pub struct GetTrackedHosts {}
+
+/// The hosts a node tracks, sorted, with their status.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Message)]
+#[message(type = "host.TrackedHosts")]
+pub struct TrackedHosts {
+    pub node: String,
+    pub hosts: Vec<TrackedHost>,
+}
+
+/// One tracked host.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrackedHost {
+    pub host: String,
+    /// `Connected`, `Disconnected`, or `Unknown` before its first ping.
+    pub status: String,
+}
+
 /// Internal request from the vm service: boot a VM on the host it was
 /// given. The host service asks the host's agent over HTTP, which
 /// accepts at once and calls back when the VM runs.

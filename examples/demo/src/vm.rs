@@ -89,15 +89,26 @@ async fn state_changed(ctx: &Context, vm: &VmInventory, to: &str) -> Result<(), 
         .await
 }
 
+/// The node that tracks `host` now, to which commands for it go.
+fn tracker_of(ctx: &Context, host: &str) -> Result<cloudbus::NodeId, ErrorCode> {
+    crate::host::owner(&ctx.bus().cluster(), host).ok_or_else(|| {
+        ErrorCode::new(
+            cloudbus::codes::NO_SUCH_SERVICE,
+            format!("no node runs the host service to drive host {host}"),
+        )
+    })
+}
+
 /// Gives a host the capacity of a VM that left it. A plain message:
 /// nothing to wait for.
 async fn release(ctx: &Context, host: String, vm: &VmInventory) -> Result<(), ErrorCode> {
     ctx.bus()
         .send(ReleaseHost {
-            host,
+            host: host.clone(),
             cpus: vm.cpus,
             memory_gb: vm.memory_gb,
         })
+        .node(tracker_of(ctx, &host)?)
         .await
 }
 
@@ -219,6 +230,8 @@ impl VmService {
                 cpus: vm.cpus,
                 memory_gb: vm.memory_gb,
             })
+            // The node that tracks the host drives its agent.
+            .node(tracker_of(&ctx, &placed.host)?)
             .await;
         let booted = match booted {
             Ok(booted) => booted,
@@ -249,6 +262,7 @@ impl VmService {
                 vm_uuid: vm.uuid.clone(),
                 host: host.clone(),
             })
+            .node(tracker_of(&ctx, &host)?)
             .await?;
         release(&ctx, host, &vm).await?;
         self.set_state(&vm.uuid, STOPPED, None)?;

@@ -1,6 +1,9 @@
 //! The demo's services and scenario, on the embedded bus.
 
+use std::time::Duration;
+
 use cloudbus::Bus;
+use cloudbus_demo::host::TrackerConfig;
 use cloudbus_demo::hypervisor::Simulation;
 use cloudbus_demo::messages::*;
 use cloudbus_demo::{HostAgents, SERVICES, install, run};
@@ -195,7 +198,16 @@ async fn install_refuses_unknown_services() {
 async fn a_vm_start_reaches_the_agent_and_a_dead_agent_fails_cleanly() {
     let mut hosts = Simulation::demo().serve().await.unwrap();
     let agents = HostAgents {
-        urls: hosts.iter().map(|(_, agent)| agent.url()).collect(),
+        urls: hosts
+            .iter()
+            .map(|(name, agent)| format!("{name}={}", agent.url()))
+            .collect(),
+        // No ping comes between the agent's death and the start: the start
+        // itself meets the dead agent.
+        tracking: TrackerConfig {
+            interval: Duration::from_secs(3600),
+            ..TrackerConfig::default()
+        },
         ..HostAgents::default()
     };
     let bus = Bus::embedded();
@@ -231,23 +243,31 @@ async fn a_vm_start_reaches_the_agent_and_a_dead_agent_fails_cleanly() {
     assert_eq!(host1_stats.callbacks_sent.get(), 1, "booted by callback");
 }
 
+/// A host whose agent does not answer is tracked as Disconnected (and
+/// said so by a `host.StatusChanged` event): nothing is placed on it.
 #[tokio::test]
-async fn a_host_service_without_reachable_agents_does_not_start() {
+async fn a_host_whose_agent_does_not_answer_is_disconnected_and_gets_no_vm() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     drop(listener);
     let agents = HostAgents {
-        urls: vec![url.clone()],
+        urls: vec![format!("host-9={url}")],
         ..HostAgents::default()
     };
-    let err = install(&Bus::embedded(), &["host"], &agents)
-        .await
-        .err()
-        .expect("no agent");
-    assert_eq!(err.code(), "host.CONNECT_FAILED");
-    assert!(err.description().contains(&url), "{err}");
+    let bus = Bus::embedded();
+    let mut changes = bus.subscribe::<HostStatusChanged>().await.unwrap();
+    install(&bus, &SERVICES, &agents).await.unwrap();
+    let change = changes.recv().await.unwrap();
     assert_eq!(
-        err.cause().map(|c| c.code()),
-        Some(cloudbus_agent::codes::UNREACHABLE)
+        (change.host.as_str(), change.status.as_str()),
+        ("host-9", "Disconnected")
     );
+    assert_eq!(change.node, bus.node_id().to_string());
+    let tracked = bus.call(GetTrackedHosts {}).await.unwrap();
+    assert_eq!(tracked.hosts.len(), 1);
+    assert_eq!(tracked.hosts[0].status, "Disconnected");
+    let vm = bus.call(create("c", 1)).await.unwrap();
+    let err = bus.call(StartVm { uuid: vm.uuid }).await.unwrap_err();
+    assert_eq!(err.code(), "host.NO_CAPACITY", "{err}");
+    bus.shutdown().await;
 }

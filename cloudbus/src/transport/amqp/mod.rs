@@ -408,7 +408,7 @@ impl Transport for AmqpTransport {
             drop(wanted);
             let task = tokio::spawn(supervisor::supervise(shared.clone()));
             *shared.supervisor.lock().unwrap_or_else(|e| e.into_inner()) = Some(task);
-            tracing::info!(bus, %node, broker, "connected to the broker");
+            tracing::info!(bus, %node, %broker, "connected to the broker");
             Ok(())
         })
     }

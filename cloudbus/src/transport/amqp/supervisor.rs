@@ -24,7 +24,7 @@ pub(crate) async fn supervise(shared: Arc<Shared>) {
         }
         shared.session.store(None);
         session.abandon();
-        tracing::warn!(broker = session.broker, %error, "lost the broker connection; reconnecting");
+        tracing::warn!(broker = %session.broker, %error, "lost the broker connection; reconnecting");
         shared.inbound().connection_changed(false);
         if !reconnect(&shared).await {
             return;

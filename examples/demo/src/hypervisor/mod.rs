@@ -8,8 +8,8 @@ use serde::{Deserialize, Serialize};
 
 pub use simulated::{SimulatedHost, Simulation};
 
-/// Asks an agent what host it runs on; sent once when the host service
-/// connects its hosts.
+/// Asks an agent what host it runs on and how much room is left: the
+/// host service's ping, sent by the node that tracks the host.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct ConnectHost {}
 
@@ -22,6 +22,24 @@ pub struct HostFacts {
     pub cpus: u32,
     /// Memory the host offers to VMs, in GiB.
     pub memory_gb: u32,
+    /// CPUs not taken by running VMs (all of them when not said).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub free_cpus: Option<u32>,
+    /// Memory not taken by running VMs, in GiB (all when not said).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub free_memory_gb: Option<u32>,
+}
+
+impl HostFacts {
+    /// CPUs left for new VMs.
+    pub fn free_cpus(&self) -> u32 {
+        self.free_cpus.unwrap_or(self.cpus)
+    }
+
+    /// Memory left for new VMs, in GiB.
+    pub fn free_memory_gb(&self) -> u32 {
+        self.free_memory_gb.unwrap_or(self.memory_gb)
+    }
 }
 
 impl Command for ConnectHost {

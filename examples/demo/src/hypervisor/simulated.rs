@@ -17,8 +17,8 @@ use super::{BootVm, ConnectHost, HaltVm, HostFacts, VmBooted, VmHalted};
 pub struct SimulatedHost {
     facts: HostFacts,
     boot_time: Duration,
-    /// VM uuid to its console port.
-    running: Mutex<HashMap<String, u16>>,
+    /// VM uuid to its console port and size (CPUs, GiB).
+    running: Mutex<HashMap<String, (u16, u32, u32)>>,
 }
 
 impl SimulatedHost {
@@ -30,6 +30,8 @@ impl SimulatedHost {
                 name: name.into(),
                 cpus,
                 memory_gb,
+                free_cpus: None,
+                free_memory_gb: None,
             },
             boot_time,
             running: Mutex::new(HashMap::new()),
@@ -56,7 +58,15 @@ impl SimulatedHost {
 
 impl CommandHandler<ConnectHost> for SimulatedHost {
     async fn handle(&self, _: ConnectHost) -> Result<HostFacts, ErrorCode> {
-        Ok(self.facts.clone())
+        let running = self.running.lock().expect("vm table");
+        let (cpus, memory_gb) = running
+            .values()
+            .fold((0, 0), |(c, m), (_, vc, vm)| (c + vc, m + vm));
+        Ok(HostFacts {
+            free_cpus: Some(self.facts.cpus.saturating_sub(cpus)),
+            free_memory_gb: Some(self.facts.memory_gb.saturating_sub(memory_gb)),
+            ..self.facts.clone()
+        })
     }
 }
 
@@ -78,7 +88,7 @@ impl CommandHandler<BootVm> for SimulatedHost {
         }
         // Console ports in boot order, like a hypervisor's VNC displays.
         let port = 5900 + running.len() as u16;
-        running.insert(cmd.vm_uuid.clone(), port);
+        running.insert(cmd.vm_uuid.clone(), (port, cmd.cpus, cmd.memory_gb));
         Ok(VmBooted {
             console: format!("vnc://{}:{port}", self.facts.name),
             vm_uuid: cmd.vm_uuid,
