@@ -205,6 +205,7 @@ async def main() -> None:
     parser.add_argument("--cloudbus", type=Path, default=WORKSPACE / "target/release/cloudbus")
     parser.add_argument("--peer", type=Path, default=WORKSPACE / "target/release/examples/interop_peer")
     parser.add_argument("--nameko-python", type=Path, default=WORKSPACE / "target/nameko-venv/bin/python")
+    parser.add_argument("--concurrency", type=int, default=64, help="the Python service's limit (its queue's prefetch)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     levels = [int(n) for n in args.in_flight.split(",")]
@@ -224,7 +225,7 @@ async def main() -> None:
     bus = await cloudbus.connect(args.url, bus_name)
     raw_client = RawClient(args.url, bus_name)
     await raw_client.start()
-    server = cloudbus.Service("pybench", concurrency=64)
+    server = cloudbus.Service("pybench", concurrency=args.concurrency)
 
     @server.handler("pybench.GetCapacity", reply="pybench.Capacity")
     async def capacity(body: dict[str, Any], ctx: cloudbus.Context) -> dict[str, Any]:

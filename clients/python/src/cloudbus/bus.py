@@ -462,11 +462,13 @@ class Bus:
         """Publishes a reply to ``reply_to`` (not mandatory, not confirmed: §5)."""
         message = wire.reply(answering, reply_type, result, source=self.node_id, error=error)
         try:
+            # Not confirmed (§5), so not even waiting for the socket to drain.
             await self._unconfirmed_amqp.basic_publish(
                 message.body,
                 exchange=self.names.p2p,
                 routing_key=reply_to,
                 properties=message.properties,
+                wait=False,
             )
         except (aiormq.exceptions.AMQPError, RuntimeError) as lost:
             log.warning("reply to %s lost: %r", reply_to, lost)
@@ -624,7 +626,7 @@ class Bus:
             self._take_event(message)
         finally:
             try:
-                await self._event_amqp.basic_ack(message.delivery.delivery_tag)
+                await self._event_amqp.basic_ack(message.delivery.delivery_tag, wait=False)
             except Exception:  # noqa: BLE001 - channel gone
                 pass
 

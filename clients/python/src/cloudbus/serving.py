@@ -118,7 +118,7 @@ class ServiceRuntime:
             if self.in_flight == 0:
                 self._idle.set()
             try:
-                await self._amqp.basic_ack(message.delivery.delivery_tag)  # type: ignore[union-attr]
+                await self._amqp.basic_ack(message.delivery.delivery_tag, wait=False)  # type: ignore[union-attr]
             except Exception as error:  # noqa: BLE001 - the channel is gone
                 log.debug("ack failed: %r", error)
 

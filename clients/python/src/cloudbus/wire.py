@@ -232,10 +232,15 @@ def _text(value: Any) -> str | None:
     return None
 
 
+_HEX = frozenset("0123456789abcdef")
+
+
 def _id(value: Any) -> str | None:
     text = _text(value)
     if not text:
         return None
+    if len(text) == 32 and _HEX.issuperset(text):
+        return text  # the usual form, without parsing a UUID
     try:
         return node_id(text)
     except CloudbusError:
