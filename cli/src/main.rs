@@ -23,6 +23,12 @@ struct Cli {
         env = "CLOUDBUS_LOG_FORMAT"
     )]
     log_format: commands::LogFormat,
+    /// Send spans to an OpenTelemetry collector over OTLP/HTTP at this base
+    /// URL (e.g. http://127.0.0.1:4318), so a call shows up as one trace
+    /// across nodes. Default: OTEL_EXPORTER_OTLP_ENDPOINT (or
+    /// OTEL_EXPORTER_OTLP_TRACES_ENDPOINT); unset, nothing is exported.
+    #[arg(long, global = true, value_name = "URL")]
+    otlp_endpoint: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -41,6 +47,8 @@ enum Command {
     Tail(commands::tail::Args),
     /// Show the live nodes of a bus: services, heartbeats, queues.
     Status(commands::status::Args),
+    /// Ping every live node (or one) and print each round-trip time.
+    Ping(commands::ping::Args),
     /// Show which node owns a resource by the hash ring (`route` still works).
     #[command(alias = "route")]
     Owner(commands::owner::Args),
@@ -52,9 +60,34 @@ enum Command {
     Bench(commands::bench::Args),
 }
 
+impl Command {
+    /// The subcommand's name, as typed.
+    fn name(&self) -> &'static str {
+        match self {
+            Command::Demo(_) => "demo",
+            Command::Node(_) => "node",
+            Command::Call(_) => "call",
+            Command::Publish(_) => "publish",
+            Command::Tail(_) => "tail",
+            Command::Status(_) => "status",
+            Command::Ping(_) => "ping",
+            Command::Owner(_) => "owner",
+            Command::Stats(_) => "stats",
+            Command::Agent(_) => "agent",
+            Command::Bench(_) => "bench",
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     commands::set_log_format(cli.log_format);
+    // Collectors group spans by service: `cloudbus-node`, `cloudbus-call`…
+    let service_name = format!("cloudbus-{}", cli.command.name());
+    if let Err(e) = commands::start_export(cli.otlp_endpoint.as_deref(), &service_name) {
+        eprintln!("error: {e:#}");
+        return ExitCode::FAILURE;
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(e) => {
@@ -70,12 +103,15 @@ fn main() -> ExitCode {
             Command::Publish(args) => commands::publish::run(args).await,
             Command::Tail(args) => commands::tail::run(args).await,
             Command::Status(args) => commands::status::run(args).await,
+            Command::Ping(args) => commands::ping::run(args).await,
             Command::Owner(args) => commands::owner::run(args).await,
             Command::Stats(args) => commands::stats::run(args).await,
             Command::Bench(args) => commands::bench::run(args).await,
             Command::Agent(args) => commands::agent::run(args).await,
         }
     });
+    drop(runtime);
+    commands::finish_export();
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

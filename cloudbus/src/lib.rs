@@ -69,9 +69,12 @@ mod error;
 pub mod message;
 #[cfg(feature = "prometheus")]
 pub mod metrics;
+#[cfg(feature = "otlp")]
+pub mod otlp;
 pub mod prelude;
 pub mod ring;
 mod service;
+mod trace_context;
 pub mod transport;
 
 /// Makes every `async fn` of an `impl` block a handler of the service whose

@@ -20,7 +20,8 @@ pub struct Args {
     /// The request's body, a JSON object.
     #[arg(default_value = "{}")]
     json: String,
-    /// Call the service on this node.
+    /// Call the service on this node (for the built-in `cloudbus` service,
+    /// without it: a member at random, named on stderr).
     #[arg(long, conflicts_with = "owner_of")]
     node: Option<NodeId>,
     /// Call the service on the node that owns this resource (by the ring).
@@ -35,23 +36,31 @@ pub struct Args {
 }
 
 /// Prints the reply's JSON on stdout; an error reply is an error (exit 1).
+/// A built-in request (service `cloudbus`) goes to a member of the bus,
+/// and which one answered is said on stderr.
 pub async fn run(args: Args) -> anyhow::Result<()> {
     super::logging::init("warn");
     let bus = args.broker.observer().await?;
     let outcome = call(&bus, &args).await;
     bus.shutdown().await;
-    let reply = outcome?;
+    let (reply, answered_by) = outcome?;
     let value: serde_json::Value =
         serde_json::from_slice(&reply).context("the reply is not JSON")?;
     println!("{}", serde_json::to_string_pretty(&value)?);
+    if let Some(node) = answered_by {
+        eprintln!("answered by node {node}");
+    }
     Ok(())
 }
 
-async fn call(bus: &cloudbus::Bus, args: &Args) -> anyhow::Result<bytes::Bytes> {
+/// The reply, and the node that answered when this command chose it.
+async fn call(bus: &cloudbus::Bus, args: &Args) -> anyhow::Result<(bytes::Bytes, Option<NodeId>)> {
     let mut request = bus
         .call_json(&args.type_name, args.json.clone())
         .service(args.service.clone())
         .timeout(args.timeout);
+    let builtin = args.service == cloudbus::address::NODE_SERVICE;
+    let mut chosen = None;
     if let Some(node) = args.node {
         request = request.node(node);
     } else {
@@ -62,10 +71,19 @@ async fn call(bus: &cloudbus::Bus, args: &Args) -> anyhow::Result<bytes::Bytes> 
         }
         if let Some(resource) = &args.owner_of {
             request = request.owner_of(resource);
+            chosen = view.owner(resource);
+        } else if builtin {
+            // Every member runs the built-in service; this tool's own copy
+            // only takes its replies. Ask one member, at random.
+            let nodes = view.nodes();
+            let node = nodes[uuid::Uuid::new_v4().as_u128() as usize % nodes.len()].node;
+            request = request.node(node);
+            chosen = Some(node);
         }
     }
     if let Some(event) = &args.api_event {
         request = request.api_event(event);
     }
-    Ok(request.await?)
+    let reply = request.await?;
+    Ok((reply, if builtin { chosen.or(args.node) } else { None }))
 }

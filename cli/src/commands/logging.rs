@@ -29,19 +29,64 @@ pub fn set_format(format: LogFormat) {
 /// lines are left out. `RUST_LOG=lapin=debug` brings them back.
 const QUIET_CLIENT: &str = "lapin=off";
 
-/// Installs the log subscriber: `RUST_LOG` if set, else `default`.
+/// Where spans go when they leave the process (`--otlp-endpoint` or the
+/// standard `OTEL_EXPORTER_OTLP_*` variables); unset, nothing is exported.
+static EXPORTER: OnceLock<cloudbus::otlp::OtlpExporter> = OnceLock::new();
+
+/// Starts exporting spans over OTLP/HTTP to `endpoint`, else where the
+/// standard variables say, as `service_name`. Called once from `main`,
+/// before the async runtime: the exporter sends from a thread of its own.
+pub fn start_export(endpoint: Option<&str>, service_name: &str) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    let exporter = match endpoint {
+        Some(endpoint) => Some(cloudbus::otlp::OtlpExporter::new(endpoint, service_name)?),
+        None => cloudbus::otlp::OtlpExporter::from_env(service_name)
+            .context("reading OTEL_EXPORTER_OTLP_ENDPOINT")?,
+    };
+    if let Some(exporter) = exporter {
+        let _ = EXPORTER.set(exporter);
+    }
+    Ok(())
+}
+
+/// Sends the spans still buffered (a node's last calls, a one-shot
+/// command's only one) before the process exits.
+pub fn finish_export() {
+    if let Some(exporter) = EXPORTER.get() {
+        if let Err(error) = exporter.shutdown() {
+            eprintln!("warning: {error}");
+        }
+    }
+}
+
+/// Installs the log subscriber: `RUST_LOG` if set, else `default`; and
+/// the span exporter if [`start_export`] started one. The log filter
+/// applies to the log lines only, so the bus's `debug` spans reach the
+/// exporter without filling the log.
 pub fn init(default: &str) {
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new(format!("{default},{QUIET_CLIENT}")));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_target(false);
-    // A second init (in tests) is harmless; keep the first.
-    let _ = match FORMAT.get().copied().unwrap_or_default() {
-        LogFormat::Text => builder
+    let logs = match FORMAT.get().copied().unwrap_or_default() {
+        LogFormat::Text => fmt
             .with_ansi(std::io::stderr().is_terminal())
-            .try_init(),
-        LogFormat::Json => builder.json().with_current_span(true).try_init(),
+            .with_filter(filter)
+            .boxed(),
+        LogFormat::Json => fmt
+            .json()
+            .with_current_span(true)
+            .with_filter(filter)
+            .boxed(),
     };
+    let spans = EXPORTER.get().map(|exporter| exporter.layer());
+    // A second init (in tests) is harmless; keep the first.
+    let _ = tracing_subscriber::registry()
+        .with(logs)
+        .with(spans)
+        .try_init();
 }

@@ -11,6 +11,7 @@ mod logging;
 mod metrics;
 pub mod node;
 pub mod owner;
+pub mod ping;
 pub mod publish;
 mod signal;
 pub mod stats;
@@ -18,4 +19,4 @@ pub mod status;
 mod table;
 pub mod tail;
 
-pub use logging::{LogFormat, set_format as set_log_format};
+pub use logging::{LogFormat, finish_export, set_format as set_log_format, start_export};

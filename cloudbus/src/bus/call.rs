@@ -7,6 +7,7 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use futures::{StreamExt, stream};
 use tokio::sync::oneshot;
+use tracing::Instrument as _;
 
 use super::Bus;
 use super::dispatch::{Answer, Target};
@@ -96,6 +97,14 @@ pub(super) use started_on_poll;
 
 /// A request on its way; `.await` it for the typed reply. Set a timeout,
 /// another service or a specific node first if needed.
+///
+/// Where it goes: the node named with [`node`](Self::node) or
+/// [`owner_of`](Self::owner_of); else the service on this node if it runs
+/// here; else the live members that run it, in turn. Each bus starts its
+/// turns at a random member, so many short-lived callers (one call each,
+/// like `cloudbus call`) spread over the members instead of all landing on
+/// the first. An observer's built-in requests (`cloudbus.Ping`…) go to a
+/// member, never to the observer itself.
 ///
 /// ```
 /// # use serde::{Deserialize, Serialize};
@@ -343,12 +352,30 @@ impl Bus {
     /// whether the caller may cancel it by id.
     pub(crate) async fn request(
         &self,
-        mut envelope: Envelope,
+        envelope: Envelope,
         body: Body,
         api_event: Option<&str>,
         cancellable: bool,
     ) -> Result<Body, ErrorCode> {
+        let span = crate::trace_context::sending_span(&envelope, self.inner.node);
+        let outcome = self
+            .request_in(envelope, body, api_event, cancellable, &span)
+            .instrument(span.clone())
+            .await;
+        crate::trace_context::sent(&span, &outcome);
+        outcome
+    }
+
+    async fn request_in(
+        &self,
+        mut envelope: Envelope,
+        body: Body,
+        api_event: Option<&str>,
+        cancellable: bool,
+        span: &tracing::Span,
+    ) -> Result<Body, ErrorCode> {
         let target = self.resolve_outgoing(&mut envelope, &body, true)?;
+        traced(span, &target, &mut envelope);
         let timeout = envelope
             .timeout
             .unwrap_or(self.inner.config.default_timeout);
@@ -407,8 +434,28 @@ impl Bus {
 
     /// Hands a plain message over; done once it is accepted.
     pub(crate) async fn post(&self, mut envelope: Envelope, body: Body) -> Result<(), ErrorCode> {
-        let target = self.resolve_outgoing(&mut envelope, &body, true)?;
-        self.dispatch(target, envelope, body, Answer::Nobody, None)
-            .await
+        let span = crate::trace_context::sending_span(&envelope, self.inner.node);
+        let outcome = async {
+            let target = self.resolve_outgoing(&mut envelope, &body, true)?;
+            traced(&span, &target, &mut envelope);
+            self.dispatch(target, envelope, body, Answer::Nobody, None)
+                .await
+        }
+        .instrument(span.clone())
+        .await;
+        crate::trace_context::sent(&span, &outcome);
+        outcome
     }
+}
+
+/// Notes where a routed message goes on its sending span, and hands the
+/// span's trace context on in the message.
+fn traced(span: &tracing::Span, target: &Target, envelope: &mut Envelope) {
+    if span.is_disabled() {
+        return;
+    }
+    if let Target::Remote(node) = target {
+        span.record("to", tracing::field::display(node));
+    }
+    crate::trace_context::inject(span, &mut envelope.headers);
 }

@@ -2,6 +2,8 @@
 
 use std::sync::Arc;
 
+use tracing::Instrument as _;
+
 use super::event_queue::{Overflow, QueueReceiver, event_queue};
 use super::subscribe::{SubscriberInfo, deliver_blocked};
 use super::{Bus, RawSubscription, Subscription};
@@ -25,6 +27,22 @@ impl Bus {
         self.check_open()?;
         self.intercept_publish(&mut envelope, &body)?;
         envelope.check_wire_limits()?;
+        // Heartbeats and the like are the bus's own housekeeping: tracing
+        // them would bury the calls in a trace per node per second.
+        if crate::cluster::is_membership(&envelope.type_name) {
+            return self.publish_traced(envelope, body).await;
+        }
+        let span = crate::trace_context::sending_span(&envelope, self.inner.node);
+        crate::trace_context::inject(&span, &mut envelope.headers);
+        let outcome = self
+            .publish_traced(envelope, body)
+            .instrument(span.clone())
+            .await;
+        crate::trace_context::sent(&span, &outcome);
+        outcome
+    }
+
+    async fn publish_traced(&self, envelope: Envelope, body: Body) -> Result<(), ErrorCode> {
         let body = body.into_shared();
         if let Some(transport) = &self.inner.transport {
             // Other nodes get it through the broker; this node's own copy

@@ -82,6 +82,9 @@ fn finished(stats: &TypeStats, started: Instant, error: Option<&ErrorCode>) {
     if !span.is_disabled() {
         span.record("outcome", error.map_or("ok", |e| e.code()));
         span.record("duration_us", took.as_micros() as u64);
+        if error.is_some() {
+            span.record("otel.status_code", "ERROR");
+        }
     }
 }
 

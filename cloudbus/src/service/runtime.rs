@@ -233,17 +233,26 @@ fn start(mut run: BoxFuture<'static, ()>, ticket: Ticket, inline: bool) {
 /// in when it ends) how it went and how long it took. `traceparent` ties
 /// it to the caller's trace.
 fn handling_span(bus: &Bus, service: &str, envelope: &crate::Envelope) -> tracing::Span {
-    tracing::debug_span!(
+    let kind = match envelope.kind {
+        crate::Kind::Request => "server",
+        _ => "consumer",
+    };
+    let span = tracing::debug_span!(
         "handle",
+        otel.name = %format_args!("handle {}", envelope.type_name),
+        otel.kind = kind,
+        otel.status_code = tracing::field::Empty,
         r#type = %envelope.type_name,
         service,
         node = %bus.node_id(),
         id = %envelope.id,
         from = %envelope.source,
-        traceparent = envelope.headers.get("traceparent").unwrap_or(""),
+        traceparent = envelope.headers.get(crate::trace_context::TRACEPARENT).unwrap_or(""),
         outcome = tracing::field::Empty,
         duration_us = tracing::field::Empty,
-    )
+    );
+    crate::trace_context::adopt_parent(&span, &envelope.headers);
+    span
 }
 
 async fn reject(bus: &Bus, delivery: Delivery, error: ErrorCode) {
