@@ -110,19 +110,25 @@ class ServiceRuntime:
         task = asyncio.current_task()
         if task is not None:
             self._handling.add(task)
+        acked = False
         try:
-            await self._handle(message)
+            acked = await self._handle(message)
         finally:
             self._handling.discard(task)  # type: ignore[arg-type]
             self.in_flight -= 1
             if self.in_flight == 0:
                 self._idle.set()
-            try:
-                await self._amqp.basic_ack(message.delivery.delivery_tag, wait=False)  # type: ignore[union-attr]
-            except Exception as error:  # noqa: BLE001 - the channel is gone
-                log.debug("ack failed: %r", error)
+            if not acked:
+                await self._ack(message)
 
-    async def _handle(self, message: DeliveredMessage) -> None:
+    async def _ack(self, message: DeliveredMessage) -> None:
+        try:
+            await self._amqp.basic_ack(message.delivery.delivery_tag, wait=False)  # type: ignore[union-attr]
+        except Exception as error:  # noqa: BLE001 - the channel is gone
+            log.debug("ack failed: %r", error)
+
+    async def _handle(self, message: DeliveredMessage) -> bool:
+        """Handles and answers a delivery; ``True`` if it acked it already."""
         try:
             inbound = wire.decode(message.header.properties, message.body)
         except wire.Malformed as bad:
@@ -130,25 +136,25 @@ class ServiceRuntime:
             log.warning("service %s: malformed message dropped or refused: %s", self.service.name, bad.reason)
             if bad.answerable and bad.message_id and bad.reply_to:
                 await self.bus.answer(bad.reply_to, bad.message_id, "", error=CloudbusError(MALFORMED, bad.reason))
-            return
+            return False
         if inbound.kind not in (wire.REQUEST, wire.MESSAGE):
             log.warning("service %s: a %s on a service queue; dropped", self.service.name, inbound.kind)
-            return
+            return False
         answer = inbound.kind == wire.REQUEST
         if answer and not inbound.reply_to:
             log.warning("service %s: a request without reply_to; dropped", self.service.name)
-            return
+            return False
         if self.stopping or self.bus.closing:
             if answer:
                 await self._fail(inbound, CloudbusError(NO_SUCH_SERVICE, f"service {self.service.name} is stopping on node {self.bus.node_id}"))
-            return
+            return False
         entry = self.service.entries.get(inbound.type)
         if entry is None:
             if answer:
                 await self._fail(inbound, CloudbusError(UNKNOWN_MESSAGE, f"service {self.service.name} does not handle {inbound.type}"))
             else:
                 log.warning("service %s: no handler for message %s; dropped", self.service.name, inbound.type)
-            return
+            return False
         try:
             body = json.loads(inbound.body)
         except ValueError as error:
@@ -160,7 +166,7 @@ class ServiceRuntime:
             self.bus.stats["malformed"] += 1
             if answer:
                 await self._fail(inbound, CloudbusError(MALFORMED, problem))
-            return
+            return False
         ctx = Context(
             bus=self.bus,
             type=inbound.type,
@@ -182,15 +188,19 @@ class ServiceRuntime:
             error = CloudbusError(INTERNAL, f"the handler of {inbound.type} failed: {crashed!r:.300}")
         finally:
             inherited_headers.reset(token)
+        # Acked before the reply goes out, so that the broker counts the slot
+        # free before the caller can send its next request (prefetch = limit).
+        await self._ack(message)
         if not answer:
             if error is not None:
                 log.warning("service %s: message %s failed: %s", self.service.name, inbound.type, error)
-            return
+            return True
         assert inbound.reply_to is not None
         try:
             await self.bus.answer(inbound.reply_to, inbound.message_id, entry.reply_type, result, error=error)
         except TypeError as not_json:
             await self._fail(inbound, CloudbusError(INTERNAL, f"the reply of {inbound.type} is not JSON: {not_json}"))
+        return True
 
     async def _fail(self, inbound: wire.Inbound, error: CloudbusError) -> None:
         assert inbound.reply_to is not None
