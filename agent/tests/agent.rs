@@ -627,6 +627,45 @@ async fn two_thousand_commands_to_a_hundred_agents() {
     }
 }
 
+/// A node driving a fleet keeps no idle connection: each command has its
+/// own, closed after it, and its callback listener asks agents to close
+/// theirs too, so its sockets stay within `max_connections`.
+#[tokio::test]
+async fn without_idle_connections_every_command_connects_and_nothing_stays_open() {
+    let sim = agent("fleet-host").await;
+    let client = AgentClient::builder()
+        .idle_per_host(0)
+        .start()
+        .await
+        .expect("client");
+    for _ in 0..5 {
+        client
+            .call(&sim.agent.url(), GetFacts { gated: false })
+            .await
+            .unwrap();
+    }
+    assert_eq!(sim.agent.stats().connections.get(), 5, "none reused");
+    let answer = reqwest::Client::new()
+        .post(client.callback_url())
+        .header(TASK_ID_HEADER, "67e55044-10b1-426f-9247-bb680e5fe0c8")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), StatusCode::NOT_FOUND);
+    assert_eq!(answer.headers()["connection"], "close");
+    // With the default, the same commands share one connection.
+    let pooled = agent("pooled-host").await;
+    let client = AgentClient::builder().start().await.expect("client");
+    for _ in 0..5 {
+        client
+            .call(&pooled.agent.url(), GetFacts { gated: false })
+            .await
+            .unwrap();
+    }
+    assert_eq!(pooled.agent.stats().connections.get(), 1, "reused");
+}
+
 #[tokio::test]
 async fn an_agent_with_a_token_serves_only_callers_that_carry_it() {
     let host = Host {

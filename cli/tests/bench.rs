@@ -67,3 +67,35 @@ fn every_scenario_runs_and_reports_json_and_a_chart() {
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("no scenario"));
 }
+
+/// One node pinging a fleet served by a `cloudbus agent` child process,
+/// then one callback command to each host: every host answers, no
+/// command fails, memory and sockets are reported.
+#[test]
+fn the_agent_fleet_scenario_drives_every_host() {
+    let out = Command::new(env!("CARGO_BIN_EXE_cloudbus"))
+        .args(["bench", "--scenario", "agent-fleet", "--hosts", "40"])
+        .args(["--sweeps", "3", "--connections", "8", "--json"])
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("cloudbus runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
+    assert_eq!(report["hosts"], 40);
+    assert_eq!(report["answered"], 40);
+    assert_eq!(report["command_failures"], 0);
+    assert_eq!(report["sweeps_s"].as_array().unwrap().len(), 3);
+    assert_eq!(report["rss_per_sweep_mib"].as_array().unwrap().len(), 3);
+    assert!(report["commands_per_s"].as_f64().unwrap() > 0.0);
+    assert!(report["peak_sockets"].as_u64().unwrap() >= 1);
+    let bad = Command::new(env!("CARGO_BIN_EXE_cloudbus"))
+        .args(["bench", "--scenario", "agent-fleet", "--hosts", "0"])
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("at least 1"));
+}

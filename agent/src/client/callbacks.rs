@@ -67,21 +67,40 @@ impl Drop for Waiter {
 struct Endpoint {
     waiting: Arc<Waiting>,
     stats: Arc<ClientStats>,
+    /// Answers with `Connection: close`, so that agents keep no idle
+    /// connection to this node (a node driving a fleet bounds its sockets).
+    close: bool,
 }
 
 /// The router serving [`CALLBACK_PATH`].
-pub(super) fn router(waiting: Arc<Waiting>, stats: Arc<ClientStats>) -> Router {
+pub(super) fn router(waiting: Arc<Waiting>, stats: Arc<ClientStats>, close: bool) -> Router {
     Router::new()
         .route(CALLBACK_PATH, post(receive))
         .layer(DefaultBodyLimit::max(MAX_BODY))
-        .with_state(Endpoint { waiting, stats })
+        .with_state(Endpoint {
+            waiting,
+            stats,
+            close,
+        })
 }
 
 async fn receive(
     State(endpoint): State<Endpoint>,
     headers: HeaderMap,
     body: Bytes,
-) -> (StatusCode, &'static str) {
+) -> (StatusCode, HeaderMap, &'static str) {
+    let mut answer = HeaderMap::new();
+    if endpoint.close {
+        answer.insert(
+            axum::http::header::CONNECTION,
+            axum::http::HeaderValue::from_static("close"),
+        );
+    }
+    let (status, text) = outcome(&endpoint, &headers, body);
+    (status, answer, text)
+}
+
+fn outcome(endpoint: &Endpoint, headers: &HeaderMap, body: Bytes) -> (StatusCode, &'static str) {
     let Some(id) = headers
         .get(TASK_ID_HEADER)
         .and_then(|v| v.to_str().ok())

@@ -51,6 +51,8 @@ impl Drop for Inner {
 pub struct AgentClientBuilder {
     per_host: usize,
     total: usize,
+    /// Idle connections kept per agent; `None`: as many as `per_host`.
+    idle_per_host: Option<usize>,
     timeout: Duration,
     connect_timeout: Duration,
     listen: SocketAddr,
@@ -73,6 +75,7 @@ impl Default for AgentClientBuilder {
         Self {
             per_host: 8,
             total: 1024,
+            idle_per_host: None,
             timeout: Duration::from_secs(60),
             connect_timeout: Duration::from_secs(5),
             listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
@@ -95,6 +98,21 @@ impl AgentClientBuilder {
     /// for its callback holds none.
     pub fn max_connections(mut self, limit: usize) -> Self {
         self.total = limit;
+        self
+    }
+
+    /// Idle connections kept open to one agent for the next command
+    /// (default: as many as [`per_host_limit`](Self::per_host_limit), for
+    /// 60 s). [`max_connections`](Self::max_connections) bounds the
+    /// connections in use; idle ones come on top, one set per agent
+    /// contacted in the last minute. A node that drives more agents than
+    /// it may hold sockets for (a fleet of thousands, pinged in turn) sets
+    /// 0: each command then opens its connection and closes it after, the
+    /// callback listener asks agents to close theirs after each callback
+    /// (`Connection: close`), and the connections to agents never pass
+    /// `max_connections`.
+    pub fn idle_per_host(mut self, idle: usize) -> Self {
+        self.idle_per_host = Some(idle);
         self
     }
 
@@ -182,7 +200,7 @@ impl AgentClientBuilder {
         let http = reqwest::Client::builder()
             .default_headers(headers)
             .connect_timeout(self.connect_timeout)
-            .pool_max_idle_per_host(self.per_host)
+            .pool_max_idle_per_host(self.idle_per_host.unwrap_or(self.per_host))
             .pool_idle_timeout(Duration::from_secs(60))
             .tcp_nodelay(true)
             .no_proxy()
@@ -190,7 +208,9 @@ impl AgentClientBuilder {
             .map_err(|e| invalid(format!("cannot build the HTTP client: {e}")))?;
         let waiting = Arc::new(Waiting::default());
         let stats = Arc::new(ClientStats::default());
-        let router = callbacks::router(Arc::clone(&waiting), Arc::clone(&stats));
+        // No idle connections to agents: none from them either.
+        let close = self.idle_per_host == Some(0);
+        let router = callbacks::router(Arc::clone(&waiting), Arc::clone(&stats), close);
         let listener = tokio::spawn(async move {
             if let Err(e) = axum::serve(listener, router).await {
                 tracing::error!("the agent callback listener stopped: {e}");

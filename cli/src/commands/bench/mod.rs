@@ -1,6 +1,7 @@
 //! `cloudbus bench`: throughput and latency of the bus against raw
 //! baselines measured in the same run, so ratios hold on any machine.
 
+mod agent_fleet;
 mod agent_http;
 mod amqp_events;
 mod amqp_rpc;
@@ -32,9 +33,20 @@ const SCENARIOS: [&str; 5] = [
 /// Flags of `cloudbus bench`.
 #[derive(clap::Args)]
 pub struct Args {
-    /// Which scenario: inproc-rpc, amqp-rpc, amqp-events, sync-key, agent-http, or all.
+    /// Which scenario: inproc-rpc, amqp-rpc, amqp-events, sync-key,
+    /// agent-http, or all; or agent-fleet (not part of all), one node
+    /// tracking --hosts simulated hosts.
     #[arg(long, default_value = "all")]
     scenario: String,
+    /// agent-fleet: how many hosts (their agents run in a child process).
+    #[arg(long, default_value_t = 10_000)]
+    hosts: usize,
+    /// agent-fleet: how many full ping sweeps.
+    #[arg(long, default_value_t = 20)]
+    sweeps: usize,
+    /// agent-fleet: connections the node may hold open to agents at most.
+    #[arg(long, default_value_t = 256)]
+    connections: usize,
     /// Seconds to measure each level of each side (fractions allowed).
     #[arg(long, default_value_t = 5.0)]
     duration: f64,
@@ -56,6 +68,15 @@ pub struct Args {
 pub async fn run(args: Args) -> anyhow::Result<()> {
     // lapin reports connections closed under its feet at error level.
     super::logging::init("warn,lapin=off");
+    if args.scenario == "agent-fleet" {
+        let report = agent_fleet::run(args.hosts, args.sweeps, args.connections).await?;
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&report)?);
+        } else {
+            print!("{}", agent_fleet::table(&report));
+        }
+        return Ok(());
+    }
     let chosen: Vec<&str> = match args.scenario.as_str() {
         "all" => SCENARIOS.to_vec(),
         one if SCENARIOS.contains(&one) => vec![one],
