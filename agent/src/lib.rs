@@ -56,6 +56,7 @@ mod client;
 mod command;
 mod server;
 mod stats;
+mod tls;
 pub mod wire;
 
 pub use client::{AgentCall, AgentClient, AgentClientBuilder};

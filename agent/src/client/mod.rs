@@ -53,6 +53,11 @@ pub struct AgentClientBuilder {
     total: usize,
     /// Idle connections kept per agent; `None`: as many as `per_host`.
     idle_per_host: Option<usize>,
+    /// Extra CA certificates (PEM) to trust for `https://` agents.
+    tls_ca: Option<String>,
+    /// This node's client certificate chain and key (PEM), for agents
+    /// that want mutual TLS.
+    tls_identity: Option<Secret>,
     timeout: Duration,
     connect_timeout: Duration,
     listen: SocketAddr,
@@ -76,6 +81,8 @@ impl Default for AgentClientBuilder {
             per_host: 8,
             total: 1024,
             idle_per_host: None,
+            tls_ca: None,
+            tls_identity: None,
             timeout: Duration::from_secs(60),
             connect_timeout: Duration::from_secs(5),
             listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
@@ -146,6 +153,22 @@ impl AgentClientBuilder {
         self
     }
 
+    /// Also trusts these CA certificates (PEM) when verifying `https://`
+    /// agents, for agents with certificates from a private CA. An agent's
+    /// certificate is always verified, host name included.
+    pub fn tls_ca_pem(mut self, pem: impl Into<String>) -> Self {
+        self.tls_ca = Some(pem.into());
+        self
+    }
+
+    /// Presents this certificate chain and private key (both PEM) to
+    /// agents that accept only clients with a certificate from their CA
+    /// ([`AgentBuilder::client_ca_pem`](crate::AgentBuilder::client_ca_pem)).
+    pub fn tls_identity_pem(mut self, cert_chain: &str, key: &str) -> Self {
+        self.tls_identity = Some(Secret(format!("{key}\n{cert_chain}")));
+        self
+    }
+
     /// Sends `Authorization: Bearer <token>` with every command, for
     /// agents built with
     /// [`AgentBuilder::bearer_token`](crate::AgentBuilder::bearer_token).
@@ -197,7 +220,25 @@ impl AgentClientBuilder {
             value.set_sensitive(true);
             headers.insert(reqwest::header::AUTHORIZATION, value);
         }
-        let http = reqwest::Client::builder()
+        let mut http = reqwest::Client::builder()
+            .use_rustls_tls()
+            .https_only(false);
+        if let Some(pem) = &self.tls_ca {
+            for cert in crate::tls::certificates(pem, "agent CA")? {
+                let cert = reqwest::Certificate::from_der(&cert)
+                    .map_err(|e| invalid(format!("the agent CA is not usable: {e}")))?;
+                http = http.add_root_certificate(cert);
+            }
+        }
+        if let Some(Secret(pem)) = &self.tls_identity {
+            let identity = reqwest::Identity::from_pem(pem.as_bytes()).map_err(|e| {
+                invalid(format!(
+                    "the client certificate and key are not usable: {e}"
+                ))
+            })?;
+            http = http.identity(identity);
+        }
+        let http = http
             .default_headers(headers)
             .connect_timeout(self.connect_timeout)
             .pool_max_idle_per_host(self.idle_per_host.unwrap_or(self.per_host))

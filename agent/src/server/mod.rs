@@ -38,6 +38,8 @@ pub trait CommandHandler<C: Command>: Send + Sync + 'static {
 pub struct Agent {
     router: Router,
     shared: Arc<Shared>,
+    /// Serves HTTPS with this, when set.
+    tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 /// What every request handler of one agent shares.
@@ -57,6 +59,10 @@ pub struct AgentBuilder<S> {
     router: Router,
     paths: HashSet<&'static str>,
     token: Option<Arc<str>>,
+    /// Certificate chain and key (PEM) to serve HTTPS with.
+    tls: Option<(String, String)>,
+    /// The CA (PEM) client certificates must come from (mutual TLS).
+    client_ca: Option<String>,
     error: Option<ErrorCode>,
     shared: Arc<Shared>,
 }
@@ -75,6 +81,8 @@ impl Agent {
             router: Router::new(),
             paths: HashSet::new(),
             token: None,
+            tls: None,
+            client_ca: None,
             error: None,
             shared: Arc::new(Shared {
                 http,
@@ -144,6 +152,26 @@ impl<S: Send + Sync + 'static> AgentBuilder<S> {
         self
     }
 
+    /// Serves HTTPS (`https://` URLs) with this certificate chain and
+    /// private key, both PEM, so that commands and the bearer token never
+    /// cross the network in clear. Management nodes verify the
+    /// certificate, host name included; give them the CA with
+    /// [`AgentClientBuilder::tls_ca_pem`](crate::AgentClientBuilder::tls_ca_pem)
+    /// when it is private.
+    pub fn tls_pem(mut self, cert_chain: impl Into<String>, key: impl Into<String>) -> Self {
+        self.tls = Some((cert_chain.into(), key.into()));
+        self
+    }
+
+    /// Mutual TLS: accepts only clients presenting a certificate signed by
+    /// this CA (PEM), checked in the handshake, before any command is
+    /// read; what a shared bearer token does, with a credential per
+    /// management node. Needs [`tls_pem`](Self::tls_pem).
+    pub fn client_ca_pem(mut self, ca: impl Into<String>) -> Self {
+        self.client_ca = Some(ca.into());
+        self
+    }
+
     /// Runs at most `limit` commands at once, whichever management nodes
     /// send them; the others wait their turn (a callback command waits
     /// after its `202`). Without it, an agent driven by several nodes runs
@@ -163,6 +191,16 @@ impl<S: Send + Sync + 'static> AgentBuilder<S> {
         if let Some(error) = self.error {
             return Err(error);
         }
+        let tls = match (&self.tls, &self.client_ca) {
+            (Some((cert, key)), ca) => Some(crate::tls::server_config(cert, key, ca.as_deref())?),
+            (None, Some(_)) => {
+                return Err(ErrorCode::new(
+                    bus_codes::INVALID_ARGUMENT,
+                    "an agent that checks client certificates must serve TLS: give tls_pem too",
+                ));
+            }
+            (None, None) => None,
+        };
         let mut router = self
             .router
             .fallback(dispatch::no_such_command)
@@ -173,6 +211,7 @@ impl<S: Send + Sync + 'static> AgentBuilder<S> {
         Ok(Agent {
             router,
             shared: self.shared,
+            tls,
         })
     }
 }

@@ -5,16 +5,18 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::serve::ListenerExt;
-use tokio::net::{TcpListener, ToSocketAddrs};
+use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use super::{Agent, Shared};
 use crate::stats::AgentStats;
+use crate::tls::TlsListener;
 
 /// An agent accepting connections; stop it with [`RunningAgent::shutdown`].
 pub struct RunningAgent {
     addr: SocketAddr,
+    tls: bool,
     shared: Arc<Shared>,
     stop: Option<oneshot::Sender<()>>,
     server: JoinHandle<io::Result<()>>,
@@ -35,21 +37,38 @@ impl Agent {
             .expect("a bound TCP listener has an address");
         let shared = Arc::clone(&self.shared);
         let counted = Arc::clone(&self.shared);
-        let listener = listener.tap_io(move |tcp| {
+        let on_connect = move |tcp: &TcpStream| {
             counted.stats.connections.increment();
             // Commands and callbacks are small: send them at once.
             let _ = tcp.set_nodelay(true);
-        });
+        };
         let (stop, stopped) = oneshot::channel::<()>();
-        let server = tokio::spawn(async move {
-            axum::serve(listener, self.router)
-                .with_graceful_shutdown(async {
-                    let _ = stopped.await;
+        let stopped = async {
+            let _ = stopped.await;
+        };
+        let tls = self.tls.is_some();
+        let server = match self.tls {
+            Some(config) => {
+                let listener = TlsListener::new(listener, config, on_connect)
+                    .expect("a bound TCP listener has an address");
+                tokio::spawn(async move {
+                    axum::serve(listener, self.router)
+                        .with_graceful_shutdown(stopped)
+                        .await
                 })
-                .await
-        });
+            }
+            None => {
+                let listener = listener.tap_io(move |tcp| on_connect(tcp));
+                tokio::spawn(async move {
+                    axum::serve(listener, self.router)
+                        .with_graceful_shutdown(stopped)
+                        .await
+                })
+            }
+        };
         RunningAgent {
             addr,
+            tls,
             shared,
             stop: Some(stop),
             server,
@@ -63,9 +82,12 @@ impl RunningAgent {
         self.addr
     }
 
-    /// The base URL management nodes send commands to.
+    /// The base URL management nodes send commands to: `https://` when
+    /// the agent serves TLS (by IP address: a certificate for it must
+    /// name that address, or use the host name it was issued for).
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
     }
 
     /// What the agent has done so far; clone it to read it after shutdown.

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use cloudbus_demo::hypervisor::Simulation;
+use cloudbus_demo::hypervisor::{AgentTls, Simulation};
 
 /// Flags of `cloudbus agent`.
 #[derive(clap::Args)]
@@ -38,6 +38,20 @@ pub struct Args {
     /// Commands each host runs at once at most; the others wait their turn.
     #[arg(long, value_name = "N")]
     max_concurrent: Option<usize>,
+    /// Serve HTTPS with this certificate chain (PEM file; with --tls-key).
+    #[arg(long, value_name = "PEM_FILE", requires = "tls_key")]
+    tls_cert: Option<std::path::PathBuf>,
+    /// The private key of --tls-cert (PEM file).
+    #[arg(long, value_name = "PEM_FILE", requires = "tls_cert")]
+    tls_key: Option<std::path::PathBuf>,
+    /// Mutual TLS: serve only management nodes presenting a certificate
+    /// from this CA (PEM file); needs --tls-cert.
+    #[arg(long, value_name = "PEM_FILE", requires = "tls_cert")]
+    client_ca: Option<std::path::PathBuf>,
+}
+
+fn read_pem(path: &std::path::Path) -> anyhow::Result<String> {
+    std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
 }
 
 /// Serves the hosts until Ctrl-C or SIGTERM; prints `NAME URL` per host on
@@ -45,6 +59,14 @@ pub struct Args {
 pub async fn run(args: Args) -> anyhow::Result<()> {
     super::logging::init("info");
     anyhow::ensure!(args.hosts > 0, "--hosts must be at least 1");
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(AgentTls {
+            cert: read_pem(cert)?,
+            key: read_pem(key)?,
+            client_ca: args.client_ca.as_deref().map(read_pem).transpose()?,
+        }),
+        _ => None,
+    };
     let simulation = Simulation {
         count: args.hosts,
         prefix: args.prefix,
@@ -55,6 +77,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         boot_time: args.boot_time,
         token: args.token,
         max_concurrent: args.max_concurrent,
+        tls,
     };
     let agents = simulation
         .serve()

@@ -28,6 +28,16 @@ pub struct AgentArgs {
     /// How often the node pings each host it tracks, e.g. `5s`.
     #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = humantime::parse_duration)]
     host_ping_interval: std::time::Duration,
+    /// A PEM file of CA certificates to trust for `https://` agents.
+    #[arg(long, value_name = "PEM_FILE")]
+    agent_ca: Option<std::path::PathBuf>,
+    /// This node's client certificate (PEM file), for agents that want
+    /// mutual TLS (`cloudbus agent --client-ca`); with --agent-key.
+    #[arg(long, value_name = "PEM_FILE", requires = "agent_key")]
+    agent_cert: Option<std::path::PathBuf>,
+    /// The private key of --agent-cert (PEM file).
+    #[arg(long, value_name = "PEM_FILE", requires = "agent_cert")]
+    agent_key: Option<std::path::PathBuf>,
     /// The bearer token the agents want (`cloudbus agent --token`).
     #[arg(long, env = "CLOUDBUS_AGENT_TOKEN", hide_env_values = true)]
     agent_token: Option<String>,
@@ -43,6 +53,16 @@ impl AgentArgs {
             .per_host_limit(self.agent_limit);
         if let Some(url) = &self.agent_callback_url {
             client = client.callback_url(url.clone());
+        }
+        let read = |path: &std::path::PathBuf| {
+            std::fs::read_to_string(path)
+                .map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))
+        };
+        if let Some(ca) = &self.agent_ca {
+            client = client.tls_ca_pem(read(ca)?);
+        }
+        if let (Some(cert), Some(key)) = (&self.agent_cert, &self.agent_key) {
+            client = client.tls_identity_pem(&read(cert)?, &read(key)?);
         }
         if let Some(token) = &self.agent_token {
             client = client.bearer_token(token.clone());

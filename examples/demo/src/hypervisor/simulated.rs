@@ -41,7 +41,12 @@ impl SimulatedHost {
     /// The host's agent, ready to serve; with a token, it serves only
     /// management nodes that send it; with a limit, it runs at most that
     /// many commands at once.
-    pub fn agent(self, token: Option<&str>, limit: Option<usize>) -> Result<Agent, ErrorCode> {
+    pub fn agent(
+        self,
+        token: Option<&str>,
+        limit: Option<usize>,
+        tls: Option<&AgentTls>,
+    ) -> Result<Agent, ErrorCode> {
         let mut agent = Agent::builder(self)
             .command::<ConnectHost>()
             .command::<BootVm>()
@@ -51,6 +56,12 @@ impl SimulatedHost {
         }
         if let Some(limit) = limit {
             agent = agent.max_concurrent(limit);
+        }
+        if let Some(tls) = tls {
+            agent = agent.tls_pem(&tls.cert, &tls.key);
+            if let Some(ca) = &tls.client_ca {
+                agent = agent.client_ca_pem(ca);
+            }
         }
         agent.build()
     }
@@ -132,6 +143,20 @@ pub struct Simulation {
     pub token: Option<String>,
     /// Commands each host runs at once at most, if limited.
     pub max_concurrent: Option<usize>,
+    /// Serve HTTPS with this certificate chain and key (PEM), and, with a
+    /// client CA, only to management nodes with a certificate from it.
+    pub tls: Option<AgentTls>,
+}
+
+/// TLS settings of simulated agents, all PEM.
+#[derive(Debug, Clone)]
+pub struct AgentTls {
+    /// The certificate chain every host serves.
+    pub cert: String,
+    /// Its private key.
+    pub key: String,
+    /// The CA management nodes' client certificates must come from.
+    pub client_ca: Option<String>,
 }
 
 impl Simulation {
@@ -148,6 +173,7 @@ impl Simulation {
             boot_time: Duration::from_millis(20),
             token: None,
             max_concurrent: None,
+            tls: None,
         }
     }
 
@@ -171,7 +197,11 @@ impl Simulation {
                 addr.set_port(port);
             }
             let agent = SimulatedHost::new(name.clone(), self.cpus, self.memory_gb, self.boot_time)
-                .agent(self.token.as_deref(), self.max_concurrent)
+                .agent(
+                    self.token.as_deref(),
+                    self.max_concurrent,
+                    self.tls.as_ref(),
+                )
                 .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?
                 .bind(addr)
                 .await

@@ -1,0 +1,151 @@
+//! TLS for agents: the agent serves HTTPS from a certificate and key, may
+//! accept only clients with a certificate from a given CA (mutual TLS,
+//! which can replace the shared bearer token), and management nodes
+//! trust a private CA and may present a client certificate. Everything is
+//! PEM, as operators have it.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use cloudbus::{ErrorCode, codes};
+use rustls::server::WebPkiClientVerifier;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
+
+/// How long a client may take to finish its TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn invalid(what: String) -> ErrorCode {
+    ErrorCode::new(codes::INVALID_ARGUMENT, what)
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+pub(crate) fn certificates(
+    pem: &str,
+    what: &str,
+) -> Result<Vec<CertificateDer<'static>>, ErrorCode> {
+    let certs = CertificateDer::pem_slice_iter(pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| invalid(format!("the {what} is not valid PEM: {e}")))?;
+    if certs.is_empty() {
+        return Err(invalid(format!("the {what} holds no certificate")));
+    }
+    Ok(certs)
+}
+
+/// The server side of an agent: its certificate and key, and the CA its
+/// clients' certificates must come from, when it wants them.
+pub(crate) fn server_config(
+    cert_pem: &str,
+    key_pem: &str,
+    client_ca_pem: Option<&str>,
+) -> Result<Arc<rustls::ServerConfig>, ErrorCode> {
+    let chain = certificates(cert_pem, "agent certificate")?;
+    let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes())
+        .map_err(|e| invalid(format!("the agent's private key is not valid PEM: {e}")))?;
+    let builder = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| invalid(format!("no TLS version to offer: {e}")))?;
+    let builder = match client_ca_pem {
+        Some(ca) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in certificates(ca, "client CA")? {
+                roots
+                    .add(cert)
+                    .map_err(|e| invalid(format!("the client CA is not usable: {e}")))?;
+            }
+            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
+                .build()
+                .map_err(|e| invalid(format!("the client CA is not usable: {e}")))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+        None => builder.with_no_client_auth(),
+    };
+    let mut config = builder.with_single_cert(chain, key).map_err(|e| {
+        invalid(format!(
+            "the agent certificate and key do not go together: {e}"
+        ))
+    })?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// A listener handing out TLS connections whose handshake is done.
+/// Handshakes run side by side on their own tasks, so a client that
+/// stalls in its handshake holds up nobody else.
+pub(crate) struct TlsListener {
+    ready: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
+    addr: SocketAddr,
+}
+
+impl TlsListener {
+    pub(crate) fn new(
+        listener: TcpListener,
+        config: Arc<rustls::ServerConfig>,
+        on_connect: impl Fn(&TcpStream) + Send + 'static,
+    ) -> io::Result<Self> {
+        let addr = listener.local_addr()?;
+        let acceptor = TlsAcceptor::from(config);
+        let (tx, ready) = mpsc::channel(64);
+        tokio::spawn(async move {
+            loop {
+                // Once the server is gone, so is the listening socket.
+                let accepted = tokio::select! {
+                    accepted = listener.accept() => accepted,
+                    () = tx.closed() => return,
+                };
+                let (tcp, peer) = match accepted {
+                    Ok(accepted) => accepted,
+                    Err(error) => {
+                        // Out of descriptors, say: wait a moment, go on.
+                        tracing::warn!(%error, "the agent cannot accept a connection");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                on_connect(&tcp);
+                let (acceptor, ready) = (acceptor.clone(), tx.clone());
+                tokio::spawn(async move {
+                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                        Ok(Ok(tls)) => {
+                            let _ = ready.send((tls, peer)).await;
+                        }
+                        Ok(Err(error)) => {
+                            tracing::debug!(%peer, %error, "a TLS handshake with the agent failed");
+                        }
+                        Err(_) => {
+                            tracing::debug!(%peer, "a TLS handshake with the agent timed out")
+                        }
+                    }
+                });
+            }
+        });
+        Ok(Self { ready, addr })
+    }
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = TlsStream<TcpStream>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        match self.ready.recv().await {
+            Some(ready) => ready,
+            // The accept loop only ends once this listener is dropped.
+            None => std::future::pending().await,
+        }
+    }
+
+    fn local_addr(&self) -> io::Result<Self::Addr> {
+        Ok(self.addr)
+    }
+}
