@@ -25,8 +25,18 @@ fn invalid(what: String) -> ErrorCode {
     ErrorCode::new(codes::INVALID_ARGUMENT, what)
 }
 
+/// Makes aws-lc-rs the process's TLS provider unless one is set: the HTTP
+/// client asks for the process default, and the build has exactly one
+/// provider (lapin's), which rustls installs only when asked.
+pub(crate) fn ensure_provider() {
+    if rustls::crypto::CryptoProvider::get_default().is_none() {
+        // Another thread may win the race; either way one is installed.
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    }
+}
+
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
+    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
 }
 
 pub(crate) fn certificates(

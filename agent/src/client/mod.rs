@@ -220,6 +220,7 @@ impl AgentClientBuilder {
             value.set_sensitive(true);
             headers.insert(reqwest::header::AUTHORIZATION, value);
         }
+        crate::tls::ensure_provider();
         let mut http = reqwest::Client::builder()
             .use_rustls_tls()
             .https_only(false);

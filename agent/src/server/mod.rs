@@ -70,12 +70,13 @@ pub struct AgentBuilder<S> {
 impl Agent {
     /// Starts an agent whose handlers share `state`.
     pub fn builder<S: Send + Sync + 'static>(state: S) -> AgentBuilder<S> {
+        crate::tls::ensure_provider();
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
             .timeout(Duration::from_secs(30))
             .no_proxy()
             .build()
-            .expect("a client with no TLS and no proxy always builds");
+            .expect("a client with default TLS and no proxy always builds");
         AgentBuilder {
             state: Arc::new(state),
             router: Router::new(),
