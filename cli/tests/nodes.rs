@@ -153,8 +153,10 @@ fn rabbitmqctl(args: &[&str], bus: &str) -> Vec<String> {
     lines
 }
 
-/// Exchanges are durable and outlive the nodes: remove them.
+/// Removes what the bus left on the broker: the durable exchanges, which
+/// outlive the nodes, and the queues of nodes a test killed on purpose.
 fn remove_exchanges(bus: &str) {
+    let queues = rabbitmqctl(&["list_queues", "name"], bus);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -164,6 +166,12 @@ fn remove_exchanges(bus: &str) {
             .await
             .unwrap();
         let channel = conn.create_channel().await.unwrap();
+        for queue in queues {
+            channel
+                .queue_delete(queue.as_str().into(), Default::default())
+                .await
+                .unwrap();
+        }
         for ex in ["P2P", "BROADCAST"] {
             channel
                 .exchange_delete(format!("{bus}.{ex}").into(), Default::default())
