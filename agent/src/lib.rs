@@ -54,6 +54,7 @@
 
 mod client;
 mod command;
+mod context;
 mod server;
 mod stats;
 mod tls;
@@ -61,6 +62,7 @@ pub mod wire;
 
 pub use client::{AgentCall, AgentClient, AgentClientBuilder};
 pub use command::{Command, Mode};
+pub use context::{CommandContext, command_context};
 pub use server::{Agent, AgentBuilder, CommandHandler, RunningAgent};
 pub use stats::{AgentStats, ClientStats, Count};
 

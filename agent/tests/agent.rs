@@ -828,3 +828,67 @@ async fn commands_sent_from_a_bus_handler_carry_its_trace_and_task_context() {
     assert_eq!(headers["ctx-user"], "alice");
     bus.shutdown().await;
 }
+
+/// A command's trace and task context reach its handler as values it can
+/// read, and come back with its callback, so that one trace runs from the
+/// API call to the host and back.
+#[tokio::test]
+async fn the_handler_reads_the_callers_context_and_the_callback_carries_it_back() {
+    #[derive(Serialize, Deserialize)]
+    struct Inspect {}
+    impl Command for Inspect {
+        const PATH: &'static str = "/inspect";
+        const MODE: Mode = Mode::Callback;
+        type Response = (Option<String>, Option<String>);
+    }
+    struct Inspector;
+    impl CommandHandler<Inspect> for Inspector {
+        async fn handle(&self, _: Inspect) -> Result<(Option<String>, Option<String>), ErrorCode> {
+            let ctx = cloudbus_agent::command_context().expect("inside a handler");
+            Ok((
+                ctx.traceparent().map(str::to_owned),
+                ctx.value("user").map(str::to_owned),
+            ))
+        }
+    }
+    assert!(cloudbus_agent::command_context().is_none(), "none outside");
+    let agent = Agent::builder(Inspector)
+        .command::<Inspect>()
+        .build()
+        .unwrap()
+        .bind("127.0.0.1:0")
+        .await
+        .unwrap();
+    let (tx, mut callbacks) = mpsc::unbounded_channel::<(axum::http::HeaderMap, String)>();
+    let endpoint = Router::new().route(
+        "/done",
+        post(move |headers: axum::http::HeaderMap, body: String| {
+            tx.send((headers, body)).expect("test waits");
+            async { StatusCode::OK }
+        }),
+    );
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let done = format!("http://{}/done", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, endpoint).await });
+    let trace = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    let accepted = reqwest::Client::new()
+        .post(format!("{}/inspect", agent.url()))
+        .header(TASK_ID_HEADER, "task-7")
+        .header(CALLBACK_URL_HEADER, &done)
+        .header("traceparent", trace)
+        .header("ctx-user", "alice")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(accepted.status(), StatusCode::ACCEPTED);
+    let (headers, body) = callbacks.recv().await.expect("a callback");
+    assert_eq!(
+        body,
+        format!(r#"{{"reply":["{trace}","alice"]}}"#),
+        "the handler read both"
+    );
+    assert_eq!(headers["traceparent"], trace);
+    assert_eq!(headers["ctx-user"], "alice");
+    agent.shutdown().await.unwrap();
+}

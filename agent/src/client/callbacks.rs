@@ -96,6 +96,11 @@ async fn receive(
             axum::http::HeaderValue::from_static("close"),
         );
     }
+    // The agent returns the trace it was given: the callback is part of it.
+    tracing::debug!(
+        traceparent = headers.get("traceparent").and_then(|v| v.to_str().ok()),
+        "agent callback"
+    );
     let (status, text) = outcome(&endpoint, &headers, body);
     (status, answer, text)
 }

@@ -27,6 +27,7 @@ pub(super) async fn callback<T: Serialize>(
     to: Callback,
     command: &'static str,
     outcome: Outcome<T>,
+    context: &crate::CommandContext,
 ) {
     // Shared by every attempt without copying.
     let body: bytes::Bytes = match serde_json::to_vec(&outcome) {
@@ -42,11 +43,15 @@ pub(super) async fn callback<T: Serialize>(
         }
     };
     let attempt = || async {
-        let sent = shared
+        let mut request = shared
             .http
             .post(to.url.clone())
             .header(header::CONTENT_TYPE, "application/json")
-            .header(TASK_ID_HEADER, &to.task_id)
+            .header(TASK_ID_HEADER, &to.task_id);
+        for (name, value) in context.headers() {
+            request = request.header(name, value);
+        }
+        let sent = request
             .body(body.clone())
             .send()
             .await

@@ -13,7 +13,7 @@ use tracing::{Instrument, Span};
 
 use super::{CommandHandler, Shared, deliver};
 use crate::wire::{Accepted, CALLBACK_URL_HEADER, MAX_TASK_ID, Outcome, TASK_ID_HEADER};
-use crate::{Command, codes};
+use crate::{Command, CommandContext, codes};
 
 /// Where a caller asked the outcome to be sent.
 pub(super) struct Callback {
@@ -50,13 +50,14 @@ where
         traceparent = headers.get("traceparent").and_then(|v| v.to_str().ok()),
         task = headers.get(TASK_ID_HEADER).and_then(|v| v.to_str().ok()),
     );
+    let context = CommandContext::from_headers(&headers);
     let callback = match callback_of(&headers) {
         Ok(callback) => callback,
         Err(error) => return answer(StatusCode::BAD_REQUEST, &Outcome::<()>::Error(error)),
     };
     match callback {
         None => {
-            let outcome = run(&shared, &*state, cmd, span).await;
+            let outcome = context.scope(run(&shared, &*state, cmd, span)).await;
             let status = match outcome {
                 Outcome::Reply(_) => StatusCode::OK,
                 Outcome::Error(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -69,8 +70,12 @@ where
             };
             let worker = Arc::clone(&shared);
             shared.tasks.spawn(async move {
-                let outcome = run(&worker, &*state, cmd, span).await;
-                deliver::callback(&worker, callback, C::PATH, outcome).await;
+                let outcome = context
+                    .clone()
+                    .scope(run(&worker, &*state, cmd, span))
+                    .await;
+                // The outcome goes back with the trace and task context.
+                deliver::callback(&worker, callback, C::PATH, outcome, &context).await;
             });
             answer(StatusCode::ACCEPTED, &accepted)
         }
