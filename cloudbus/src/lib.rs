@@ -143,8 +143,8 @@ pub use message::{
 };
 pub use ring::HashRing;
 pub use service::{
-    Context, Handlers, IntoSyncKey, ReplyPort, Service, ServiceBuilder, SyncKey, TypeStatistics,
-    task_context,
+    Context, Handlers, IntoSyncKey, ReplyPort, Service, ServiceBuilder, SourceCount, SyncKey,
+    TypeStatistics,    task_context,
 };
 
 pub(crate) use message::{decode_reply, encode_reply};

@@ -11,9 +11,25 @@ pub(crate) const CONTEXT_PREFIX: &str = "ctx-";
 /// The W3C trace context travels the same way.
 const TRACEPARENT: &str = "traceparent";
 
+/// The service whose handler sent a message (an application header, so
+/// that the receiving node can count who calls it: the dashboard's map).
+/// Absent on messages sent from outside any handler.
+pub(crate) const FROM_SERVICE: &str = "cloudbus-from-service";
+
 tokio::task_local! {
     /// The task context of the message a handler is working on.
     static TASK_CONTEXT: Arc<Headers>;
+    /// The service whose handler the current task runs.
+    static HANDLING_SERVICE: Arc<str>;
+}
+
+/// Runs a handler's work as the given service's: what it sends carries
+/// [`FROM_SERVICE`].
+pub(crate) fn within_service(
+    service: Arc<str>,
+    work: BoxFuture<'static, ()>,
+) -> BoxFuture<'static, ()> {
+    HANDLING_SERVICE.scope(service, work).boxed()
 }
 
 fn is_context(key: &str) -> bool {
@@ -50,6 +66,11 @@ pub fn task_context() -> Option<Arc<Headers>> {
 /// Adds the current task context to the headers of a message being sent,
 /// without overriding what the sender set itself.
 pub(crate) fn inherit_task_context(headers: &mut Headers) {
+    let _ = HANDLING_SERVICE.try_with(|service| {
+        if headers.get(FROM_SERVICE).is_none() {
+            headers.insert(FROM_SERVICE, &**service);
+        }
+    });
     let _ = TASK_CONTEXT.try_with(|context| {
         for (key, value) in context.iter() {
             if headers.get(key).is_none() {

@@ -22,6 +22,8 @@ use crate::{Bus, ErrorCode};
 /// between services on the hot path.
 pub(crate) struct ServiceRuntime {
     name: Cow<'static, str>,
+    /// The name again, for the task-local that marks what handlers send.
+    shared_name: Arc<str>,
     handlers: HashMap<&'static str, (Arc<dyn HandlerEntry>, Arc<TypeStats>)>,
     /// Handlers running at once: the concurrency limit.
     permits: Arc<Semaphore>,
@@ -40,6 +42,7 @@ pub(crate) struct ServiceRuntime {
 impl ServiceRuntime {
     pub(crate) fn new(service: Service) -> Self {
         Self {
+            shared_name: Arc::from(&*service.name),
             name: service.name,
             handlers: service
                 .handlers
@@ -114,12 +117,20 @@ impl ServiceRuntime {
         // A caller in this process waits for the answer anyway: its own
         // task runs the handler as far as it goes without waiting.
         let inline = matches!(delivery.reply, ReplyTarget::Local(_));
+        stats.record_from(
+            delivery
+                .envelope
+                .headers
+                .get(super::context::FROM_SERVICE)
+                .unwrap_or(""),
+        );
         let task_context = super::context::task_context_of(&delivery.envelope);
         let span = handling_span(bus, &self.name, &delivery.envelope);
         let Some(job) = entry.prepare(bus, delivery, stats.clone()) else {
             return;
         };
         let run = super::context::within_task_context(task_context, job.run);
+        let run = super::context::within_service(self.shared_name.clone(), run);
         // Only a span someone listens to costs an allocation.
         let run = if span.is_disabled() {
             run

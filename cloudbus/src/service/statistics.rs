@@ -24,6 +24,8 @@ pub(crate) struct TypeStats {
     min_us: AtomicU64,
     max_us: AtomicU64,
     buckets: [AtomicU64; BUCKETS],
+    /// Messages received per sending service (`""`: not sent by a handler).
+    from: std::sync::Mutex<Vec<(Box<str>, u64)>>,
 }
 
 impl Default for TypeStats {
@@ -35,6 +37,7 @@ impl Default for TypeStats {
             min_us: AtomicU64::new(u64::MAX),
             max_us: AtomicU64::new(0),
             buckets: std::array::from_fn(|_| AtomicU64::new(0)),
+            from: std::sync::Mutex::default(),
         }
     }
 }
@@ -51,6 +54,16 @@ impl TypeStats {
         self.total_us.fetch_add(us, Ordering::Relaxed);
         self.min_us.fetch_min(us, Ordering::Relaxed);
         self.max_us.fetch_max(us, Ordering::Relaxed);
+    }
+
+    /// Counts a message received from `service` (a handful of senders per
+    /// type: a short list under a lock held for a few comparisons).
+    pub(crate) fn record_from(&self, service: &str) {
+        let mut from = self.from.lock().unwrap_or_else(|e| e.into_inner());
+        match from.iter_mut().find(|(s, _)| &**s == service) {
+            Some((_, count)) => *count += 1,
+            None => from.push((service.into(), 1)),
+        }
     }
 
     pub(crate) fn snapshot(&self, service: &str, type_name: &str) -> TypeStatistics {
@@ -73,6 +86,16 @@ impl TypeStats {
                 .buckets
                 .iter()
                 .map(|b| b.load(Ordering::Relaxed))
+                .collect(),
+            from: self
+                .from
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+                .map(|(service, count)| SourceCount {
+                    service: service.to_string(),
+                    count: *count,
+                })
                 .collect(),
         }
     }
@@ -102,6 +125,20 @@ pub struct TypeStatistics {
     /// How many took at most each of [`HISTOGRAM_BOUNDS_US`](Self::HISTOGRAM_BOUNDS_US)
     /// (and more, last), not cumulative.
     pub histogram: Vec<u64>,
+    /// Messages received per sending service: who calls this type. Counted
+    /// when a message arrives (whatever happens to it next).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub from: Vec<SourceCount>,
+}
+
+/// How many messages of one type a service sent (see [`TypeStatistics::from`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceCount {
+    /// The sending service; empty for a message not sent by a handler (an
+    /// API client, a CLI, a timer).
+    pub service: String,
+    /// Messages received from it.
+    pub count: u64,
 }
 
 impl TypeStatistics {
