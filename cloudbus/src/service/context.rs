@@ -1,7 +1,5 @@
 use std::sync::Arc;
 
-use futures::future::{BoxFuture, FutureExt};
-
 use crate::{Bus, Envelope, Headers, MessageId, NodeId};
 
 /// Headers with this prefix form the task context (ZStack's task-context
@@ -17,19 +15,33 @@ const TRACEPARENT: &str = "traceparent";
 pub(crate) const FROM_SERVICE: &str = "cloudbus-from-service";
 
 tokio::task_local! {
-    /// The task context of the message a handler is working on.
-    static TASK_CONTEXT: Arc<Headers>;
-    /// The service whose handler the current task runs.
-    static HANDLING_SERVICE: Arc<str>;
+    /// What the current task handles: for whom, and in which task context.
+    static HANDLING: Handling;
 }
 
-/// Runs a handler's work as the given service's: what it sends carries
-/// [`FROM_SERVICE`].
-pub(crate) fn within_service(
+/// The service whose handler runs, and the task context of its message:
+/// what it sends carries both. One task-local, set where the handler's
+/// future is built, so that it costs no allocation of its own.
+pub(crate) struct Handling {
     service: Arc<str>,
-    work: BoxFuture<'static, ()>,
-) -> BoxFuture<'static, ()> {
-    HANDLING_SERVICE.scope(service, work).boxed()
+    context: Option<Arc<Headers>>,
+}
+
+impl Handling {
+    pub(crate) fn new(service: Arc<str>, envelope: &Envelope) -> Self {
+        Self {
+            service,
+            context: task_context_of(envelope),
+        }
+    }
+
+    /// Runs `work` as this handling.
+    pub(crate) fn scope<F: std::future::Future>(
+        self,
+        work: F,
+    ) -> tokio::task::futures::TaskLocalFuture<Handling, F> {
+        HANDLING.scope(self, work)
+    }
 }
 
 fn is_context(key: &str) -> bool {
@@ -37,7 +49,7 @@ fn is_context(key: &str) -> bool {
 }
 
 /// The task context a message carries, if any.
-pub(crate) fn task_context_of(envelope: &Envelope) -> Option<Arc<Headers>> {
+fn task_context_of(envelope: &Envelope) -> Option<Arc<Headers>> {
     let mut context = Headers::default();
     for (key, value) in envelope.headers.iter().filter(|(k, _)| is_context(k)) {
         context.insert(key, value);
@@ -45,34 +57,21 @@ pub(crate) fn task_context_of(envelope: &Envelope) -> Option<Arc<Headers>> {
     (!context.is_empty()).then(|| Arc::new(context))
 }
 
-/// Runs a handler's work inside the task context of its message.
-pub(crate) fn within_task_context(
-    context: Option<Arc<Headers>>,
-    work: BoxFuture<'static, ()>,
-) -> BoxFuture<'static, ()> {
-    match context {
-        Some(context) => TASK_CONTEXT.scope(context, work).boxed(),
-        None => work,
-    }
-}
-
 /// The task context of the message being handled by the current task:
 /// its `ctx-*` headers and `traceparent`, if it has any. For passing the
 /// context on over other protocols, such as HTTP to host agents.
 pub fn task_context() -> Option<Arc<Headers>> {
-    TASK_CONTEXT.try_with(Arc::clone).ok()
+    HANDLING.try_with(|h| h.context.clone()).ok().flatten()
 }
 
 /// Adds the current task context to the headers of a message being sent,
 /// without overriding what the sender set itself.
 pub(crate) fn inherit_task_context(headers: &mut Headers) {
-    let _ = HANDLING_SERVICE.try_with(|service| {
+    let _ = HANDLING.try_with(|handling| {
         if headers.get(FROM_SERVICE).is_none() {
-            headers.insert(FROM_SERVICE, &**service);
+            headers.insert(FROM_SERVICE, &*handling.service);
         }
-    });
-    let _ = TASK_CONTEXT.try_with(|context| {
-        for (key, value) in context.iter() {
+        for (key, value) in handling.context.iter().flat_map(|c| c.iter()) {
             if headers.get(key).is_none() {
                 headers.insert(key, value);
             }

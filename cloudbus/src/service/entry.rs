@@ -10,6 +10,7 @@ use std::time::Instant;
 use futures::FutureExt;
 use futures::future::BoxFuture;
 
+use super::context::Handling;
 use super::{
     Context, DeferredHandler, Handler, MessageHandler, ReplyPort, ReplyTarget, Responder, SyncKey,
     TypeStats,
@@ -36,7 +37,13 @@ pub(crate) struct Job {
 pub(crate) trait HandlerEntry: Send + Sync {
     /// Decodes the message and prepares the job; `None` when the message was
     /// already answered (it could not be decoded).
-    fn prepare(&self, bus: &Bus, delivery: Delivery, stats: Arc<TypeStats>) -> Option<Job>;
+    fn prepare(
+        &self,
+        bus: &Bus,
+        delivery: Delivery,
+        stats: Arc<TypeStats>,
+        handling: Handling,
+    ) -> Option<Job>;
 
     /// Whether the handler may serialize messages by sync key.
     fn keyed(&self) -> bool;
@@ -95,7 +102,13 @@ impl<S: Handler<R>, R: Request> HandlerEntry for RequestEntry<S, R> {
         self.0.keyed()
     }
 
-    fn prepare(&self, bus: &Bus, delivery: Delivery, stats: Arc<TypeStats>) -> Option<Job> {
+    fn prepare(
+        &self,
+        bus: &Bus,
+        delivery: Delivery,
+        stats: Arc<TypeStats>,
+        handling: Handling,
+    ) -> Option<Job> {
         let (req, envelope, responder) = decode::<R>(bus, delivery).ok()?;
         let sync = self.0.sync_key(&req);
         let service = self.0.clone();
@@ -104,7 +117,7 @@ impl<S: Handler<R>, R: Request> HandlerEntry for RequestEntry<S, R> {
         let responder = responder.with_style(R::STYLE);
         Some(Job {
             sync,
-            run: Box::pin(async move {
+            run: Box::pin(handling.scope(async move {
                 let started = Instant::now();
                 let outcome = match AssertUnwindSafe(service.handle(req, ctx))
                     .catch_unwind()
@@ -115,7 +128,7 @@ impl<S: Handler<R>, R: Request> HandlerEntry for RequestEntry<S, R> {
                 };
                 finished(&stats, started, outcome.as_ref().err());
                 responder.answer(outcome.map(Body::new)).await;
-            }),
+            })),
         })
     }
 }
@@ -127,7 +140,13 @@ impl<S: MessageHandler<M>, M: Message> HandlerEntry for MessageEntry<S, M> {
         self.0.keyed()
     }
 
-    fn prepare(&self, bus: &Bus, delivery: Delivery, stats: Arc<TypeStats>) -> Option<Job> {
+    fn prepare(
+        &self,
+        bus: &Bus,
+        delivery: Delivery,
+        stats: Arc<TypeStats>,
+        handling: Handling,
+    ) -> Option<Job> {
         let (msg, envelope, responder) = decode::<M>(bus, delivery).ok()?;
         let sync = self.0.sync_key(&msg);
         let service = self.0.clone();
@@ -135,7 +154,7 @@ impl<S: MessageHandler<M>, M: Message> HandlerEntry for MessageEntry<S, M> {
         let envelope = ctx.shared_envelope();
         Some(Job {
             sync,
-            run: Box::pin(async move {
+            run: Box::pin(handling.scope(async move {
                 let started = Instant::now();
                 let outcome = match AssertUnwindSafe(service.receive(msg, ctx))
                     .catch_unwind()
@@ -150,7 +169,7 @@ impl<S: MessageHandler<M>, M: Message> HandlerEntry for MessageEntry<S, M> {
                 responder
                     .answer(outcome.map(|()| Body::new(crate::bus::Ack {})))
                     .await;
-            }),
+            })),
         })
     }
 }
@@ -162,7 +181,13 @@ impl<S: DeferredHandler<R>, R: Request> HandlerEntry for DeferredEntry<S, R> {
         self.0.keyed()
     }
 
-    fn prepare(&self, bus: &Bus, delivery: Delivery, stats: Arc<TypeStats>) -> Option<Job> {
+    fn prepare(
+        &self,
+        bus: &Bus,
+        delivery: Delivery,
+        stats: Arc<TypeStats>,
+        handling: Handling,
+    ) -> Option<Job> {
         let (req, envelope, responder) = decode::<R>(bus, delivery).ok()?;
         let sync = self.0.sync_key(&req);
         let service = self.0.clone();
@@ -172,7 +197,7 @@ impl<S: DeferredHandler<R>, R: Request> HandlerEntry for DeferredEntry<S, R> {
         let port = ReplyPort::new(responder.with_style(R::STYLE).watch_panic(panicked.clone()));
         Some(Job {
             sync,
-            run: Box::pin(async move {
+            run: Box::pin(handling.scope(async move {
                 // The port lives inside the handler's future: flag the panic
                 // before that future (and the port) is dropped, so the port
                 // answers `cloudbus.INTERNAL` rather than `NO_REPLY`.
@@ -189,7 +214,7 @@ impl<S: DeferredHandler<R>, R: Request> HandlerEntry for DeferredEntry<S, R> {
                     }
                 };
                 finished(&stats, started, error.as_ref());
-            }),
+            })),
         })
     }
 }

@@ -20,6 +20,6 @@ pub(crate) use handler::{DeferredHandler, Handler, MessageHandler};
 pub use reply::ReplyPort;
 pub(crate) use reply::{ReplyMeta, ReplyTarget, Responder};
 pub(crate) use runtime::ServiceRuntime;
-pub use statistics::{SourceCount, TypeStatistics};
 pub(crate) use statistics::TypeStats;
+pub use statistics::{SourceCount, TypeStatistics};
 pub use sync::{IntoSyncKey, SyncKey};

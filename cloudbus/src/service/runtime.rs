@@ -124,13 +124,12 @@ impl ServiceRuntime {
                 .get(super::context::FROM_SERVICE)
                 .unwrap_or(""),
         );
-        let task_context = super::context::task_context_of(&delivery.envelope);
+        let handling = super::context::Handling::new(self.shared_name.clone(), &delivery.envelope);
         let span = handling_span(bus, &self.name, &delivery.envelope);
-        let Some(job) = entry.prepare(bus, delivery, stats.clone()) else {
+        let Some(job) = entry.prepare(bus, delivery, stats.clone(), handling) else {
             return;
         };
-        let run = super::context::within_task_context(task_context, job.run);
-        let run = super::context::within_service(self.shared_name.clone(), run);
+        let run = job.run;
         // Only a span someone listens to costs an allocation.
         let run = if span.is_disabled() {
             run

@@ -25,7 +25,50 @@ pub(crate) struct TypeStats {
     max_us: AtomicU64,
     buckets: [AtomicU64; BUCKETS],
     /// Messages received per sending service (`""`: not sent by a handler).
-    from: std::sync::Mutex<Vec<(Box<str>, u64)>>,
+    from: Senders,
+}
+
+/// Senders a type keeps apart; more are counted together.
+const SENDERS: usize = 16;
+
+/// Counts per sending service without a lock: a fixed row of slots, each
+/// named once by the first message from its sender (a handful per type),
+/// then only counted.
+#[derive(Default, Debug)]
+struct Senders {
+    slots: [(std::sync::OnceLock<Box<str>>, AtomicU64); SENDERS],
+    /// Messages from senders beyond the first [`SENDERS`].
+    others: AtomicU64,
+}
+
+impl Senders {
+    fn record(&self, service: &str) {
+        for (name, count) in &self.slots {
+            // An empty slot is taken for this sender, unless another
+            // thread names it first: then it is checked like any other.
+            let named = name.get_or_init(|| service.into());
+            if **named == *service {
+                count.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+        }
+        self.others.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn snapshot(&self) -> Vec<SourceCount> {
+        let named = self.slots.iter().filter_map(|(name, count)| {
+            Some(SourceCount {
+                service: name.get()?.to_string(),
+                count: count.load(Ordering::Relaxed),
+            })
+        });
+        let others = self.others.load(Ordering::Relaxed);
+        let others = (others > 0).then(|| SourceCount {
+            service: "(others)".to_string(),
+            count: others,
+        });
+        named.chain(others).collect()
+    }
 }
 
 impl Default for TypeStats {
@@ -37,7 +80,7 @@ impl Default for TypeStats {
             min_us: AtomicU64::new(u64::MAX),
             max_us: AtomicU64::new(0),
             buckets: std::array::from_fn(|_| AtomicU64::new(0)),
-            from: std::sync::Mutex::default(),
+            from: Senders::default(),
         }
     }
 }
@@ -56,14 +99,9 @@ impl TypeStats {
         self.max_us.fetch_max(us, Ordering::Relaxed);
     }
 
-    /// Counts a message received from `service` (a handful of senders per
-    /// type: a short list under a lock held for a few comparisons).
+    /// Counts a message received from `service`.
     pub(crate) fn record_from(&self, service: &str) {
-        let mut from = self.from.lock().unwrap_or_else(|e| e.into_inner());
-        match from.iter_mut().find(|(s, _)| &**s == service) {
-            Some((_, count)) => *count += 1,
-            None => from.push((service.into(), 1)),
-        }
+        self.from.record(service);
     }
 
     pub(crate) fn snapshot(&self, service: &str, type_name: &str) -> TypeStatistics {
@@ -87,16 +125,7 @@ impl TypeStats {
                 .iter()
                 .map(|b| b.load(Ordering::Relaxed))
                 .collect(),
-            from: self
-                .from
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .iter()
-                .map(|(service, count)| SourceCount {
-                    service: service.to_string(),
-                    count: *count,
-                })
-                .collect(),
+            from: self.from.snapshot(),
         }
     }
 }
@@ -145,4 +174,44 @@ impl TypeStatistics {
     /// Upper bounds (µs) of the handling-time histogram's buckets; a last
     /// bucket takes everything slower.
     pub const HISTOGRAM_BOUNDS_US: [u64; 16] = HISTOGRAM_BOUNDS_US;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn senders_are_counted_apart_up_to_a_limit_then_together() {
+        let stats = TypeStats::default();
+        for _ in 0..3 {
+            stats.record_from("vm");
+        }
+        stats.record_from("");
+        for n in 0..SENDERS + 2 {
+            stats.record_from(&format!("svc-{n}"));
+        }
+        let from = stats.snapshot("host", "host.X").from;
+        assert_eq!(
+            from[0],
+            SourceCount {
+                service: "vm".into(),
+                count: 3
+            }
+        );
+        assert_eq!(
+            from[1],
+            SourceCount {
+                service: "".into(),
+                count: 1
+            }
+        );
+        assert_eq!(from.len(), SENDERS + 1);
+        assert_eq!(
+            from.last().unwrap(),
+            &SourceCount {
+                service: "(others)".into(),
+                count: 4
+            }
+        );
+    }
 }
