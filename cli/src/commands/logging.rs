@@ -83,10 +83,13 @@ pub fn init(default: &str) {
             .with_filter(filter)
             .boxed(),
     };
-    let spans = EXPORTER.get().map(|exporter| exporter.layer());
-    // A second init (in tests) is harmless; keep the first.
-    let _ = tracing_subscriber::registry()
-        .with(logs)
-        .with(spans)
-        .try_init();
+    // A second init (in tests) is harmless; keep the first. Without an
+    // exporter no second layer at all: an absent `Option` layer counts as
+    // interested in every callsite, which would make the bus's disabled
+    // debug spans real (an allocation and more per message).
+    let registry = tracing_subscriber::registry().with(logs);
+    let _ = match EXPORTER.get() {
+        Some(exporter) => registry.with(exporter.layer()).try_init(),
+        None => registry.try_init(),
+    };
 }

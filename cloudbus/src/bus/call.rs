@@ -358,10 +358,18 @@ impl Bus {
         cancellable: bool,
     ) -> Result<Body, ErrorCode> {
         let span = crate::trace_context::sending_span(&envelope, self.inner.node);
-        let outcome = self
-            .request_in(envelope, body, api_event, cancellable, &span)
-            .instrument(span.clone())
-            .await;
+        if span.is_disabled() {
+            // Untraced (the usual case): no wrapper around the request, whose
+            // future is moved and boxed as it is, so every byte counts.
+            return self
+                .request_in(envelope, body, api_event, cancellable, &span)
+                .await;
+        }
+        let outcome = Box::pin(
+            self.request_in(envelope, body, api_event, cancellable, &span)
+                .instrument(span.clone()),
+        )
+        .await;
         crate::trace_context::sent(&span, &outcome);
         outcome
     }
