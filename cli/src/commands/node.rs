@@ -67,7 +67,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             tracing::info!(metrics = %format!("http://{bound}/metrics"), "serving metrics");
         }
         if let Some(addr) = args.http {
-            let bound = super::dashboard::serve(bus.clone(), addr).await?;
+            // With this node's agent client: its command rates and failures.
+            let agents = installed.agents.clone();
+            let bound = super::dashboard::serve(bus.clone(), agents, addr).await?;
             tracing::info!(dashboard = %format!("http://{bound}/"), "serving the dashboard");
         }
         Ok::<_, anyhow::Error>(())

@@ -137,7 +137,10 @@ fn quantile(histogram: &[u64], q: f64) -> u64 {
     for (i, n) in histogram.iter().enumerate() {
         seen += n;
         if seen >= wanted.max(1) {
-            return bounds.get(i).copied().unwrap_or(bounds[bounds.len() - 1] * 2);
+            return bounds
+                .get(i)
+                .copied()
+                .unwrap_or(bounds[bounds.len() - 1] * 2);
         }
     }
     bounds[bounds.len() - 1] * 2
@@ -149,14 +152,10 @@ fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-/// Serves the dashboard on `addr` until the process ends.
-pub async fn serve(bus: Bus, addr: SocketAddr) -> anyhow::Result<SocketAddr> {
-    serve_with_agents(bus, None, addr).await
-}
-
-/// Serves the dashboard on `addr`, with the counters of the client that
-/// drives this node's host agents when it has one.
-pub async fn serve_with_agents(
+/// Serves the dashboard on `addr` until the process ends, with the
+/// counters of the client that drives this node's host agents when it
+/// has one.
+pub async fn serve(
     bus: Bus,
     agents: Option<AgentClient>,
     addr: SocketAddr,
@@ -229,11 +228,7 @@ async fn poll(dashboard: &Dashboard) {
         members
             .iter()
             .filter(|n| n.services.iter().any(|s| s == "host"))
-            .map(|n| {
-                bus.call(GetTrackedHosts {})
-                    .node(n.node)
-                    .timeout(timeout)
-            }),
+            .map(|n| bus.call(GetTrackedHosts {}).node(n.node).timeout(timeout)),
     );
     let (stats, hosts) = futures::join!(stats, hosts);
     let mut sample = Sample {
@@ -243,7 +238,12 @@ async fn poll(dashboard: &Dashboard) {
         failovers: bus.counters().failovers.get(),
         agents: dashboard.agents.as_ref().map(|a| {
             let s = a.stats();
-            [s.sent.get(), s.failed.get(), s.timeouts.get(), s.unreachable.get()]
+            [
+                s.sent.get(),
+                s.failed.get(),
+                s.timeouts.get(),
+                s.unreachable.get(),
+            ]
         }),
         ..Sample::default()
     };
@@ -404,7 +404,13 @@ fn flow(history: &VecDeque<Sample>) -> (Value, Vec<Value>) {
     let seconds = base
         .map(|b| (last.t_ms.saturating_sub(b.t_ms) as f64 / 1000.0).max(0.001))
         .unwrap_or(0.0);
-    let rate = |n: u64| if seconds > 0.0 { n as f64 / seconds } else { 0.0 };
+    let rate = |n: u64| {
+        if seconds > 0.0 {
+            n as f64 / seconds
+        } else {
+            0.0
+        }
+    };
     let mut services: BTreeMap<String, Vec<String>> = BTreeMap::new();
     let mut edges = Vec::new();
     let mut table = Vec::new();
@@ -435,7 +441,11 @@ fn flow(history: &VecDeque<Sample>) -> (Value, Vec<Value>) {
         }
         services.entry(service.clone()).or_default();
         for (from, count) in &totals.from {
-            let from = if from.is_empty() { CLIENT } else { from.as_str() };
+            let from = if from.is_empty() {
+                CLIENT
+            } else {
+                from.as_str()
+            };
             if from != CLIENT {
                 services.entry(from.to_string()).or_default();
             }
