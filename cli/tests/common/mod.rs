@@ -59,7 +59,8 @@ pub fn stdout_json(out: &Output) -> Value {
 pub struct Running {
     child: Child,
     lines: mpsc::Receiver<String>,
-    seen: Vec<String>,
+    /// Every line read so far, in order.
+    pub seen: Vec<String>,
 }
 
 impl Running {
@@ -118,16 +119,48 @@ impl Running {
         line[at..at + 32].to_string()
     }
 
-    /// Stops the process as an operator would (SIGTERM) and waits for it:
-    /// whether it exited cleanly.
-    pub fn stop(&mut self) -> bool {
+    /// Sends the process a signal (`-TERM`, `-KILL`…).
+    pub fn signal(&self, signal: &str) {
         let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
+            .args([signal, &self.child.id().to_string()])
             .status()
             .unwrap();
         assert!(status.success());
-        self.child.wait().unwrap().success()
     }
+
+    /// Waits for the process to exit and returns whether it succeeded,
+    /// keeping what it printed last.
+    pub fn wait(&mut self) -> bool {
+        let status = self.child.wait().unwrap();
+        while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(5)) {
+            self.seen.push(line);
+        }
+        status.success()
+    }
+
+    /// Stops the process as an operator would (SIGTERM) and waits for it:
+    /// whether it exited cleanly.
+    pub fn stop(&mut self) -> bool {
+        self.signal("-TERM");
+        self.wait()
+    }
+}
+
+/// The rows of a `rabbitmqctl` listing that belong to `bus`, sorted.
+pub fn rabbitmqctl(args: &[&str], bus: &str) -> Vec<String> {
+    let out = Command::new("rabbitmqctl")
+        .args(args)
+        .args(["-q", "--no-table-headers"])
+        .output()
+        .expect("rabbitmqctl must be installed next to the broker");
+    assert!(out.status.success(), "rabbitmqctl {args:?} failed");
+    let mut lines: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.starts_with(&format!("{bus}.")))
+        .map(str::to_string)
+        .collect();
+    lines.sort();
+    lines
 }
 
 impl Drop for Running {
@@ -137,8 +170,10 @@ impl Drop for Running {
     }
 }
 
-/// Exchanges are durable and outlive the nodes: remove them.
+/// Removes what the bus left on the broker: the durable exchanges, which
+/// outlive the nodes, and the queues of nodes a test killed on purpose.
 pub fn remove_exchanges(bus: &str) {
+    let queues = rabbitmqctl(&["list_queues", "name"], bus);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -148,6 +183,12 @@ pub fn remove_exchanges(bus: &str) {
             .await
             .unwrap();
         let channel = conn.create_channel().await.unwrap();
+        for queue in queues {
+            channel
+                .queue_delete(queue.as_str().into(), Default::default())
+                .await
+                .unwrap();
+        }
         for ex in ["P2P", "BROADCAST"] {
             channel
                 .exchange_delete(format!("{bus}.{ex}").into(), Default::default())
