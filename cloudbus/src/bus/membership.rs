@@ -13,6 +13,10 @@ use crate::cluster::{
 };
 use crate::{Body, Envelope, ErrorCode, Kind, Message, NodeId, codes};
 
+/// How long the calls waiting on a node that left gracefully may still
+/// get the replies it sent before its goodbye.
+const LEFT_GRACE: Duration = Duration::from_millis(500);
+
 impl Bus {
     /// The cluster as this node sees it now: live members, their services,
     /// the hash ring. On the embedded bus, just this node.
@@ -169,7 +173,7 @@ impl Bus {
                 self.inner.wake.notify_one();
             }),
             NodeLeft::TYPE => serde_json::from_slice(body).map(|left: NodeLeft| {
-                self.gone(left.node, "left the cluster");
+                self.left(left.node);
             }),
             _ => Ok(()),
         };
@@ -190,6 +194,32 @@ impl Bus {
             // The newcomer learns about this node now, not a beat later.
             self.inner.wake.notify_one();
         }
+    }
+
+    /// A member that stopped gracefully: it answered what it took before
+    /// saying so, but its last replies travel on another queue than its
+    /// goodbye and may arrive a moment after it. It is gone for routing at
+    /// once; the calls still waiting on it fail after [`LEFT_GRACE`]
+    /// unless their reply arrives first.
+    fn left(&self, node: NodeId) {
+        if !self.inner.members.remove(node) {
+            return;
+        }
+        tracing::info!(%node, "node left the cluster");
+        let bus = Arc::downgrade(&self.inner);
+        tokio::spawn(async move {
+            tokio::time::sleep(LEFT_GRACE).await;
+            if let Some(inner) = bus.upgrade() {
+                let error = ErrorCode::new(
+                    codes::NODE_UNAVAILABLE,
+                    format!("node {node} left the cluster without answering"),
+                );
+                let failed = inner.pending.fail_node(node, &error);
+                if failed > 0 {
+                    tracing::warn!(%node, failed_calls = failed, "calls to a node that left failed");
+                }
+            }
+        });
     }
 
     /// Forgets a member and fails the calls waiting on it; `false` if it
