@@ -262,5 +262,6 @@ async def test_a_gracefully_stopped_python_member_leaves_no_queue(
         assert {"stopped": True} in [json.loads(line) for line in member.stdout]
         await node.await_for(lambda l: "left the cluster" in l and member.node_id in l, stream="stderr")
         await bus.wait_for_cluster(lambda view: member.node_id not in view)
-    assert [q for q in queue_names(bus_name) if member.node_id in q] == []
+    left = [q for q in queue_names(bus_name) if member.node_id in q]
+    assert left == [], member.transcript()
     assert [q for q in queue_names(bus_name) if q.endswith(node.node_id)] != []  # the Rust node's are still there

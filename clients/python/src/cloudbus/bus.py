@@ -227,11 +227,15 @@ class Bus:
             self._fail_all(CloudbusError(SHUTTING_DOWN, f"node {self.node_id} is shutting down"))
             if not self.connection.is_closed:
                 try:
-                    await self._event_channel.close()  # cancels its consumer
-                    await self._node_channel.close()
+                    # Queues first, on a channel of their own, then the
+                    # consumers' channels: an ack still in flight on a
+                    # channel closed under it would be a connection error
+                    # (504 "expected channel.open") that stops the deletes.
                     channel = await self.connection.channel(publisher_confirms=False)
                     for queue in (self.names.event_queue, self.names.node_queue):
                         await channel.queue_delete(queue)
+                    await self._event_channel.close()
+                    await self._node_channel.close()
                 except Exception as error:  # noqa: BLE001
                     log.warning("queues of node %s not deleted: %r", self.node_id, error)
         finally:
