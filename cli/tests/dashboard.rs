@@ -52,8 +52,7 @@ fn load(bus: &str) {
     let creating: Vec<_> = ["one", "two", "three"]
         .iter()
         .map(|name| {
-            let body =
-                format!(r#"{{"name":"{name}-{round}","cpus":1,"memory_gb":1,"disk_gb":1}}"#);
+            let body = format!(r#"{{"name":"{name}-{round}","cpus":1,"memory_gb":1,"disk_gb":1}}"#);
             common::cloudbus(bus)
                 .args(["call", "vm", "vm.CreateVm", &body])
                 .stdout(std::process::Stdio::piped())
@@ -70,7 +69,14 @@ fn load(bus: &str) {
     let start = format!(r#"{{"uuid":"{uuid}"}}"#);
     let started = stdout_json(&run(
         bus,
-        &["call", "vm", "vm.StartVm", &start, "--api-event", "vm.VmStarted"],
+        &[
+            "call",
+            "vm",
+            "vm.StartVm",
+            &start,
+            "--api-event",
+            "vm.VmStarted",
+        ],
     ));
     assert!(started["host"].is_string(), "{started}");
 }

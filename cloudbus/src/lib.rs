@@ -144,7 +144,7 @@ pub use message::{
 pub use ring::HashRing;
 pub use service::{
     Context, Handlers, IntoSyncKey, ReplyPort, Service, ServiceBuilder, SourceCount, SyncKey,
-    TypeStatistics,    task_context,
+    TypeStatistics, task_context,
 };
 
 pub(crate) use message::{decode_reply, encode_reply};
