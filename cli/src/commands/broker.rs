@@ -65,3 +65,15 @@ impl BrokerArgs {
 pub const DISCOVERY_LIMIT: Duration = Duration::from_secs(3);
 /// The silence after which a tool assumes every member has answered.
 pub const DISCOVERY_QUIET: Duration = Duration::from_millis(300);
+
+/// The nodes a tool asks: the one named, or every live member once they
+/// have answered the tool's discovery.
+pub async fn target_nodes(bus: &Bus, node: Option<cloudbus::NodeId>) -> Vec<cloudbus::NodeId> {
+    match node {
+        Some(node) => vec![node],
+        None => {
+            let view = bus.settled_cluster(DISCOVERY_QUIET, DISCOVERY_LIMIT).await;
+            view.nodes().iter().map(|n| n.node).collect()
+        }
+    }
+}

@@ -7,7 +7,7 @@ use anyhow::bail;
 use cloudbus::{NodeId, Ping, Pong};
 use serde_json::json;
 
-use super::broker::{BrokerArgs, DISCOVERY_LIMIT, DISCOVERY_QUIET};
+use super::broker::BrokerArgs;
 
 /// Flags of `cloudbus ping`.
 #[derive(clap::Args)]
@@ -37,13 +37,7 @@ struct Answer {
 pub async fn run(args: Args) -> anyhow::Result<()> {
     super::logging::init("warn");
     let bus = args.broker.observer().await?;
-    let nodes = match args.node {
-        Some(node) => vec![node],
-        None => {
-            let view = bus.settled_cluster(DISCOVERY_QUIET, DISCOVERY_LIMIT).await;
-            view.nodes().iter().map(|n| n.node).collect()
-        }
-    };
+    let nodes = super::broker::target_nodes(&bus, args.node).await;
     let answers = futures::future::join_all(nodes.into_iter().map(|node| {
         let call = bus.call(Ping {}).node(node).timeout(args.timeout);
         async move {

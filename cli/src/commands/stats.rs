@@ -7,7 +7,7 @@ use anyhow::bail;
 use cloudbus::{GetStatistics, NodeId, Statistics};
 use serde_json::json;
 
-use super::broker::{BrokerArgs, DISCOVERY_LIMIT, DISCOVERY_QUIET};
+use super::broker::BrokerArgs;
 
 /// Flags of `cloudbus stats`.
 #[derive(clap::Args)]
@@ -26,13 +26,7 @@ pub struct Args {
 pub async fn run(args: Args) -> anyhow::Result<()> {
     super::logging::init("warn");
     let bus = args.broker.observer().await?;
-    let nodes = match args.node {
-        Some(node) => vec![node],
-        None => {
-            let view = bus.settled_cluster(DISCOVERY_QUIET, DISCOVERY_LIMIT).await;
-            view.nodes().iter().map(|n| n.node).collect()
-        }
-    };
+    let nodes = super::broker::target_nodes(&bus, args.node).await;
     let mut all: Vec<Statistics> = Vec::new();
     let mut failure = None;
     for node in nodes {
