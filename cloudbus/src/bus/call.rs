@@ -1,19 +1,21 @@
 //! Sending: requests that await a typed reply, and plain messages.
 
 use std::borrow::Cow;
-use std::future::IntoFuture;
+use std::future::{Future, IntoFuture};
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
 use futures::{StreamExt, stream};
-use tokio::sync::oneshot;
-use tracing::Instrument as _;
 
 use super::Bus;
-use super::dispatch::{Answer, Target};
+use super::dispatch::Answer;
+use super::request::{Requested, traced};
 use crate::{
     Body, Envelope, ErrorCode, Headers, Kind, Message, MessageId, NodeId, ReplyStyle, Request,
 };
+use tracing::Instrument as _;
 
 /// Options shared by calls and plain sends.
 #[derive(Default)]
@@ -139,7 +141,7 @@ pub struct Call<R: Request> {
     request: Option<R>,
     timeout: Option<Duration>,
     to: Addressing,
-    running: Option<BoxFuture<'static, Result<R::Reply, ErrorCode>>>,
+    running: Option<BoxFuture<'static, Result<Body, ErrorCode>>>,
 }
 
 impl<R: Request> Call<R> {
@@ -219,27 +221,44 @@ impl CancelHandle {
 }
 
 impl<R: Request> Call<R> {
-    fn start(&mut self) -> BoxFuture<'static, Result<R::Reply, ErrorCode>> {
-        let bus = self.bus.clone();
-        let (id, cancellable) = (self.id, self.cancellable);
-        let timeout = self.timeout.unwrap_or(bus.inner.config.default_timeout);
-        let (request, to) = (self.request.take(), std::mem::take(&mut self.to));
-        Box::pin(async move {
-            let request =
-                request.ok_or_else(|| ErrorCode::internal("call polled after it ended"))?;
-            let mut envelope =
-                bus.envelope(Kind::Request, R::TYPE.into(), R::service().into(), to)?;
-            envelope.id = id;
-            envelope.timeout = Some(timeout);
-            let api_event = (R::STYLE == ReplyStyle::ApiEvent).then_some(R::Reply::TYPE);
-            bus.request(envelope, Body::new(request), api_event, cancellable)
-                .await?
-                .decode::<R::Reply>()
-        })
+    fn start(&mut self) -> Requested {
+        let Some(request) = self.request.take() else {
+            return Requested::Answered(Err(ErrorCode::internal("call polled after it ended")));
+        };
+        let timeout = self
+            .timeout
+            .unwrap_or(self.bus.inner.config.default_timeout);
+        let to = std::mem::take(&mut self.to);
+        let mut envelope =
+            match self
+                .bus
+                .envelope(Kind::Request, R::TYPE.into(), R::service().into(), to)
+            {
+                Ok(envelope) => envelope,
+                Err(error) => return Requested::Answered(Err(error)),
+            };
+        envelope.id = self.id;
+        envelope.timeout = Some(timeout);
+        let api_event = (R::STYLE == ReplyStyle::ApiEvent).then_some(Cow::Borrowed(R::Reply::TYPE));
+        self.bus
+            .request(envelope, Body::new(request), api_event, self.cancellable)
     }
 }
 
-started_on_poll!(Call<R>, Result<R::Reply, ErrorCode>, R: Request);
+impl<R: Request> Unpin for Call<R> {}
+
+impl<R: Request> Future for Call<R> {
+    type Output = Result<R::Reply, ErrorCode>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        let mut running = this.running.take();
+        let polled = Requested::poll(&mut running, cx, || this.start());
+        this.running = running;
+        let outcome = ready!(polled);
+        Poll::Ready(outcome.and_then(Body::decode::<R::Reply>))
+    }
+}
 
 /// A plain message on its way; `.await` it to hand it over. It finishes
 /// when the message is accepted, not when it is handled.
@@ -347,99 +366,6 @@ impl Bus {
 }
 
 impl Bus {
-    /// Sends a request envelope and waits for the outcome. `api_event` names
-    /// the event type that answers a non-blocking API; `cancellable` says
-    /// whether the caller may cancel it by id.
-    pub(crate) async fn request(
-        &self,
-        envelope: Envelope,
-        body: Body,
-        api_event: Option<&str>,
-        cancellable: bool,
-    ) -> Result<Body, ErrorCode> {
-        let span = crate::trace_context::sending_span(&envelope, self.inner.node);
-        if span.is_disabled() {
-            // Untraced (the usual case): no wrapper around the request, whose
-            // future is moved and boxed as it is, so every byte counts.
-            return self
-                .request_in(envelope, body, api_event, cancellable, &span)
-                .await;
-        }
-        let outcome = Box::pin(
-            self.request_in(envelope, body, api_event, cancellable, &span)
-                .instrument(span.clone()),
-        )
-        .await;
-        crate::trace_context::sent(&span, &outcome);
-        outcome
-    }
-
-    async fn request_in(
-        &self,
-        mut envelope: Envelope,
-        body: Body,
-        api_event: Option<&str>,
-        cancellable: bool,
-        span: &tracing::Span,
-    ) -> Result<Body, ErrorCode> {
-        let target = self.resolve_outgoing(&mut envelope, &body, true)?;
-        traced(span, &target, &mut envelope);
-        let timeout = envelope
-            .timeout
-            .unwrap_or(self.inner.config.default_timeout);
-        let deadline = super::routing::deadline_after(timeout);
-        let (what, id) = (envelope.type_name.clone(), envelope.id);
-        // A caller here waits on a oneshot; a handler elsewhere answers this
-        // node's queue, and the pending map (which also fails the call if
-        // that node dies) hands the reply over.
-        let mut cancelled = None;
-        let (answer, rx, _waiting) = match &target {
-            Target::Local(_) => {
-                let (tx, rx) = oneshot::channel();
-                // Registered like a remote call, so that `cancel` finds it;
-                // only when asked, since nobody can cancel it otherwise.
-                let waiting = cancellable.then(|| {
-                    let (guard, rx) = self.inner.pending.register(id, self.inner.node);
-                    cancelled = Some(rx);
-                    guard
-                });
-                (Answer::Here(tx), rx, waiting)
-            }
-            Target::Remote(node) => {
-                if let Some(event_type) = api_event {
-                    self.bind_api_event(event_type).await?;
-                }
-                let (waiting, rx) = self.inner.pending.register(id, *node);
-                (Answer::At(self.reply_to()), rx, Some(waiting))
-            }
-        };
-        let exchange = async {
-            self.dispatch(target, envelope, body, answer, Some(deadline))
-                .await?;
-            match rx.await {
-                Ok(outcome) => outcome,
-                // Dropped unanswered: the request expired before a handler
-                // took it; the deadline ends the wait.
-                Err(_) => std::future::pending().await,
-            }
-        };
-        let exchange = async {
-            match cancelled {
-                Some(cancelled) => tokio::select! {
-                    outcome = exchange => outcome,
-                    Ok(outcome) = cancelled => outcome,
-                },
-                None => exchange.await,
-            }
-        };
-        tokio::time::timeout_at(deadline, exchange)
-            .await
-            .unwrap_or_else(|_| {
-                self.inner.stats.timeouts.inc();
-                Err(ErrorCode::timeout(&what, timeout))
-            })
-    }
-
     /// Hands a plain message over; done once it is accepted.
     pub(crate) async fn post(&self, mut envelope: Envelope, body: Body) -> Result<(), ErrorCode> {
         let span = crate::trace_context::sending_span(&envelope, self.inner.node);
@@ -454,16 +380,4 @@ impl Bus {
         crate::trace_context::sent(&span, &outcome);
         outcome
     }
-}
-
-/// Notes where a routed message goes on its sending span, and hands the
-/// span's trace context on in the message.
-fn traced(span: &tracing::Span, target: &Target, envelope: &mut Envelope) {
-    if span.is_disabled() {
-        return;
-    }
-    if let Target::Remote(node) = target {
-        span.record("to", tracing::field::display(node));
-    }
-    crate::trace_context::inject(span, &mut envelope.headers);
 }

@@ -163,7 +163,12 @@ impl Bus {
                     reply,
                     deadline: deadline.map(Instant::into_std),
                 };
-                runtime.deliver(self, delivery).await;
+                // The usual delivery is done right here; only one that
+                // waits for room in the service builds a future.
+                let stalled = runtime.deliver_now(self, delivery);
+                if let Some(resumed) = stalled.map(|stalled| runtime.resume(self, stalled)) {
+                    resumed.await;
+                }
                 return Ok(());
             }
             Target::Remote(node) => node,

@@ -16,6 +16,7 @@ mod publish;
 mod raw;
 mod recent;
 mod reply;
+mod request;
 mod routing;
 mod subscribe;
 

@@ -3,6 +3,8 @@
 //! `cloudbus call` command is one).
 
 use std::borrow::Cow;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -10,6 +12,7 @@ use futures::future::BoxFuture;
 
 use super::Bus;
 use super::call::{Addressing, addressing_methods, started_on_poll};
+use super::request::Requested;
 use crate::message::service_of;
 use crate::{Body, Envelope, ErrorCode, Kind, MessageId};
 
@@ -43,7 +46,7 @@ pub struct RawCall {
     timeout: Option<Duration>,
     api_event: Option<String>,
     to: Addressing,
-    running: Option<BoxFuture<'static, Result<Bytes, ErrorCode>>>,
+    running: Option<BoxFuture<'static, Result<Body, ErrorCode>>>,
 }
 
 impl RawCall {
@@ -76,25 +79,38 @@ impl RawCall {
 }
 
 impl RawCall {
-    fn start(&mut self) -> BoxFuture<'static, Result<Bytes, ErrorCode>> {
-        let bus = self.bus.clone();
-        let (id, cancellable) = (self.id, self.cancellable);
-        let timeout = self.timeout.unwrap_or(bus.inner.config.default_timeout);
+    fn start(&mut self) -> Requested {
+        let timeout = self
+            .timeout
+            .unwrap_or(self.bus.inner.config.default_timeout);
         let type_name = std::mem::take(&mut self.type_name);
         let (body, to) = (std::mem::take(&mut self.body), std::mem::take(&mut self.to));
-        let api_event = self.api_event.take();
-        Box::pin(async move {
-            let (mut envelope, body) = bus.raw_envelope(Kind::Request, type_name, body, to)?;
-            envelope.id = id;
-            envelope.timeout = Some(timeout);
-            bus.request(envelope, body, api_event.as_deref(), cancellable)
-                .await?
-                .to_json()
-        })
+        let api_event = self.api_event.take().map(Cow::Owned);
+        let (mut envelope, body) = match self.bus.raw_envelope(Kind::Request, type_name, body, to) {
+            Ok(started) => started,
+            Err(error) => return Requested::Answered(Err(error)),
+        };
+        envelope.id = self.id;
+        envelope.timeout = Some(timeout);
+        self.bus
+            .request(envelope, body, api_event, self.cancellable)
     }
 }
 
-started_on_poll!(RawCall, Result<Bytes, ErrorCode>);
+impl Unpin for RawCall {}
+
+impl std::future::Future for RawCall {
+    type Output = Result<Bytes, ErrorCode>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        let mut running = this.running.take();
+        let polled = Requested::poll(&mut running, cx, || this.start());
+        this.running = running;
+        let outcome = ready!(polled);
+        Poll::Ready(outcome.and_then(|body| body.to_json()))
+    }
+}
 
 /// A plain message made of a type name and JSON; `.await` it to hand it over.
 #[must_use = "a send does nothing until awaited"]

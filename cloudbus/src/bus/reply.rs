@@ -32,7 +32,9 @@ impl Bus {
                     self.inner.node,
                 );
                 envelope.api_id = Some(meta.request);
-                match self.publish_envelope(envelope, body).await {
+                // Boxed: publishing is the rare answer, and its state would
+                // otherwise weigh on every handler's future.
+                match Box::pin(self.publish_envelope(envelope, body)).await {
                     Ok(()) if matches!(target, ReplyTarget::Remote(_)) => return,
                     Ok(()) => local_copy.ok_or_else(|| ErrorCode::internal("unshareable event")),
                     Err(error) => Err(error),

@@ -6,12 +6,12 @@ use std::time::Instant;
 
 use futures::FutureExt;
 use futures::future::BoxFuture;
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
 use super::entry::{Delivery, HandlerEntry};
-use super::in_flight::InFlight;
+use super::in_flight::{InFlight, InFlightGuard};
 use super::sync::{SyncQueues, Ticket};
 use super::{ReplyTarget, Responder, Service, TypeStatistics, TypeStats};
 use crate::bus::{QueueReceiver, SubscriberInfo};
@@ -81,33 +81,103 @@ impl ServiceRuntime {
     /// handler is started, finished, or queued behind its sync key, not
     /// necessarily when it ends.
     pub(crate) async fn deliver(&self, bus: &Bus, delivery: Delivery) {
+        // Everything that needs no waiting happens in plain functions; only
+        // a wait or a rejection builds (and boxes) a future, so the usual
+        // call carries none of their state.
+        let stalled = self.deliver_now(bus, delivery);
+        if let Some(resumed) = stalled.map(|stalled| self.resume(bus, stalled)) {
+            resumed.await;
+        }
+    }
+
+    /// Finishes a delivery that could not be done at once.
+    pub(crate) fn resume<'a>(&'a self, bus: &'a Bus, stalled: Stalled) -> BoxFuture<'a, ()> {
+        match stalled {
+            Stalled::Rejected(delivery, error) => Box::pin(reject(bus, delivery, error)),
+            Stalled::Waiting(waiting) => Box::pin(self.deliver_later(bus, waiting)),
+        }
+    }
+
+    /// Delivers at once if the service has room; else says what is left
+    /// (for [`resume`](Self::resume)).
+    pub(crate) fn deliver_now(&self, bus: &Bus, delivery: Delivery) -> Option<Stalled> {
         // Counted before the closing check: a drain either sees this
         // message in flight or this message sees the service closing.
         let in_flight = self.in_flight.enter();
         if self.closing.load(Ordering::SeqCst) {
-            return reject(bus, delivery, ErrorCode::no_such_service(&self.name)).await;
+            let error = ErrorCode::no_such_service(&self.name);
+            return Some(Stalled::Rejected(delivery, error));
         }
         if let Err(error) = bus.intercept_delivery(&delivery.envelope, &delivery.body) {
             bus.counters().rejected.inc();
-            return reject(bus, delivery, error).await;
+            return Some(Stalled::Rejected(delivery, error));
         }
-        let Some((entry, stats)) = self.handlers.get(&*delivery.envelope.type_name) else {
+        let Some((entry, _)) = self.handlers.get(&*delivery.envelope.type_name) else {
             let error = ErrorCode::unknown_message(&self.name, &delivery.envelope.type_name);
-            return reject(bus, delivery, error).await;
+            return Some(Stalled::Rejected(delivery, error));
         };
-        let Ok(admitted) = self.admission.clone().acquire_owned().await else {
-            return reject(bus, delivery, ErrorCode::no_such_service(&self.name)).await;
+        let Ok(admitted) = self.admission.clone().try_acquire_owned() else {
+            return Stalled::waiting(delivery, in_flight, None);
         };
-        // A handler without sync keys waits for its permit here, before
-        // anything is decoded; a keyed one only once its key's turn comes,
-        // so waiters on one busy resource never hold permits others need.
+        // A handler without sync keys takes its permit before anything is
+        // decoded; a keyed one only once its key's turn comes, so waiters on
+        // one busy resource never hold permits others need.
+        let permit = if entry.keyed() {
+            None
+        } else {
+            match self.permits.clone().try_acquire_owned() {
+                Ok(permit) => Some(permit),
+                Err(_) => return Stalled::waiting(delivery, in_flight, Some(admitted)),
+            }
+        };
+        self.launch(bus, delivery, Ticket::new(admitted, in_flight), permit);
+        None
+    }
+
+    /// Waits for room in the service (its backpressure), then delivers.
+    async fn deliver_later(&self, bus: &Bus, waiting: Waiting) {
+        let Waiting {
+            delivery,
+            in_flight,
+            admitted,
+        } = waiting;
+        let admitted = match admitted {
+            Some(admitted) => admitted,
+            None => match self.admission.clone().acquire_owned().await {
+                Ok(admitted) => admitted,
+                Err(_) => {
+                    let error = ErrorCode::no_such_service(&self.name);
+                    return reject(bus, delivery, error).await;
+                }
+            },
+        };
+        let keyed = self
+            .handlers
+            .get(&*delivery.envelope.type_name)
+            .is_some_and(|(entry, _)| entry.keyed());
         let mut permit = None;
-        if !entry.keyed() {
+        if !keyed {
             let Ok(taken) = self.permits.clone().acquire_owned().await else {
-                return reject(bus, delivery, ErrorCode::no_such_service(&self.name)).await;
+                let error = ErrorCode::no_such_service(&self.name);
+                return reject(bus, delivery, error).await;
             };
             permit = Some(taken);
         }
+        self.launch(bus, delivery, Ticket::new(admitted, in_flight), permit);
+    }
+
+    /// Starts an admitted message's handler (on the caller's task first
+    /// when a caller here waits for it), or queues it behind its sync key.
+    fn launch(
+        &self,
+        bus: &Bus,
+        delivery: Delivery,
+        ticket: Ticket,
+        permit: Option<OwnedSemaphorePermit>,
+    ) {
+        let Some((entry, stats)) = self.handlers.get(&*delivery.envelope.type_name) else {
+            return;
+        };
         if delivery.deadline.is_some_and(|d| Instant::now() >= d) {
             // The caller has stopped waiting; running the handler now would
             // only produce a reply nobody reads.
@@ -136,19 +206,23 @@ impl ServiceRuntime {
         } else {
             Box::pin(run.instrument(span))
         };
-        let ticket = Ticket::new(admitted, in_flight);
         match (job.sync, permit) {
             (Some(key), _) => self.sync.submit(key, run, ticket, &self.permits, inline),
-            (None, permit) => {
-                let permit = match permit {
-                    Some(permit) => permit,
-                    None => match self.permits.clone().acquire_owned().await {
-                        Ok(permit) => permit,
-                        Err(_) => return,
-                    },
-                };
-                start(run, ticket.running(permit), inline);
-            }
+            (None, Some(permit)) => start(run, ticket.running(permit), inline),
+            // A keyed handler that gave this message no key: it runs freely,
+            // once a permit is free.
+            (None, None) => match self.permits.clone().try_acquire_owned() {
+                Ok(permit) => start(run, ticket.running(permit), inline),
+                Err(_) => {
+                    let permits = self.permits.clone();
+                    tokio::spawn(async move {
+                        if let Ok(permit) = permits.acquire_owned().await {
+                            let _ticket = ticket.running(permit);
+                            run.await;
+                        }
+                    });
+                }
+            },
         }
     }
 
@@ -222,6 +296,36 @@ impl ServiceRuntime {
         self.closing.store(true, Ordering::SeqCst);
         self.in_flight.idle().await;
     }
+}
+
+/// What a delivery still needs once it could not be done at once.
+pub(crate) enum Stalled {
+    /// It is answered with this error.
+    Rejected(Delivery, ErrorCode),
+    /// It waits for room in the service.
+    Waiting(Waiting),
+}
+
+impl Stalled {
+    fn waiting(
+        delivery: Delivery,
+        in_flight: InFlightGuard,
+        admitted: Option<OwnedSemaphorePermit>,
+    ) -> Option<Self> {
+        Some(Stalled::Waiting(Waiting {
+            delivery,
+            in_flight,
+            admitted,
+        }))
+    }
+}
+
+/// A message accepted but waiting for the service's room; `admitted` once
+/// it holds its place among those taken.
+pub(crate) struct Waiting {
+    delivery: Delivery,
+    in_flight: InFlightGuard,
+    admitted: Option<OwnedSemaphorePermit>,
 }
 
 /// Runs a handler's job. With `inline`, the calling task polls it first:
