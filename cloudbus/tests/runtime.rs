@@ -191,3 +191,57 @@ async fn a_caller_that_stops_waiting_does_not_cancel_a_handler_that_waits() {
     assert_eq!(work.finished.load(Ordering::SeqCst), 1);
     assert_eq!(bus.counters().late_replies.get(), 1);
 }
+
+#[derive(Clone, Debug, Serialize, Deserialize, Message)]
+#[message(type = "work.Ticked", event)]
+struct Ticked {}
+
+/// Runs `op` in a loop until a task spawned beside it (on the same thread)
+/// has run; fails if that never happens.
+async fn yields_to_others<F, Fut>(what: &str, op: F)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let ran = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    tokio::spawn({
+        let ran = ran.clone();
+        async move { ran.store(true, Ordering::SeqCst) }
+    });
+    for _ in 0..100_000 {
+        if ran.load(Ordering::SeqCst) {
+            return;
+        }
+        op().await;
+    }
+    panic!("{what}: a task doing it in a loop never let another task run");
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_task_whose_messages_never_wait_still_lets_other_tasks_run() {
+    // Each of these finishes without waiting (the handler answers on the
+    // caller's task; a send and a publish are handed over at once), so
+    // only the task budget makes the loop yield.
+    let bus = Bus::embedded();
+    bus.register(Service::new("work", Work::default()))
+        .await
+        .unwrap();
+    let _subscription = bus.subscribe::<Ticked>().await.unwrap();
+    yields_to_others("call", || async {
+        call(&bus, None).await.unwrap();
+    })
+    .await;
+    yields_to_others("send", || async {
+        bus.send(Do {
+            key: None,
+            panic: false,
+        })
+        .await
+        .unwrap();
+    })
+    .await;
+    yields_to_others("publish", || async {
+        bus.publish(Ticked {}).await.unwrap();
+    })
+    .await;
+}

@@ -85,6 +85,7 @@ macro_rules! started_on_poll {
             ) -> std::task::Poll<Self::Output> {
                 let this = self.get_mut();
                 if this.running.is_none() {
+                    std::task::ready!($crate::bus::request::cooperate(cx));
                     this.running = Some(this.start());
                 }
                 match this.running.as_mut() {

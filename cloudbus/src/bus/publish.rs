@@ -24,6 +24,10 @@ impl Bus {
         mut envelope: Envelope,
         body: Body,
     ) -> Result<(), ErrorCode> {
+        // Publishing to local subscribers never waits (unless one applies
+        // backpressure): take from the task's budget so a publishing loop
+        // still yields (see `request::cooperate`).
+        tokio::task::coop::consume_budget().await;
         self.check_open()?;
         self.intercept_publish(&mut envelope, &body)?;
         envelope.check_wire_limits()?;

@@ -39,15 +39,29 @@ impl Requested {
     ) -> Poll<Outcome> {
         let waiting = match running {
             Some(waiting) => waiting,
-            None => match start() {
-                Requested::Answered(outcome) => return Poll::Ready(outcome),
-                Requested::Waiting(waiting) => running.insert(waiting),
-            },
+            None => {
+                std::task::ready!(cooperate(cx));
+                match start() {
+                    Requested::Answered(outcome) => return Poll::Ready(outcome),
+                    Requested::Waiting(waiting) => running.insert(waiting),
+                }
+            }
         };
         let outcome = std::task::ready!(waiting.as_mut().poll(cx));
         *running = None;
         Poll::Ready(outcome)
     }
+}
+
+/// Takes a unit of the task's tokio budget before a message is handed
+/// over. A local handler that answers at once never makes its caller wait,
+/// so without this a task calling in a loop would never yield, and the
+/// tasks queued behind it on its thread (timers, I/O, a sync key's next
+/// job) would starve until it stopped.
+pub(crate) fn cooperate(cx: &mut Context<'_>) -> Poll<()> {
+    let progress = std::task::ready!(tokio::task::coop::poll_proceed(cx));
+    progress.made_progress();
+    Poll::Ready(())
 }
 
 impl Bus {

@@ -145,12 +145,21 @@ impl SyncQueues {
     ) {
         let job = (run, ticket);
         let mut keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
-        let queue = keys.entry(key.key.clone()).or_default();
-        if queue.running >= key.level {
-            queue.waiting.push_back(job);
-            return;
+        // A busy key (the case that queues) is found without copying it.
+        match keys.get_mut(&key.key) {
+            Some(queue) if queue.running >= key.level => {
+                queue.waiting.push_back(job);
+                return;
+            }
+            Some(queue) => queue.running += 1,
+            None => {
+                let queue = KeyQueue {
+                    running: 1,
+                    waiting: VecDeque::new(),
+                };
+                keys.insert(key.key.clone(), queue);
+            }
         }
-        queue.running += 1;
         drop(keys);
         let permit = inline
             .then(|| permits.clone().try_acquire_owned().ok())
@@ -193,7 +202,11 @@ async fn run_chain(keys: Keys, permits: Arc<Semaphore>, key: String, first: Job)
     loop {
         let (run, ticket) = job;
         // The semaphore is never closed while jobs exist.
-        if let Ok(permit) = permits.clone().acquire_owned().await {
+        let permit = match permits.clone().try_acquire_owned() {
+            Ok(permit) => Ok(permit),
+            Err(_) => permits.clone().acquire_owned().await,
+        };
+        if let Ok(permit) = permit {
             let ticket = ticket.running(permit);
             run.await;
             drop(ticket);
