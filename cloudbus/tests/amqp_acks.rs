@@ -1,8 +1,8 @@
 //! Consumers acknowledge in batches (`multiple`), yet nothing is held
 //! back: under load the broker never stalls on a missing ack (a prefetch
 //! of 1 forces an ack per delivery), and once a node is idle every
-//! message it took is acknowledged, on its service queues and on the node
-//! queue that brings its replies.
+//! message it took is acknowledged. The node queue, which brings the
+//! replies, is consumed without acks: nothing of it is left unacked either.
 
 mod broker;
 mod common;
@@ -70,8 +70,24 @@ async fn batched_acks_never_stall_a_consumer_and_leave_nothing_unacked() {
         }
         until_all_acked(format!("{name}.message.{service}.{to}")).await;
     }
-    // The node queue that brought the 600 replies is fully acked too.
-    until_all_acked(format!("{name}.message.cloudbus.{}", client.node_id())).await;
+    // The node queue that brought the 600 replies holds nothing unacked,
+    // since it is the one queue consumed without acks.
+    let node_queue = format!("{name}.message.cloudbus.{}", client.node_id());
+    until_all_acked(node_queue.clone()).await;
+    let consumers = tokio::task::spawn_blocking({
+        let name = name.clone();
+        move || listing(&["list_consumers", "queue_name", "ack_required"], &name)
+    })
+    .await
+    .unwrap();
+    for queue in [node_queue, format!("{name}.message.wide.{to}")] {
+        let acked = !queue.contains(".message.cloudbus.");
+        assert!(
+            consumers.contains(&format!("{queue}\t{acked}")),
+            "{queue} should be consumed {}: {consumers:?}",
+            if acked { "with acks" } else { "without acks" }
+        );
+    }
 
     client.shutdown().await;
     server.shutdown().await;

@@ -11,6 +11,9 @@
 //! This is exact because a consumer has its channel to itself and hands
 //! deliveries over in order: `multiple` up to tag N acknowledges precisely
 //! the deliveries this loop has finished with.
+//!
+//! A consumer without acks (the node queue, see `Session::consume`) uses
+//! [`Acks::none`]: the same loop, nothing to send.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -36,6 +39,8 @@ pub(crate) struct Acks {
     force_at: u32,
     /// The ack on its way to the broker, if any.
     sending: Option<Sending>,
+    /// `false` for a consumer that takes deliveries without acks.
+    acking: bool,
 }
 
 impl Acks {
@@ -48,11 +53,23 @@ impl Acks {
             due_count: 0,
             force_at: u32::from(prefetch / 2).max(1),
             sending: None,
+            acking: true,
+        }
+    }
+
+    /// For a consumer whose deliveries need no ack (`no_ack`).
+    pub(crate) fn none(channel: Channel, queue: Arc<str>) -> Self {
+        Self {
+            acking: false,
+            ..Self::new(channel, queue, 1)
         }
     }
 
     /// The consumer is done with this delivery: the next ack covers it.
     pub(crate) fn handed_over(&mut self, tag: u64) {
+        if !self.acking {
+            return;
+        }
         self.due = Some(tag);
         self.due_count += 1;
     }

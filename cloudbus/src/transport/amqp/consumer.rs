@@ -12,16 +12,19 @@ use super::codec::{self, Rejected};
 use crate::transport::Inbound;
 
 /// Feeds a service queue to the bus until the consumer is cancelled or its
-/// channel closes.
+/// channel closes; acks with this `prefetch`, or none when consumed without.
 pub(crate) async fn service_loop(
     mut consumer: Consumer,
     channel: Channel,
-    prefetch: u16,
+    prefetch: Option<u16>,
     service: Arc<str>,
     inbound: Arc<dyn Inbound>,
     max_body: usize,
 ) {
-    let mut acks = Acks::new(channel, service.clone(), prefetch);
+    let mut acks = match prefetch {
+        Some(prefetch) => Acks::new(channel, service.clone(), prefetch),
+        None => Acks::none(channel, service.clone()),
+    };
     while let Some(delivery) = acks.next(&mut consumer).await {
         let Some(delivery) = usable(delivery, &service) else {
             break;

@@ -248,18 +248,28 @@ impl Session {
         topology::declare_queue(&channel, &queue, names.queue_type, config.expiry_ms(), None)
             .await?;
         topology::bind(&channel, &queue, &names.p2p, &names.service_key(service)).await?;
+        // The node queue is taken without acks. It brings the replies to
+        // this node's own calls, each already bounded by a caller waiting
+        // for it, and the built-in requests, small and quickly answered.
+        // Acks there bought nothing: what a crashed node left unacked would
+        // be redelivered to nobody, since the queue is its alone. Sparing
+        // the broker an ack per reply gave about 10% more round trips.
+        let acked = service != super::NODE_SERVICE;
         let consumer = channel
             .basic_consume(
                 queue.as_str().into(),
                 tag.as_str().into(),
-                BasicConsumeOptions::default(),
+                BasicConsumeOptions {
+                    no_ack: !acked,
+                    ..Default::default()
+                },
                 FieldTable::default(),
             )
             .await?;
         let task = tokio::spawn(consumer::service_loop(
             consumer,
             channel.clone(),
-            prefetch,
+            acked.then_some(prefetch),
             Arc::from(service),
             inbound.clone(),
             config.max_body,
