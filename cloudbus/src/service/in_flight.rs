@@ -4,7 +4,7 @@
 //! service would deadlock).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use tokio::sync::Notify;
 
@@ -12,6 +12,9 @@ use tokio::sync::Notify;
 pub(crate) struct InFlight {
     count: AtomicUsize,
     idle: Notify,
+    /// Whether anyone ever waited for idle (a drain): until then, the last
+    /// message out has nobody to wake, and skips the `Notify`'s lock.
+    watched: AtomicBool,
 }
 
 /// One accepted message; finishing it (dropping the guard) may wake a waiter.
@@ -25,6 +28,9 @@ impl InFlight {
 
     /// Waits until no message is in flight.
     pub(crate) async fn idle(&self) {
+        // Set before the count is read: a guard dropped after that read
+        // sees it, so the last one out always wakes this waiter.
+        self.watched.store(true, Ordering::SeqCst);
         loop {
             let notified = self.idle.notified();
             if self.count.load(Ordering::SeqCst) == 0 {
@@ -37,7 +43,8 @@ impl InFlight {
 
 impl Drop for InFlightGuard {
     fn drop(&mut self) {
-        if self.0.count.fetch_sub(1, Ordering::SeqCst) == 1 {
+        if self.0.count.fetch_sub(1, Ordering::SeqCst) == 1 && self.0.watched.load(Ordering::SeqCst)
+        {
             self.0.idle.notify_waiters();
         }
     }

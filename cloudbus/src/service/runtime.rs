@@ -27,8 +27,9 @@ pub(crate) struct ServiceRuntime {
     handlers: HashMap<&'static str, (Arc<dyn HandlerEntry>, Arc<TypeStats>)>,
     /// Handlers running at once: the concurrency limit.
     permits: Arc<Semaphore>,
-    /// Messages taken at once, running or waiting behind their sync keys:
-    /// what a sender waits for.
+    /// Messages of keyed handlers taken at once, running or waiting behind
+    /// their sync keys: what their senders wait for (the others wait for
+    /// a permit).
     admission: Arc<Semaphore>,
     concurrency: usize,
     sync: SyncQueues,
@@ -112,25 +113,33 @@ impl ServiceRuntime {
             bus.counters().rejected.inc();
             return Some(Stalled::Rejected(delivery, error));
         }
-        let Some((entry, _)) = self.handlers.get(&*delivery.envelope.type_name) else {
+        let Some(handler) = self.handlers.get(&*delivery.envelope.type_name) else {
             let error = ErrorCode::unknown_message(&self.name, &delivery.envelope.type_name);
             return Some(Stalled::Rejected(delivery, error));
         };
-        let Ok(admitted) = self.admission.clone().try_acquire_owned() else {
-            return Stalled::waiting(delivery, in_flight, None);
-        };
-        // A handler without sync keys takes its permit before anything is
-        // decoded; a keyed one only once its key's turn comes, so waiters on
-        // one busy resource never hold permits others need.
-        let permit = if entry.keyed() {
-            None
+        // A handler without sync keys takes its concurrency permit before
+        // anything is decoded; a keyed one takes its place among the
+        // admitted (running or waiting on a key), and a permit only once
+        // its key's turn comes, so waiters on one busy resource never hold
+        // permits others need.
+        let (admitted, permit) = if handler.0.keyed() {
+            match self.admission.clone().try_acquire_owned() {
+                Ok(admitted) => (Some(admitted), None),
+                Err(_) => return Stalled::waiting(delivery, in_flight),
+            }
         } else {
             match self.permits.clone().try_acquire_owned() {
-                Ok(permit) => Some(permit),
-                Err(_) => return Stalled::waiting(delivery, in_flight, Some(admitted)),
+                Ok(permit) => (None, Some(permit)),
+                Err(_) => return Stalled::waiting(delivery, in_flight),
             }
         };
-        self.launch(bus, delivery, Ticket::new(admitted, in_flight), permit);
+        self.launch(
+            bus,
+            delivery,
+            handler,
+            Ticket::new(admitted, in_flight),
+            permit,
+        );
         None
     }
 
@@ -139,31 +148,31 @@ impl ServiceRuntime {
         let Waiting {
             delivery,
             in_flight,
-            admitted,
         } = waiting;
-        let admitted = match admitted {
-            Some(admitted) => admitted,
-            None => match self.admission.clone().acquire_owned().await {
-                Ok(admitted) => admitted,
-                Err(_) => {
-                    let error = ErrorCode::no_such_service(&self.name);
-                    return reject(bus, delivery, error).await;
-                }
-            },
+        let Some(handler) = self.handlers.get(&*delivery.envelope.type_name) else {
+            return;
         };
-        let keyed = self
-            .handlers
-            .get(&*delivery.envelope.type_name)
-            .is_some_and(|(entry, _)| entry.keyed());
-        let mut permit = None;
-        if !keyed {
-            let Ok(taken) = self.permits.clone().acquire_owned().await else {
-                let error = ErrorCode::no_such_service(&self.name);
-                return reject(bus, delivery, error).await;
-            };
-            permit = Some(taken);
-        }
-        self.launch(bus, delivery, Ticket::new(admitted, in_flight), permit);
+        let room = if handler.0.keyed() {
+            self.admission.clone().acquire_owned().await
+        } else {
+            self.permits.clone().acquire_owned().await
+        };
+        let Ok(room) = room else {
+            let error = ErrorCode::no_such_service(&self.name);
+            return reject(bus, delivery, error).await;
+        };
+        let (admitted, permit) = if handler.0.keyed() {
+            (Some(room), None)
+        } else {
+            (None, Some(room))
+        };
+        self.launch(
+            bus,
+            delivery,
+            handler,
+            Ticket::new(admitted, in_flight),
+            permit,
+        );
     }
 
     /// Starts an admitted message's handler (on the caller's task first
@@ -172,12 +181,10 @@ impl ServiceRuntime {
         &self,
         bus: &Bus,
         delivery: Delivery,
+        (entry, stats): &(Arc<dyn HandlerEntry>, Arc<TypeStats>),
         ticket: Ticket,
         permit: Option<OwnedSemaphorePermit>,
     ) {
-        let Some((entry, stats)) = self.handlers.get(&*delivery.envelope.type_name) else {
-            return;
-        };
         if delivery.deadline.is_some_and(|d| Instant::now() >= d) {
             // The caller has stopped waiting; running the handler now would
             // only produce a reply nobody reads.
@@ -307,25 +314,18 @@ pub(crate) enum Stalled {
 }
 
 impl Stalled {
-    fn waiting(
-        delivery: Delivery,
-        in_flight: InFlightGuard,
-        admitted: Option<OwnedSemaphorePermit>,
-    ) -> Option<Self> {
+    fn waiting(delivery: Delivery, in_flight: InFlightGuard) -> Option<Self> {
         Some(Stalled::Waiting(Waiting {
             delivery,
             in_flight,
-            admitted,
         }))
     }
 }
 
-/// A message accepted but waiting for the service's room; `admitted` once
-/// it holds its place among those taken.
+/// A message accepted but waiting for the service's room.
 pub(crate) struct Waiting {
     delivery: Delivery,
     in_flight: InFlightGuard,
-    admitted: Option<OwnedSemaphorePermit>,
 }
 
 /// Runs a handler's job. With `inline`, the calling task polls it first:

@@ -88,17 +88,17 @@ impl From<&String> for SyncKey {
     }
 }
 
-/// What an accepted message holds until its handler ends: its admission,
-/// its place among the service's in-flight messages, and once it runs, a
-/// concurrency permit.
+/// What an accepted message holds until its handler ends: its admission
+/// (a keyed handler's), its place among the service's in-flight messages,
+/// and once it runs, a concurrency permit.
 pub(crate) struct Ticket {
-    _admitted: OwnedSemaphorePermit,
+    _admitted: Option<OwnedSemaphorePermit>,
     _in_flight: InFlightGuard,
     _running: Option<OwnedSemaphorePermit>,
 }
 
 impl Ticket {
-    pub(crate) fn new(admitted: OwnedSemaphorePermit, in_flight: InFlightGuard) -> Self {
+    pub(crate) fn new(admitted: Option<OwnedSemaphorePermit>, in_flight: InFlightGuard) -> Self {
         Self {
             _admitted: admitted,
             _in_flight: in_flight,
@@ -247,7 +247,7 @@ mod tests {
         let in_flight = Arc::new(InFlight::default());
         let ticket = || async {
             Ticket::new(
-                sem.clone().acquire_owned().await.unwrap(),
+                Some(sem.clone().acquire_owned().await.unwrap()),
                 in_flight.enter(),
             )
         };
