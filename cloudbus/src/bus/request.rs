@@ -108,12 +108,12 @@ impl Bus {
         let timeout = envelope
             .timeout
             .unwrap_or(self.inner.config.default_timeout);
-        let deadline = super::routing::deadline_after(timeout);
         let bus = self.clone();
         let runtime = match target {
             // Only a cancellable call needs its id registered first.
             Target::Local(runtime) if !cancellable => runtime,
             target => {
+                let deadline = super::routing::deadline_after(timeout);
                 return Requested::Waiting(Box::pin(async move {
                     bus.request_in(target, envelope, body, api_event, deadline)
                         .await
@@ -126,7 +126,10 @@ impl Bus {
             envelope,
             body,
             reply: ReplyTarget::Local(tx),
-            deadline: Some(deadline.into_std()),
+            // Delivered now, the handler starts on this very call, which
+            // is still waiting: only a zero timeout has expired already.
+            // The clock is read for the deadline once something must wait.
+            deadline: timeout.is_zero().then(std::time::Instant::now),
         };
         let stalled = runtime.deliver_now(self, delivery);
         let rx = match stalled {
@@ -138,6 +141,8 @@ impl Bus {
                 Err(TryRecvError::Closed) => None,
             },
         };
+        let deadline = super::routing::deadline_after(timeout);
+        let stalled = stalled.map(|stalled| stalled.expiring_at(deadline.into_std()));
         Requested::Waiting(Box::pin(async move {
             let exchange = async {
                 if let Some(stalled) = stalled {

@@ -314,6 +314,15 @@ pub(crate) enum Stalled {
 }
 
 impl Stalled {
+    /// Sets when the caller of a waiting delivery stops waiting, so that it
+    /// is dropped rather than handled after that.
+    pub(crate) fn expiring_at(mut self, deadline: Instant) -> Self {
+        if let Stalled::Waiting(waiting) = &mut self {
+            waiting.delivery.deadline = Some(deadline);
+        }
+        self
+    }
+
     fn waiting(delivery: Delivery, in_flight: InFlightGuard) -> Option<Self> {
         Some(Stalled::Waiting(Waiting {
             delivery,

@@ -36,6 +36,9 @@ const SENDERS: usize = 16;
 /// then only counted.
 #[derive(Default, Debug)]
 struct Senders {
+    /// Messages sent from outside any handler (an API caller, a tool): the
+    /// usual sender, counted without looking through the slots.
+    outside: AtomicU64,
     slots: [(std::sync::OnceLock<Box<str>>, AtomicU64); SENDERS],
     /// Messages from senders beyond the first [`SENDERS`].
     others: AtomicU64,
@@ -43,6 +46,10 @@ struct Senders {
 
 impl Senders {
     fn record(&self, service: &str) {
+        if service.is_empty() {
+            self.outside.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
         for (name, count) in &self.slots {
             // An empty slot is taken for this sender, unless another
             // thread names it first: then it is checked like any other.
@@ -56,6 +63,11 @@ impl Senders {
     }
 
     fn snapshot(&self) -> Vec<SourceCount> {
+        let outside = self.outside.load(Ordering::Relaxed);
+        let outside = (outside > 0).then(|| SourceCount {
+            service: String::new(),
+            count: outside,
+        });
         let named = self.slots.iter().filter_map(|(name, count)| {
             Some(SourceCount {
                 service: name.get()?.to_string(),
@@ -67,7 +79,7 @@ impl Senders {
             service: "(others)".to_string(),
             count: others,
         });
-        named.chain(others).collect()
+        outside.into_iter().chain(named).chain(others).collect()
     }
 }
 
@@ -191,26 +203,27 @@ mod tests {
             stats.record_from(&format!("svc-{n}"));
         }
         let from = stats.snapshot("host", "host.X").from;
+        // Messages from outside any handler come first and take no slot.
         assert_eq!(
             from[0],
-            SourceCount {
-                service: "vm".into(),
-                count: 3
-            }
-        );
-        assert_eq!(
-            from[1],
             SourceCount {
                 service: "".into(),
                 count: 1
             }
         );
-        assert_eq!(from.len(), SENDERS + 1);
+        assert_eq!(
+            from[1],
+            SourceCount {
+                service: "vm".into(),
+                count: 3
+            }
+        );
+        assert_eq!(from.len(), SENDERS + 2);
         assert_eq!(
             from.last().unwrap(),
             &SourceCount {
                 service: "(others)".into(),
-                count: 4
+                count: 3
             }
         );
     }
