@@ -122,24 +122,10 @@ impl ServiceRuntime {
         // admitted (running or waiting on a key), and a permit only once
         // its key's turn comes, so waiters on one busy resource never hold
         // permits others need.
-        let (admitted, permit) = if handler.0.keyed() {
-            match self.admission.clone().try_acquire_owned() {
-                Ok(admitted) => (Some(admitted), None),
-                Err(_) => return Stalled::waiting(delivery, in_flight),
-            }
-        } else {
-            match self.permits.clone().try_acquire_owned() {
-                Ok(permit) => (None, Some(permit)),
-                Err(_) => return Stalled::waiting(delivery, in_flight),
-            }
+        let Ok(room) = self.room(handler).clone().try_acquire_owned() else {
+            return Stalled::waiting(delivery, in_flight);
         };
-        self.launch(
-            bus,
-            delivery,
-            handler,
-            Ticket::new(admitted, in_flight),
-            permit,
-        );
+        self.launch(bus, delivery, handler, in_flight, room);
         None
     }
 
@@ -152,39 +138,39 @@ impl ServiceRuntime {
         let Some(handler) = self.handlers.get(&*delivery.envelope.type_name) else {
             return;
         };
-        let room = if handler.0.keyed() {
-            self.admission.clone().acquire_owned().await
-        } else {
-            self.permits.clone().acquire_owned().await
-        };
-        let Ok(room) = room else {
+        let Ok(room) = self.room(handler).clone().acquire_owned().await else {
             let error = ErrorCode::no_such_service(&self.name);
             return reject(bus, delivery, error).await;
         };
-        let (admitted, permit) = if handler.0.keyed() {
-            (Some(room), None)
+        self.launch(bus, delivery, handler, in_flight, room);
+    }
+
+    /// What a message for `handler` takes to be accepted: a keyed
+    /// handler's place among the admitted, or else a concurrency permit.
+    fn room(&self, (entry, _): &(Arc<dyn HandlerEntry>, Arc<TypeStats>)) -> &Arc<Semaphore> {
+        if entry.keyed() {
+            &self.admission
         } else {
-            (None, Some(room))
-        };
-        self.launch(
-            bus,
-            delivery,
-            handler,
-            Ticket::new(admitted, in_flight),
-            permit,
-        );
+            &self.permits
+        }
     }
 
     /// Starts an admitted message's handler (on the caller's task first
     /// when a caller here waits for it), or queues it behind its sync key.
+    /// `room` is what [`room`](Self::room) gave.
     fn launch(
         &self,
         bus: &Bus,
         delivery: Delivery,
         (entry, stats): &(Arc<dyn HandlerEntry>, Arc<TypeStats>),
-        ticket: Ticket,
-        permit: Option<OwnedSemaphorePermit>,
+        in_flight: InFlightGuard,
+        room: OwnedSemaphorePermit,
     ) {
+        let (ticket, permit) = if entry.keyed() {
+            (Ticket::new(Some(room), in_flight), None)
+        } else {
+            (Ticket::new(None, in_flight), Some(room))
+        };
         if delivery.deadline.is_some_and(|d| Instant::now() >= d) {
             // The caller has stopped waiting; running the handler now would
             // only produce a reply nobody reads.
