@@ -163,12 +163,7 @@ impl Bus {
                     reply,
                     deadline: deadline.map(Instant::into_std),
                 };
-                // The usual delivery is done right here; only one that
-                // waits for room in the service builds a future.
-                let stalled = runtime.deliver_now(self, delivery);
-                if let Some(resumed) = stalled.map(|stalled| runtime.resume(self, stalled)) {
-                    resumed.await;
-                }
+                runtime.deliver(self, delivery).await;
                 return Ok(());
             }
             Target::Remote(node) => node,

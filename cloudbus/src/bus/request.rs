@@ -108,14 +108,13 @@ impl Bus {
         let timeout = envelope
             .timeout
             .unwrap_or(self.inner.config.default_timeout);
-        let bus = self.clone();
         let runtime = match target {
             // Only a cancellable call needs its id registered first.
             Target::Local(runtime) if !cancellable => runtime,
             target => {
-                let deadline = super::routing::deadline_after(timeout);
+                let (bus, deadline) = (self.clone(), super::routing::deadline_after(timeout));
                 return Requested::Waiting(Box::pin(async move {
-                    bus.request_in(target, envelope, body, api_event, deadline)
+                    bus.request_in(target, envelope, body, api_event, deadline, timeout)
                         .await
                 }));
             }
@@ -143,6 +142,7 @@ impl Bus {
         };
         let deadline = super::routing::deadline_after(timeout);
         let stalled = stalled.map(|stalled| stalled.expiring_at(deadline.into_std()));
+        let bus = self.clone();
         Requested::Waiting(Box::pin(async move {
             let exchange = async {
                 if let Some(stalled) = stalled {
@@ -159,7 +159,7 @@ impl Bus {
 
     /// A request to another node, or a cancellable one: registered by id
     /// (so that `cancel` and a dying node's callers find it) before it is
-    /// dispatched.
+    /// dispatched. `deadline` ends the wait for `timeout`.
     async fn request_in(
         &self,
         target: Target,
@@ -167,10 +167,8 @@ impl Bus {
         body: Body,
         api_event: Option<Cow<'static, str>>,
         deadline: Instant,
+        timeout: Duration,
     ) -> Outcome {
-        let timeout = envelope
-            .timeout
-            .unwrap_or(self.inner.config.default_timeout);
         let (what, id) = (envelope.type_name.clone(), envelope.id);
         // A caller here waits on a oneshot; a handler elsewhere answers this
         // node's queue, and the pending map (which also fails the call if
