@@ -48,13 +48,16 @@ fn every_scenario_runs_and_reports_json_and_a_chart() {
             assert!(p50 <= p99, "{row}");
         }
         assert!(row["ratio"].as_f64().unwrap() > 0.0, "{row}");
-        // The RPC scenario also reports the raw limit (no acks, no confirms).
-        let limit = &row["limit"]["ops_per_sec"];
-        if row["scenario"] == "amqp-rpc" {
-            assert!(limit.as_f64().unwrap() > 0.0, "{row}");
-            assert!(row["limit_ratio"].as_f64().unwrap() > 0.0, "{row}");
-        } else {
-            assert!(limit.is_null(), "{row}");
+        // The RPC scenario also reports the raw limit (no acks, no
+        // confirms) and the raw program with the wire protocol's properties.
+        for (extra, ratio) in [("limit", "limit_ratio"), ("wire", "wire_ratio")] {
+            let ops = &row[extra]["ops_per_sec"];
+            if row["scenario"] == "amqp-rpc" {
+                assert!(ops.as_f64().unwrap() > 0.0, "{row}");
+                assert!(row[ratio].as_f64().unwrap() > 0.0, "{row}");
+            } else {
+                assert!(ops.is_null(), "{row}");
+            }
         }
     }
     let svg = std::fs::read_to_string(&chart).expect("the chart is written");

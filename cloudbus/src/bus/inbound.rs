@@ -27,12 +27,11 @@ impl BusInbound {
 
 impl Inbound for BusInbound {
     fn service_message(&self, service: Arc<str>, message: WireMessage) -> BoxFuture<'static, ()> {
-        let bus = self.bus();
-        Box::pin(async move {
-            if let Some(bus) = bus {
-                bus.on_service_message(&service, message).await;
-            }
-        })
+        // Most deliveries are handed over without waiting: then there is
+        // nothing to box (a zero-sized future allocates nothing).
+        self.bus()
+            .and_then(|bus| bus.on_service_message(&service, message))
+            .unwrap_or_else(|| Box::pin(std::future::ready(())))
     }
 
     fn event(&self, message: WireMessage) -> BoxFuture<'static, ()> {
@@ -106,17 +105,26 @@ impl Bus {
         self.inner.connected.send_replace(connected);
     }
 
-    async fn on_service_message(&self, service: &str, message: WireMessage) {
+    /// Hands a message from a service queue over; what is left to wait
+    /// for (a busy service, an error to send back), if anything.
+    fn on_service_message(
+        &self,
+        service: &str,
+        message: WireMessage,
+    ) -> Option<BoxFuture<'static, ()>> {
         let WireMessage { mut envelope, body } = message;
         // The queue it came from names the service: interceptors and
         // handlers see the same envelope as on the sending node.
         envelope.service = Some(service.to_string().into());
         let reply = match envelope.kind {
-            Kind::Reply => return self.on_reply(service, envelope, &body),
+            Kind::Reply => {
+                self.on_reply(service, envelope, &body);
+                return None;
+            }
             Kind::Event => {
                 self.inner.stats.malformed.inc();
                 tracing::warn!(service, type_name = %envelope.type_name, "event arrived on a service queue; dropped");
-                return;
+                return None;
             }
             Kind::Message => ReplyTarget::None,
             Kind::Request => match &envelope.reply_to {
@@ -124,7 +132,7 @@ impl Bus {
                 None => {
                     self.inner.stats.malformed.inc();
                     tracing::warn!(service, type_name = %envelope.type_name, "request without reply_to; dropped");
-                    return;
+                    return None;
                 }
             },
         };
@@ -137,14 +145,17 @@ impl Bus {
             reply,
             deadline,
         };
-        match self.service(service) {
-            Some(runtime) => runtime.deliver(self, delivery).await,
-            None => {
-                crate::service::Responder::new(self.clone(), &delivery.envelope, delivery.reply)
-                    .answer(Err(ErrorCode::no_such_service(service)))
-                    .await
-            }
-        }
+        let Some(runtime) = self.service(service) else {
+            let error = ErrorCode::no_such_service(service);
+            let responder =
+                crate::service::Responder::new(self.clone(), &delivery.envelope, delivery.reply);
+            return Some(Box::pin(responder.answer(Err(error))));
+        };
+        let stalled = runtime.deliver_now(self, delivery)?;
+        let bus = self.clone();
+        Some(Box::pin(async move {
+            runtime.resume(&bus, stalled).await;
+        }))
     }
 
     fn on_reply(&self, service: &str, envelope: crate::Envelope, body: &[u8]) {

@@ -2,7 +2,9 @@
 //! raw `lapin` client/server pairs on the same broker (a static request
 //! queue, a static reply queue, correlation ids): one with the bus's
 //! semantics (requests acked with a prefetch, published `mandatory` with
-//! confirms), and one with none, the broker path alone: the limit.
+//! confirms), one with none, the broker path alone: the limit; and one
+//! with the bus's semantics and every property of its wire protocol, so
+//! that what the bus costs shows apart from what its protocol costs.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -15,19 +17,27 @@ use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
     ConfirmSelectOptions, QueueDeclareOptions, QueueDeleteOptions,
 };
-use lapin::types::{FieldTable, ShortString};
+use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::{BasicProperties, Connection, ConnectionProperties};
 use tokio::sync::oneshot;
 
 use super::measure::{Sample, closed_loop};
 use super::messages::{Echo, EchoReply, answer};
 
+/// One level of `amqp-rpc`: the bus and its three raw baselines.
+pub struct Measured {
+    pub bus: Sample,
+    pub baseline: Sample,
+    pub limit: Sample,
+    pub wire: Sample,
+}
+
 pub async fn run(
     url: &str,
     name: &str,
     level: usize,
     duration: Duration,
-) -> anyhow::Result<(Sample, Sample, Sample)> {
+) -> anyhow::Result<Measured> {
     let server = Bus::builder().name(name).amqp(url).build().await?;
     let client = Bus::builder().name(name).amqp(url).build().await?;
     server
@@ -52,9 +62,12 @@ pub async fn run(
     .await;
     client.shutdown().await;
     server.shutdown().await;
-    let baseline = raw(url, name, level, duration, Semantics::Bus).await;
-    let limit = raw(url, name, level, duration, Semantics::Limit).await;
-    Ok((sample?, baseline?, limit?))
+    Ok(Measured {
+        bus: sample?,
+        baseline: raw(url, name, level, duration, Semantics::Bus).await?,
+        limit: raw(url, name, level, duration, Semantics::Limit).await?,
+        wire: raw(url, name, level, duration, Semantics::Wire).await?,
+    })
 }
 
 /// What the raw program promises, beyond moving bytes.
@@ -66,6 +79,10 @@ pub enum Semantics {
     Bus,
     /// Nothing but the broker path: no acks, no confirms. The limit.
     Limit,
+    /// The bus's guarantees, and every property wire protocol v1 puts on a
+    /// request and a reply (`docs/wire-protocol.md` §3): what the broker
+    /// and the client library pay for the protocol itself.
+    Wire,
 }
 
 /// A careful raw `lapin` client and server in one process, written the way
@@ -80,7 +97,8 @@ async fn raw(
     duration: Duration,
     semantics: Semantics,
 ) -> anyhow::Result<Sample> {
-    let acks = semantics == Semantics::Bus;
+    let acks = semantics != Semantics::Limit;
+    let wire = semantics == Semantics::Wire;
     let requests = format!("{name}.raw.requests");
     let replies = format!("{name}.raw.replies");
     let server = Connection::connect(url, ConnectionProperties::default()).await?;
@@ -117,19 +135,24 @@ async fn raw(
                 let serving = serving.clone();
                 tokio::spawn(async move {
                     let props = &delivery.properties;
+                    let id = match wire {
+                        true => props.message_id(),
+                        false => props.correlation_id(),
+                    };
                     if let (Some(reply_to), Some(id), Ok(req)) = (
                         props.reply_to().clone(),
-                        props.correlation_id().clone(),
+                        id.clone(),
                         serde_json::from_slice::<Echo>(&delivery.data),
                     ) {
                         let body = serde_json::to_vec(&answer(req)).unwrap_or_default();
+                        let reply = BasicProperties::default().with_correlation_id(id);
                         let _ = serving
                             .basic_publish(
                                 "".into(),
                                 reply_to,
                                 BasicPublishOptions::default(),
                                 &body,
-                                BasicProperties::default().with_correlation_id(id),
+                                if wire { wire_reply(reply) } else { reply },
                             )
                             .await;
                     }
@@ -169,7 +192,10 @@ async fn raw(
                     .properties
                     .correlation_id()
                     .as_ref()
-                    .and_then(|id| id.as_str().parse::<u64>().ok());
+                    .and_then(|id| match wire {
+                        true => u64::from_str_radix(id.as_str(), 16).ok(),
+                        false => id.as_str().parse::<u64>().ok(),
+                    });
                 if let Some((_, tx)) = id.and_then(|id| waiting.remove(&id)) {
                     let _ = tx.send(delivery.data);
                 }
@@ -210,10 +236,13 @@ async fn raw(
                             ..Default::default()
                         },
                         &body,
-                        BasicProperties::default()
-                            .with_correlation_id(id.to_string().into())
-                            .with_reply_to(replies)
-                            .with_content_type("application/json".into()),
+                        match wire {
+                            true => wire_request(id, replies),
+                            false => BasicProperties::default()
+                                .with_correlation_id(id.to_string().into())
+                                .with_reply_to(replies)
+                                .with_content_type("application/json".into()),
+                        },
                     )
                     .await?;
                 if acks {
@@ -236,4 +265,78 @@ async fn raw(
     let _ = server.close(200, "done".into()).await;
     let _ = client.close(200, "done".into()).await;
     sample
+}
+
+/// The node id a raw wire-protocol program sends as `cb-source`.
+const RAW_NODE: &str = "0123456789abcdef0123456789abcdef";
+
+/// A request as wire protocol v1 has it: `message_id` (the call's id, 32
+/// hex), `type`, `content_type`, `timestamp`, `reply_to`, `expiration`, and
+/// the `cb-kind`, `cb-source` and `cb-timeout-ms` headers.
+fn wire_request(id: u64, reply_to: ShortString) -> BasicProperties {
+    let mut headers = FieldTable::default();
+    headers.insert("cb-kind".into(), AMQPValue::LongString("request".into()));
+    headers.insert("cb-source".into(), AMQPValue::LongString(RAW_NODE.into()));
+    headers.insert("cb-timeout-ms".into(), AMQPValue::LongLongInt(30_000));
+    BasicProperties::default()
+        .with_message_id(format!("{id:032x}").into())
+        .with_type(<Echo as cloudbus::Message>::TYPE.into())
+        .with_content_type("application/json".into())
+        .with_timestamp(unix_seconds())
+        .with_reply_to(reply_to)
+        .with_expiration("30000".into())
+        .with_headers(headers)
+}
+
+/// A reply as wire protocol v1 has it: `correlation_id` (set by the
+/// caller of this), a `message_id` of its own, `type`, `content_type`,
+/// `timestamp`, and the `cb-kind` and `cb-source` headers.
+fn wire_reply(reply: BasicProperties) -> BasicProperties {
+    let mut headers = FieldTable::default();
+    headers.insert("cb-kind".into(), AMQPValue::LongString("reply".into()));
+    headers.insert("cb-source".into(), AMQPValue::LongString(RAW_NODE.into()));
+    reply
+        .with_message_id(format!("{:032x}", uuid::Uuid::new_v4().as_u128()).into())
+        .with_type(<EchoReply as cloudbus::Message>::TYPE.into())
+        .with_content_type("application/json".into())
+        .with_timestamp(unix_seconds())
+        .with_headers(headers)
+}
+
+fn unix_seconds() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header<'a>(props: &'a BasicProperties, key: &str) -> Option<&'a AMQPValue> {
+        props.headers().as_ref()?.inner().get(key)
+    }
+
+    /// The wire baseline is only a fair measure of the protocol if it
+    /// carries what `docs/wire-protocol.md` §2 and §5 put on each message.
+    #[test]
+    fn the_wire_baseline_carries_every_property_of_the_protocol() {
+        let request = wire_request(42, "replies".into());
+        let id = request.message_id().as_ref().unwrap().as_str();
+        assert_eq!(id.len(), 32);
+        assert_eq!(u64::from_str_radix(id, 16).unwrap(), 42);
+        assert_eq!(request.kind().as_ref().unwrap().as_str(), "bench.Echo");
+        assert!(request.content_type().is_some() && request.timestamp().is_some());
+        assert!(request.reply_to().is_some() && request.expiration().is_some());
+        for key in ["cb-kind", "cb-source", "cb-timeout-ms"] {
+            assert!(header(&request, key).is_some(), "{key}");
+        }
+        let reply = wire_reply(BasicProperties::default().with_correlation_id(id.into()));
+        assert_eq!(reply.message_id().as_ref().unwrap().as_str().len(), 32);
+        assert_eq!(reply.kind().as_ref().unwrap().as_str(), "bench.EchoReply");
+        assert!(reply.content_type().is_some() && reply.timestamp().is_some());
+        assert!(reply.expiration().is_none() && reply.reply_to().is_none());
+        assert!(header(&reply, "cb-kind").is_some() && header(&reply, "cb-source").is_some());
+        assert!(header(&reply, "cb-timeout-ms").is_none());
+    }
 }

@@ -102,11 +102,13 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                     rows.push(Row::new(scenario, level, String::new(), bus, base));
                 }
                 "amqp-rpc" => {
-                    let (bus, base, limit) = amqp_rpc::run(url, &name, level, duration)
+                    let run = amqp_rpc::run(url, &name, level, duration)
                         .await
                         .with_context(|| format!("amqp-rpc against {}", amqp::redact(url)))?;
                     rows.push(
-                        Row::new(scenario, level, String::new(), bus, base).with_limit(limit),
+                        Row::new(scenario, level, String::new(), run.bus, run.baseline)
+                            .with_limit(run.limit)
+                            .with_wire(run.wire),
                     );
                 }
                 "amqp-events" => {

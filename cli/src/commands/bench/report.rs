@@ -24,6 +24,15 @@ pub struct Row {
     /// Bus throughput / limit throughput.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub limit_ratio: Option<f64>,
+    /// A third raw baseline, where the scenario has one: the baseline's
+    /// guarantees *and* every property the wire protocol puts on a message,
+    /// so the bus's own cost shows apart from what its protocol costs the
+    /// broker.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wire: Option<Sample>,
+    /// Bus throughput / wire throughput.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wire_ratio: Option<f64>,
 }
 
 impl Row {
@@ -43,6 +52,8 @@ impl Row {
             baseline,
             limit: None,
             limit_ratio: None,
+            wire: None,
+            wire_ratio: None,
         }
     }
 
@@ -50,6 +61,13 @@ impl Row {
     pub fn with_limit(mut self, limit: Sample) -> Self {
         self.limit_ratio = Some(ratio(&self.bus, &limit));
         self.limit = Some(limit);
+        self
+    }
+
+    /// Adds the baseline that carries the wire protocol's properties.
+    pub fn with_wire(mut self, wire: Sample) -> Self {
+        self.wire_ratio = Some(ratio(&self.bus, &wire));
+        self.wire = Some(wire);
         self
     }
 }
@@ -67,7 +85,8 @@ pub fn baseline_of(scenario: &str) -> &'static str {
     match scenario {
         "inproc-rpc" => "tokio mpsc + oneshot server",
         "amqp-rpc" => {
-            "raw lapin client/server with the bus's acks and confirms; limit: the same without"
+            "raw lapin client/server with the bus's acks and confirms; limit: the same without; \
+             wire: the baseline with the wire protocol's properties on every message"
         }
         "amqp-events" => "raw lapin topic publish/consume",
         "sync-key" => "same service without sync keys",
@@ -88,6 +107,7 @@ pub fn tables(rows: &[Row]) -> String {
         ));
         let rows: Vec<&Row> = rows.iter().filter(|r| r.scenario == scenario).collect();
         let limits = rows.iter().any(|r| r.limit.is_some());
+        let wires = rows.iter().any(|r| r.wire.is_some());
         let mut header = vec![
             [
                 "LEVEL",
@@ -110,6 +130,9 @@ pub fn tables(rows: &[Row]) -> String {
         if limits {
             header[0].extend(["LIMIT OPS/S", "/LIMIT"].map(String::from));
         }
+        if wires {
+            header[0].extend(["WIRE OPS/S", "/WIRE"].map(String::from));
+        }
         let mut table = header;
         for r in rows {
             let mut line = vec![
@@ -128,12 +151,10 @@ pub fn tables(rows: &[Row]) -> String {
                 format!("{:.1}", r.baseline.allocs_per_op),
             ];
             if limits {
-                line.push(
-                    r.limit
-                        .as_ref()
-                        .map_or(String::new(), |l| format!("{:.0}", l.ops_per_sec)),
-                );
-                line.push(r.limit_ratio.map_or(String::new(), |x| format!("{x:.2}")));
+                extra_columns(&mut line, r.limit.as_ref(), r.limit_ratio);
+            }
+            if wires {
+                extra_columns(&mut line, r.wire.as_ref(), r.wire_ratio);
             }
             table.push(line);
         }
@@ -141,4 +162,10 @@ pub fn tables(rows: &[Row]) -> String {
         out.push_str(&crate::commands::table::render(&table, &right));
     }
     out
+}
+
+/// A further baseline's throughput and the bus's ratio to it.
+fn extra_columns(line: &mut Vec<String>, sample: Option<&Sample>, ratio: Option<f64>) {
+    line.push(sample.map_or(String::new(), |s| format!("{:.0}", s.ops_per_sec)));
+    line.push(ratio.map_or(String::new(), |x| format!("{x:.2}")));
 }
