@@ -21,18 +21,20 @@ use lapin::{BasicProperties, Connection, ConnectionProperties, ExchangeKind};
 use super::measure::{Sample, closed_loop};
 use super::messages::Tick;
 
-/// Delivered events per second (summed over subscribers) for the bus and
-/// the baseline; latencies are those of the publish calls.
+/// Delivered events per second (summed over subscribers) for the bus, the
+/// baseline, and the baseline carrying the wire protocol's properties;
+/// latencies are those of the publish calls.
 pub async fn run(
     url: &str,
     name: &str,
     publishers: usize,
     subscribers: usize,
     duration: Duration,
-) -> anyhow::Result<(Sample, Sample)> {
+) -> anyhow::Result<(Sample, Sample, Sample)> {
     let bus = bus_side(url, name, publishers, subscribers, duration).await?;
-    let raw = raw_side(url, name, publishers, subscribers, duration).await?;
-    Ok((bus, raw))
+    let raw = raw_side(url, name, publishers, subscribers, duration, false).await?;
+    let wire = raw_side(url, name, publishers, subscribers, duration, true).await?;
+    Ok((bus, raw, wire))
 }
 
 async fn bus_side(
@@ -80,6 +82,7 @@ async fn raw_side(
     publishers: usize,
     subscribers: usize,
     duration: Duration,
+    wire: bool,
 ) -> anyhow::Result<Sample> {
     let exchange = format!("{name}.raw.events");
     let delivered = Arc::new(AtomicU64::new(0));
@@ -159,7 +162,11 @@ async fn raw_side(
                         "bench.Tick".into(),
                         BasicPublishOptions::default(),
                         &body,
-                        BasicProperties::default().with_content_type("application/json".into()),
+                        match wire {
+                            true => super::wire::event(i as u64),
+                            false => BasicProperties::default()
+                                .with_content_type("application/json".into()),
+                        },
                     )
                     .await?;
                 Ok(())

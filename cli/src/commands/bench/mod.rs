@@ -11,6 +11,7 @@ mod measure;
 mod messages;
 mod report;
 mod sync_key;
+mod wire;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -113,19 +114,14 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 }
                 "amqp-events" => {
                     for subscribers in [1, 3] {
-                        let (bus, base) =
+                        let (bus, base, wire) =
                             amqp_events::run(url, &name, level, subscribers, duration)
                                 .await
                                 .with_context(|| {
                                     format!("amqp-events against {}", amqp::redact(url))
                                 })?;
-                        rows.push(Row::new(
-                            scenario,
-                            level,
-                            format!("{subscribers} sub"),
-                            bus,
-                            base,
-                        ));
+                        let variant = format!("{subscribers} sub");
+                        rows.push(Row::new(scenario, level, variant, bus, base).with_wire(wire));
                     }
                 }
                 "agent-http" => {

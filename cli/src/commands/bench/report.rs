@@ -88,7 +88,9 @@ pub fn baseline_of(scenario: &str) -> &'static str {
             "raw lapin client/server with the bus's acks and confirms; limit: the same without; \
              wire: the baseline with the wire protocol's properties on every message"
         }
-        "amqp-events" => "raw lapin topic publish/consume",
+        "amqp-events" => {
+            "raw lapin topic publish/consume; wire: the same with the wire protocol's properties"
+        }
         "sync-key" => "same service without sync keys",
         "agent-http" => "raw reqwest POST to a bare axum handler, answered in the response",
         _ => "",
