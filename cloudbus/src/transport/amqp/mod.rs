@@ -34,7 +34,6 @@ use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
 use bytes::Bytes;
-use futures::FutureExt;
 use futures::future::BoxFuture;
 use lapin::Confirmation;
 use lapin::options::BasicPublishOptions;
@@ -477,23 +476,23 @@ impl Transport for AmqpTransport {
             let routing_key = routing_key.as_ref();
             if let Destination::ReplyTo(_) = to {
                 // A reply nobody can take (its caller's node is gone) is
-                // simply lost; nothing waits for the broker's word on it,
-                // nor for lapin's I/O thread to write it: the first poll
-                // queues its frames (in order, ahead of anything published
-                // later on the channel, a close included), and waiting
-                // for the write would only wake this task once more per
-                // reply. Replies cannot pile up unwritten: they answer
-                // deliveries, which stop once the acks behind them wait.
-                let publish = session.fast.basic_publish(
-                    p2p.into(),
-                    routing_key.into(),
-                    BasicPublishOptions::default(),
-                    &body,
-                    props,
-                );
-                if let Some(Err(e)) = publish.now_or_never() {
-                    return Err(broker_error("cannot send a reply", e));
-                }
+                // simply lost; nothing waits for the broker's word on it.
+                // It is awaited until written, though: lapin sends method
+                // frames (a channel's or the connection's close among
+                // them) ahead of queued publishes, so a handler that ended
+                // before its reply is written could see a graceful stop
+                // close the connection under it.
+                session
+                    .fast
+                    .basic_publish(
+                        p2p.into(),
+                        routing_key.into(),
+                        BasicPublishOptions::default(),
+                        &body,
+                        props,
+                    )
+                    .await
+                    .map_err(|e| broker_error("cannot send a reply", e))?;
                 return Ok(());
             }
             let confirm = session
