@@ -81,7 +81,7 @@ pub enum Semantics {
     /// Nothing but the broker path: no acks, no confirms. The limit.
     Limit,
     /// The bus's guarantees, and every property wire protocol v1 puts on a
-    /// request and a reply (`docs/wire-protocol.md` §3): what the broker
+    /// request and a reply (`docs/wire-protocol.md` §2 and §5): what the broker
     /// and the client library pay for the protocol itself.
     Wire,
 }

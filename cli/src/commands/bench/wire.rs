@@ -5,6 +5,8 @@
 use lapin::BasicProperties;
 use lapin::types::{AMQPValue, FieldTable, ShortString};
 
+use cloudbus::Message;
+
 use super::messages::{Echo, EchoReply, Tick};
 
 /// The node id a raw wire-protocol program sends as `cb-source`.
@@ -15,43 +17,53 @@ const RAW_NODE: &str = "0123456789abcdef0123456789abcdef";
 /// the `cb-kind`, `cb-source` and `cb-timeout-ms` headers.
 pub fn request(id: u64, reply_to: ShortString) -> BasicProperties {
     let mut headers = FieldTable::default();
-    headers.insert("cb-kind".into(), AMQPValue::LongString("request".into()));
-    headers.insert("cb-source".into(), AMQPValue::LongString(RAW_NODE.into()));
     headers.insert("cb-timeout-ms".into(), AMQPValue::LongLongInt(30_000));
-    BasicProperties::default()
-        .with_message_id(format!("{id:032x}").into())
-        .with_type(<Echo as cloudbus::Message>::TYPE.into())
-        .with_content_type("application/json".into())
-        .with_timestamp(unix_seconds())
-        .with_reply_to(reply_to)
-        .with_expiration("30000".into())
-        .with_headers(headers)
+    every_message(
+        BasicProperties::default(),
+        "request",
+        Echo::TYPE,
+        id.into(),
+        headers,
+    )
+    .with_reply_to(reply_to)
+    .with_expiration("30000".into())
 }
 
 /// A reply as wire protocol v1 has it: `correlation_id` (set by the
 /// caller of this), a `message_id` of its own, `type`, `content_type`,
 /// `timestamp`, and the `cb-kind` and `cb-source` headers.
 pub fn reply(reply: BasicProperties) -> BasicProperties {
-    let mut headers = FieldTable::default();
-    headers.insert("cb-kind".into(), AMQPValue::LongString("reply".into()));
-    headers.insert("cb-source".into(), AMQPValue::LongString(RAW_NODE.into()));
-    reply
-        .with_message_id(format!("{:032x}", uuid::Uuid::new_v4().as_u128()).into())
-        .with_type(<EchoReply as cloudbus::Message>::TYPE.into())
-        .with_content_type("application/json".into())
-        .with_timestamp(unix_seconds())
-        .with_headers(headers)
+    let id = uuid::Uuid::new_v4().as_u128();
+    every_message(reply, "reply", EchoReply::TYPE, id, FieldTable::default())
 }
 
 /// An event as wire protocol v1 has it: `message_id`, `type`,
 /// `content_type`, `timestamp`, and the `cb-kind` and `cb-source` headers.
 pub fn event(id: u64) -> BasicProperties {
-    let mut headers = FieldTable::default();
-    headers.insert("cb-kind".into(), AMQPValue::LongString("event".into()));
+    every_message(
+        BasicProperties::default(),
+        "event",
+        Tick::TYPE,
+        id.into(),
+        FieldTable::default(),
+    )
+}
+
+/// What every message carries (§2): `message_id` (32 hex), `type`,
+/// `content_type`, `timestamp`, and the `cb-kind` and `cb-source` headers
+/// beside the kind's own `headers`.
+fn every_message(
+    props: BasicProperties,
+    kind: &str,
+    type_name: &str,
+    id: u128,
+    mut headers: FieldTable,
+) -> BasicProperties {
+    headers.insert("cb-kind".into(), AMQPValue::LongString(kind.into()));
     headers.insert("cb-source".into(), AMQPValue::LongString(RAW_NODE.into()));
-    BasicProperties::default()
+    props
         .with_message_id(format!("{id:032x}").into())
-        .with_type(<Tick as cloudbus::Message>::TYPE.into())
+        .with_type(type_name.into())
         .with_content_type("application/json".into())
         .with_timestamp(unix_seconds())
         .with_headers(headers)
