@@ -6,32 +6,29 @@ use std::time::Duration;
 use cloudbus::Bus;
 use tokio::sync::{mpsc, oneshot};
 
-use super::measure::{Sample, closed_loop};
+use super::measure::{Sample, interleaved};
 use super::messages::{Echo, EchoReply, answer, echo_service};
 
 pub async fn run(level: usize, duration: Duration) -> anyhow::Result<(Sample, Sample)> {
     let bus = Bus::embedded();
     bus.register(echo_service(level)).await?;
-    let sample = closed_loop(level, duration, {
-        let bus = bus.clone();
-        move |i| {
-            let bus = bus.clone();
-            async move {
-                bus.call(Echo::new(i as u64, 1)).await?;
-                Ok(())
-            }
-        }
-    })
-    .await?;
-    bus.shutdown().await;
-
     let (tx, mut rx) = mpsc::channel::<(Echo, oneshot::Sender<EchoReply>)>(1024);
     let server = tokio::spawn(async move {
         while let Some((req, reply)) = rx.recv().await {
             let _ = reply.send(answer(req));
         }
     });
-    let baseline = closed_loop(level, duration, move |i| {
+    let calls = {
+        let bus = bus.clone();
+        move |i: usize| {
+            let bus = bus.clone();
+            async move {
+                bus.call(Echo::new(i as u64, 1)).await?;
+                Ok(())
+            }
+        }
+    };
+    let raw = move |i: usize| {
         let tx = tx.clone();
         async move {
             let (reply, answered) = oneshot::channel();
@@ -39,8 +36,9 @@ pub async fn run(level: usize, duration: Duration) -> anyhow::Result<(Sample, Sa
             answered.await?;
             Ok(())
         }
-    })
-    .await?;
+    };
+    let measured = interleaved(level, duration, calls, raw).await;
+    bus.shutdown().await;
     server.abort();
-    Ok((sample, baseline))
+    measured
 }

@@ -34,27 +34,115 @@ where
     F: Fn(usize) -> Fut + Clone + Send + 'static,
     Fut: Future<Output = anyhow::Result<()>> + Send,
 {
-    // Warm-up: connections, caches, JIT-free but allocator-warm.
-    run(
-        workers,
-        duration.mul_f64(0.2).min(Duration::from_millis(500)),
-        op.clone(),
-    )
-    .await?;
-    let cpu = cpu_seconds();
-    let allocations = crate::alloc::allocations();
-    let started = Instant::now();
-    let (histogram, done) = run(workers, duration, op).await?;
-    let elapsed = started.elapsed().as_secs_f64();
-    let allocated = crate::alloc::allocations() - allocations;
-    Ok(Sample {
-        ops_per_sec: done as f64 / elapsed,
-        p50_us: histogram.value_at_quantile(0.5),
-        p99_us: histogram.value_at_quantile(0.99),
-        max_us: histogram.max(),
-        cpu_s: cpu_seconds() - cpu,
-        allocs_per_op: allocated as f64 / done.max(1) as f64,
-    })
+    warm_up(workers, duration, op.clone()).await?;
+    let mut tally = Tally::new()?;
+    tally.measure(workers, duration, op).await?;
+    Ok(tally.sample())
+}
+
+/// Like [`closed_loop`] for two sides at once (the bus and its baseline),
+/// measured in alternating slices of about a quarter of a second, the
+/// order switching every round: on shared cores whose speed drifts by
+/// 1.5–2× within seconds, each side then sees the same machine, so their
+/// ratio stays honest where two runs one after the other would not.
+/// Only for sides that can stand ready side by side (in process).
+pub async fn interleaved<A, FutA, B, FutB>(
+    workers: usize,
+    duration: Duration,
+    a: A,
+    b: B,
+) -> anyhow::Result<(Sample, Sample)>
+where
+    A: Fn(usize) -> FutA + Clone + Send + 'static,
+    FutA: Future<Output = anyhow::Result<()>> + Send,
+    B: Fn(usize) -> FutB + Clone + Send + 'static,
+    FutB: Future<Output = anyhow::Result<()>> + Send,
+{
+    warm_up(workers, duration, a.clone()).await?;
+    warm_up(workers, duration, b.clone()).await?;
+    let rounds = (duration.as_secs_f64() / SLICE.as_secs_f64())
+        .round()
+        .max(1.0) as u32;
+    let slice = duration / rounds;
+    let (mut tally_a, mut tally_b) = (Tally::new()?, Tally::new()?);
+    for round in 0..rounds {
+        if round % 2 == 0 {
+            tally_a.measure(workers, slice, a.clone()).await?;
+            tally_b.measure(workers, slice, b.clone()).await?;
+        } else {
+            tally_b.measure(workers, slice, b.clone()).await?;
+            tally_a.measure(workers, slice, a.clone()).await?;
+        }
+    }
+    Ok((tally_a.sample(), tally_b.sample()))
+}
+
+/// How long one side runs before the other takes over in [`interleaved`].
+const SLICE: Duration = Duration::from_millis(250);
+
+/// Warm-up: connections, caches, JIT-free but allocator-warm.
+async fn warm_up<F, Fut>(workers: usize, duration: Duration, op: F) -> anyhow::Result<()>
+where
+    F: Fn(usize) -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = anyhow::Result<()>> + Send,
+{
+    let warm_up = duration.mul_f64(0.2).min(Duration::from_millis(500));
+    run(workers, warm_up, op).await.map(drop)
+}
+
+/// What one side did over all its measured stretches.
+struct Tally {
+    histogram: Histogram<u64>,
+    done: u64,
+    elapsed: Duration,
+    cpu_s: f64,
+    allocations: u64,
+}
+
+impl Tally {
+    fn new() -> anyhow::Result<Self> {
+        Ok(Self {
+            histogram: histogram()?,
+            done: 0,
+            elapsed: Duration::ZERO,
+            cpu_s: 0.0,
+            allocations: 0,
+        })
+    }
+
+    /// Runs `op` for `duration` and adds what it did.
+    async fn measure<F, Fut>(
+        &mut self,
+        workers: usize,
+        duration: Duration,
+        op: F,
+    ) -> anyhow::Result<()>
+    where
+        F: Fn(usize) -> Fut + Clone + Send + 'static,
+        Fut: Future<Output = anyhow::Result<()>> + Send,
+    {
+        let cpu = cpu_seconds();
+        let allocations = crate::alloc::allocations();
+        let started = Instant::now();
+        let (histogram, done) = run(workers, duration, op).await?;
+        self.elapsed += started.elapsed();
+        self.allocations += crate::alloc::allocations() - allocations;
+        self.cpu_s += cpu_seconds() - cpu;
+        self.histogram.add(histogram)?;
+        self.done += done;
+        Ok(())
+    }
+
+    fn sample(&self) -> Sample {
+        Sample {
+            ops_per_sec: self.done as f64 / self.elapsed.as_secs_f64(),
+            p50_us: self.histogram.value_at_quantile(0.5),
+            p99_us: self.histogram.value_at_quantile(0.99),
+            max_us: self.histogram.max(),
+            cpu_s: self.cpu_s,
+            allocs_per_op: self.allocations as f64 / self.done.max(1) as f64,
+        }
+    }
 }
 
 async fn run<F, Fut>(

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use cloudbus::{Bus, Context, ErrorCode, Service};
 
-use super::measure::{Sample, closed_loop};
+use super::measure::{Sample, interleaved};
 use super::messages::{Echo, EchoReply, answer, echo_service};
 
 struct Keyed;
@@ -19,30 +19,31 @@ impl Keyed {
 }
 
 pub async fn run(level: usize, keys: u64, duration: Duration) -> anyhow::Result<(Sample, Sample)> {
-    let bus = Bus::embedded();
-    bus.register(
-        Service::builder("bench", Keyed)
-            .concurrency(level.max(64))
-            .build(),
+    let keyed = Bus::embedded();
+    keyed
+        .register(
+            Service::builder("bench", Keyed)
+                .concurrency(level.max(64))
+                .build(),
+        )
+        .await?;
+    let free = Bus::embedded();
+    free.register(echo_service(level)).await?;
+    let (to_keyed, to_free) = (keyed.clone(), free.clone());
+    let measured = interleaved(
+        level,
+        duration,
+        move |i| call(to_keyed.clone(), i, keys),
+        move |i| call(to_free.clone(), i, keys),
     )
-    .await?;
-    let keyed = load(&bus, level, keys, duration).await?;
-    bus.shutdown().await;
-    let bus = Bus::embedded();
-    bus.register(echo_service(level)).await?;
-    let free = load(&bus, level, keys, duration).await?;
-    bus.shutdown().await;
-    Ok((keyed, free))
+    .await;
+    keyed.shutdown().await;
+    free.shutdown().await;
+    measured
 }
 
-async fn load(bus: &Bus, level: usize, keys: u64, duration: Duration) -> anyhow::Result<Sample> {
-    let bus = bus.clone();
-    closed_loop(level, duration, move |i| {
-        let bus = bus.clone();
-        async move {
-            bus.call(Echo::new(i as u64, keys)).await?;
-            Ok(())
-        }
-    })
-    .await
+/// One worker's call on one of `keys` resources.
+async fn call(bus: Bus, i: usize, keys: u64) -> anyhow::Result<()> {
+    bus.call(Echo::new(i as u64, keys)).await?;
+    Ok(())
 }
