@@ -245,3 +245,82 @@ async fn a_task_whose_messages_never_wait_still_lets_other_tasks_run() {
     })
     .await;
 }
+
+#[derive(Clone, Debug, Serialize, Deserialize, Message)]
+#[message(type = "seq.Step", reply = Done)]
+struct Step {
+    sender: usize,
+    n: usize,
+}
+
+/// A keyed handler that ends without waiting, so callers on other threads
+/// meet its key held for a moment: they look again, or queue behind it.
+/// (`Step` is a request, so that it can be called as well as sent.)
+struct Sequence(Arc<Steps>);
+
+/// What the test reads back: how many steps ran at once, and in which order.
+#[derive(Default)]
+struct Steps {
+    running: AtomicUsize,
+    most: AtomicUsize,
+    seen: std::sync::Mutex<Vec<(usize, usize)>>,
+}
+
+#[handlers]
+impl Sequence {
+    #[sync_key("vm-1")]
+    async fn step(&self, req: Step, _ctx: Context) -> Result<Done, ErrorCode> {
+        let steps = &self.0;
+        let now = steps.running.fetch_add(1, Ordering::SeqCst) + 1;
+        steps.most.fetch_max(now, Ordering::SeqCst);
+        steps.seen.lock().unwrap().push((req.sender, req.n));
+        steps.running.fetch_sub(1, Ordering::SeqCst);
+        Ok(Done { key: None })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn callers_on_several_threads_meeting_a_busy_key_run_one_at_a_time_each_in_order() {
+    let bus = Bus::embedded();
+    let sequence = Arc::new(Steps::default());
+    bus.register(Service::new("seq", Sequence(sequence.clone())))
+        .await
+        .unwrap();
+    const SENDERS: usize = 8;
+    const STEPS: usize = 2_000;
+    let senders: Vec<_> = (0..SENDERS)
+        .map(|sender| {
+            let bus = bus.clone();
+            tokio::spawn(async move {
+                // Sends, which queue behind the key, between calls,
+                // which run on this task when the key is free.
+                for n in 0..STEPS {
+                    if n % 2 == 1 {
+                        bus.call(Step { sender, n }).await.unwrap();
+                    } else {
+                        bus.send(Step { sender, n }).await.unwrap();
+                    }
+                }
+            })
+        })
+        .collect();
+    for sender in senders {
+        sender.await.unwrap();
+    }
+    until("every step handled", || {
+        sequence.seen.lock().unwrap().len() == SENDERS * STEPS
+    })
+    .await;
+    assert_eq!(sequence.most.load(Ordering::SeqCst), 1);
+    let seen = sequence.seen.lock().unwrap();
+    assert_eq!(seen.len(), SENDERS * STEPS);
+    for sender in 0..SENDERS {
+        let order: Vec<usize> = seen
+            .iter()
+            .filter(|(s, _)| *s == sender)
+            .map(|(_, n)| *n)
+            .collect();
+        assert_eq!(order, (0..STEPS).collect::<Vec<_>>(), "sender {sender}");
+    }
+    bus.shutdown().await;
+}

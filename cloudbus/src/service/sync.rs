@@ -1,11 +1,14 @@
 //! Per-resource serialization (ZStack's sync signature): messages with the
 //! same key run at most `level` at a time, in the order they arrived.
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::cell::Cell;
+use std::collections::VecDeque;
+use std::hash::BuildHasher;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use futures::FutureExt;
 use futures::future::BoxFuture;
+use hashbrown::{DefaultHashBuilder, HashTable};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::in_flight::InFlightGuard;
@@ -115,13 +118,68 @@ impl Ticket {
 
 type Job = (BoxFuture<'static, ()>, Ticket);
 
-#[derive(Default)]
+/// The jobs of one key.
 struct KeyQueue {
+    /// The key: the table's only copy of it, for as long as the key has
+    /// jobs (its text does not move meanwhile; see [`Slot`]).
+    key: String,
     running: usize,
+    /// Of the running jobs, those being polled on a caller's task at this
+    /// moment: each ends, or moves to a task of its own, within that one
+    /// poll.
+    polling: usize,
     waiting: VecDeque<Job>,
 }
 
-type Keys = Arc<Mutex<HashMap<String, KeyQueue>>>;
+/// The keys with jobs. Each key is hashed once per message: a running
+/// job finds its key again by [`Slot`], without a copy of the key's text.
+#[derive(Default)]
+struct Table {
+    hasher: DefaultHashBuilder,
+    queues: HashTable<KeyQueue>,
+}
+
+/// Where a running job's key sits in the [`Table`]: its hash, and the
+/// address of the table's copy of its text. A key stays in the table
+/// while any of its jobs runs, and its text stays put, so no two keys
+/// there share an address (an empty key has none, but is the only one).
+#[derive(Clone, Copy)]
+struct Slot {
+    hash: u64,
+    text: usize,
+    len: usize,
+}
+
+impl Slot {
+    fn of(hash: u64, key: &str) -> Self {
+        Self {
+            hash,
+            text: key.as_ptr() as usize,
+            len: key.len(),
+        }
+    }
+
+    fn holds(&self, queue: &KeyQueue) -> bool {
+        queue.key.as_ptr() as usize == self.text && queue.key.len() == self.len
+    }
+}
+
+type Keys = Arc<Mutex<Table>>;
+
+/// How many times a newcomer looks again, backing off, before it queues
+/// behind a key held by a job being polled on another thread: 2^7 - 1
+/// spin hints in all, a few microseconds at most. Queueing costs the
+/// newcomer a boxed future, a timer and a wake-up, and puts the key's next
+/// jobs on a task of their own (every one after it then queues too), where
+/// a handler polled inline usually ends within a microsecond.
+const LOOKS: u32 = 7;
+
+thread_local! {
+    /// Whether this thread is polling a keyed job inline right now: a
+    /// message sent from inside it must not wait for a key it may hold
+    /// itself.
+    static POLLING: Cell<bool> = const { Cell::new(false) };
+}
 
 /// The queues of one service. The lock is per service and held only to
 /// push or pop, never across a handler.
@@ -135,6 +193,11 @@ impl SyncQueues {
     /// others. A job takes one of `permits` only when it is about to run,
     /// so a waiter holds none. With `inline`, a job that can start at once
     /// is first polled on the calling task (see `runtime::start`).
+    ///
+    /// Order: jobs of one key start in the order their `submit` calls
+    /// began, except that calls overlapping in time (from different
+    /// threads) may start in either order, as there is no order between
+    /// them to keep.
     pub(crate) fn submit(
         &self,
         key: SyncKey,
@@ -144,46 +207,79 @@ impl SyncQueues {
         inline: bool,
     ) {
         let job = (run, ticket);
-        let mut keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
-        // A busy key (the case that queues) is found without copying it.
-        match keys.get_mut(&key.key) {
-            Some(queue) if queue.running >= key.level => {
-                queue.waiting.push_back(job);
-                return;
+        let SyncKey { key, level } = key;
+        let mut keys = lock(&self.keys);
+        let hash = keys.hasher.hash_one(key.as_str());
+        let mut looks = 0;
+        let slot = loop {
+            let table = &mut *keys;
+            match table.queues.find_mut(hash, |queue| queue.key == key) {
+                Some(queue) if queue.running >= level => {
+                    // Nobody queued yet and a holder about to finish on
+                    // another thread: look again shortly rather than queue.
+                    let brief = queue.waiting.is_empty() && queue.polling > 0;
+                    if brief && looks < LOOKS && !POLLING.get() {
+                        drop(keys);
+                        for _ in 0..1u32 << looks {
+                            std::hint::spin_loop();
+                        }
+                        looks += 1;
+                        keys = lock(&self.keys);
+                        continue;
+                    }
+                    queue.waiting.push_back(job);
+                    return;
+                }
+                Some(queue) => {
+                    queue.running += 1;
+                    queue.polling += usize::from(inline);
+                    break Slot::of(hash, &queue.key);
+                }
+                None => {
+                    let queue = KeyQueue {
+                        key,
+                        running: 1,
+                        polling: usize::from(inline),
+                        waiting: VecDeque::new(),
+                    };
+                    let hasher = &table.hasher;
+                    let entry = table
+                        .queues
+                        .insert_unique(hash, queue, |queue| hasher.hash_one(queue.key.as_str()));
+                    break Slot::of(hash, &entry.get().key);
+                }
             }
-            Some(queue) => queue.running += 1,
-            None => {
-                let queue = KeyQueue {
-                    running: 1,
-                    waiting: VecDeque::new(),
-                };
-                keys.insert(key.key.clone(), queue);
-            }
-        }
+        };
         drop(keys);
-        let permit = inline
-            .then(|| permits.clone().try_acquire_owned().ok())
-            .flatten();
-        let Some(permit) = permit else {
-            tokio::spawn(run_chain(self.keys.clone(), permits.clone(), key.key, job));
+        if !inline {
+            tokio::spawn(run_chain(self.keys.clone(), permits.clone(), slot, job));
+            return;
+        }
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            stopped_polling(&self.keys, slot);
+            tokio::spawn(run_chain(self.keys.clone(), permits.clone(), slot, job));
             return;
         };
         let (mut run, ticket) = job;
         let ticket = ticket.running(permit);
-        if (&mut run).now_or_never().is_some() {
+        let was_polling = POLLING.replace(true);
+        let done = (&mut run).now_or_never().is_some();
+        POLLING.set(was_polling);
+        if done {
             drop(ticket);
-            if let Some(next) = next_of(&self.keys, &key.key) {
-                tokio::spawn(run_chain(self.keys.clone(), permits.clone(), key.key, next));
+            if let Some(next) = next_of(&self.keys, slot, true) {
+                tokio::spawn(run_chain(self.keys.clone(), permits.clone(), slot, next));
             }
             return;
         }
         // It waits: it goes on in a task of its own, then its key's next.
+        stopped_polling(&self.keys, slot);
         let (keys, permits) = (self.keys.clone(), permits.clone());
         tokio::spawn(async move {
             run.await;
             drop(ticket);
-            if let Some(next) = next_of(&keys, &key.key) {
-                run_chain(keys, permits, key.key, next).await;
+            if let Some(next) = next_of(&keys, slot, false) {
+                run_chain(keys, permits, slot, next).await;
             }
         });
     }
@@ -191,13 +287,17 @@ impl SyncQueues {
     /// How many keys have messages running or waiting.
     #[cfg(test)]
     pub(crate) fn active_keys(&self) -> usize {
-        self.keys.lock().unwrap().len()
+        lock(&self.keys).queues.len()
     }
+}
+
+fn lock(keys: &Keys) -> MutexGuard<'_, Table> {
+    keys.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Runs a job, then the next waiting job of the same key, until none wait;
 /// each takes a concurrency permit for as long as it runs.
-async fn run_chain(keys: Keys, permits: Arc<Semaphore>, key: String, first: Job) {
+async fn run_chain(keys: Keys, permits: Arc<Semaphore>, slot: Slot, first: Job) {
     let mut job = first;
     loop {
         let (run, ticket) = job;
@@ -211,24 +311,37 @@ async fn run_chain(keys: Keys, permits: Arc<Semaphore>, key: String, first: Job)
             run.await;
             drop(ticket);
         }
-        match next_of(&keys, &key) {
+        match next_of(&keys, slot, false) {
             Some(next) => job = next,
             None => return,
         }
     }
 }
 
-/// The next job waiting on `key` after one of its jobs ended, or `None`
-/// (and the key's running count goes down, the key forgotten when idle).
-fn next_of(keys: &Keys, key: &str) -> Option<Job> {
-    let mut map = keys.lock().unwrap_or_else(|e| e.into_inner());
-    let queue = map.get_mut(key)?;
+/// A job of the key at `slot` that was polled inline goes on elsewhere.
+fn stopped_polling(keys: &Keys, slot: Slot) {
+    let mut keys = lock(keys);
+    if let Some(queue) = keys.queues.find_mut(slot.hash, |q| slot.holds(q)) {
+        queue.polling -= 1;
+    }
+}
+
+/// The next job waiting on the key at `slot` after one of its jobs ended
+/// (`polled`: one polled inline), or `None` (and the key's running count
+/// goes down, the key forgotten when idle).
+fn next_of(keys: &Keys, slot: Slot, polled: bool) -> Option<Job> {
+    let mut keys = lock(keys);
+    let Ok(mut entry) = keys.queues.find_entry(slot.hash, |q| slot.holds(q)) else {
+        return None;
+    };
+    let queue = entry.get_mut();
+    queue.polling -= usize::from(polled);
     if let Some(next) = queue.waiting.pop_front() {
         return Some(next);
     }
     queue.running -= 1;
     if queue.running == 0 {
-        map.remove(key);
+        entry.remove();
     }
     None
 }
@@ -280,5 +393,44 @@ mod tests {
         assert_eq!(queues.active_keys(), 0);
         assert_eq!(sem.available_permits(), 100);
         assert_eq!(permits.available_permits(), 2);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_key_is_found_again_and_forgotten_the_empty_one_too() {
+        let queues = SyncQueues::default();
+        let permits = Arc::new(Semaphore::new(8));
+        let in_flight = Arc::new(InFlight::default());
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let keys: Vec<String> = [String::new()]
+            .into_iter()
+            .chain((0..50).map(|k| format!("vm-{k}")))
+            .collect();
+        for round in 0..20 {
+            for (k, key) in keys.iter().enumerate() {
+                let tx = tx.clone();
+                let run: BoxFuture<'static, ()> = Box::pin(async move {
+                    tokio::task::yield_now().await;
+                    tx.send((k, round)).unwrap();
+                });
+                let ticket = Ticket::new(None, in_flight.enter());
+                queues.submit(SyncKey::new(key), run, ticket, &permits, round % 2 == 0);
+            }
+        }
+        let mut last = vec![None; keys.len()];
+        for _ in 0..keys.len() * 20 {
+            let (k, round) = rx.recv().await.unwrap();
+            assert_eq!(last[k].map_or(0, |r: usize| r + 1), round, "key {k}");
+            last[k] = Some(round);
+        }
+        // A job's ticket goes before its key is let go, on another thread.
+        in_flight.idle().await;
+        for _ in 0..100_000 {
+            if queues.active_keys() == 0 {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(queues.active_keys(), 0);
+        assert_eq!(permits.available_permits(), 8);
     }
 }
