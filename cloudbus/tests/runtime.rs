@@ -311,6 +311,7 @@ async fn callers_on_several_threads_meeting_a_busy_key_run_one_at_a_time_each_in
         sequence.seen.lock().unwrap().len() == SENDERS * STEPS
     })
     .await;
+    bus.shutdown().await;
     assert_eq!(sequence.most.load(Ordering::SeqCst), 1);
     let seen = sequence.seen.lock().unwrap();
     assert_eq!(seen.len(), SENDERS * STEPS);
@@ -322,5 +323,4 @@ async fn callers_on_several_threads_meeting_a_busy_key_run_one_at_a_time_each_in
             .collect();
         assert_eq!(order, (0..STEPS).collect::<Vec<_>>(), "sender {sender}");
     }
-    bus.shutdown().await;
 }
