@@ -24,7 +24,7 @@ pub(crate) struct ServiceRuntime {
     name: Cow<'static, str>,
     /// The name again, for the task-local that marks what handlers send.
     shared_name: Arc<str>,
-    handlers: HashMap<&'static str, (Arc<dyn HandlerEntry>, Arc<TypeStats>)>,
+    handlers: HashMap<&'static str, Registered>,
     /// Handlers running at once: the concurrency limit.
     permits: Arc<Semaphore>,
     /// Messages of keyed handlers taken at once, running or waiting behind
@@ -48,7 +48,7 @@ impl ServiceRuntime {
             handlers: service
                 .handlers
                 .into_iter()
-                .map(|(name, entry)| (name, (entry, Arc::default())))
+                .map(|(name, entry)| (name, Registered::new(entry)))
                 .collect(),
             permits: Arc::new(Semaphore::new(service.concurrency)),
             admission: Arc::new(Semaphore::new(
@@ -74,7 +74,7 @@ impl ServiceRuntime {
     pub(crate) fn statistics(&self) -> impl Iterator<Item = TypeStatistics> + '_ {
         self.handlers
             .iter()
-            .map(|(name, (_, stats))| stats.snapshot(&self.name, name))
+            .map(|(name, handler)| handler.stats.snapshot(&self.name, name))
     }
 
     /// Hands a message to its handler. Waits while the service has taken
@@ -147,8 +147,8 @@ impl ServiceRuntime {
 
     /// What a message for `handler` takes to be accepted: a keyed
     /// handler's place among the admitted, or else a concurrency permit.
-    fn room(&self, (entry, _): &(Arc<dyn HandlerEntry>, Arc<TypeStats>)) -> &Arc<Semaphore> {
-        if entry.keyed() {
+    fn room(&self, handler: &Registered) -> &Arc<Semaphore> {
+        if handler.keyed {
             &self.admission
         } else {
             &self.permits
@@ -162,11 +162,15 @@ impl ServiceRuntime {
         &self,
         bus: &Bus,
         delivery: Delivery,
-        (entry, stats): &(Arc<dyn HandlerEntry>, Arc<TypeStats>),
+        Registered {
+            entry,
+            stats,
+            keyed,
+        }: &Registered,
         in_flight: InFlightGuard,
         room: OwnedSemaphorePermit,
     ) {
-        let (ticket, permit) = if entry.keyed() {
+        let (ticket, permit) = if *keyed {
             (Ticket::new(Some(room), in_flight), None)
         } else {
             (Ticket::new(None, in_flight), Some(room))
@@ -288,6 +292,27 @@ impl ServiceRuntime {
         self.stop_feeding().await;
         self.closing.store(true, Ordering::SeqCst);
         self.in_flight.idle().await;
+    }
+}
+
+/// One message type's handler as the runtime keeps it.
+struct Registered {
+    entry: Arc<dyn HandlerEntry>,
+    stats: Arc<TypeStats>,
+    /// The entry's [`keyed`](HandlerEntry::keyed), asked once: the entry
+    /// sits beside a reference count that every message changes, so
+    /// reading it per message costs a cache miss when two cores share
+    /// the work.
+    keyed: bool,
+}
+
+impl Registered {
+    fn new(entry: Arc<dyn HandlerEntry>) -> Self {
+        Self {
+            keyed: entry.keyed(),
+            entry,
+            stats: Arc::default(),
+        }
     }
 }
 
