@@ -24,22 +24,14 @@ fn answering(name: &'static str, concurrency: usize) -> Service {
 
 /// Waits until `queue` holds no unacknowledged message.
 async fn until_all_acked(queue: String) {
-    tokio::time::timeout(WAIT, async {
-        loop {
-            // rabbitmqctl blocks: run it aside.
-            let q = queue.clone();
-            let unacked = tokio::task::spawn_blocking(move || {
-                queue_columns(&q, &["messages_unacknowledged"])
-            })
-            .await
-            .unwrap();
-            if unacked.as_deref() == Some("0") {
-                return;
-            }
-        }
-    })
-    .await
-    .unwrap_or_else(|_| panic!("{queue} still holds unacknowledged messages"));
+    until_queue_shows(
+        &queue,
+        "messages_unacknowledged",
+        "0",
+        WAIT,
+        "still holds unacknowledged messages",
+    )
+    .await;
 }
 
 #[tokio::test]

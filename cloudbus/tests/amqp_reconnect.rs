@@ -41,21 +41,6 @@ async fn broker_is(bus: &Bus, connected: bool) {
         .unwrap();
 }
 
-/// Waits until the broker lists no consumer on `queue` (it has seen the
-/// connection that held them go).
-async fn broker_dropped_consumers_of(queue: &str) {
-    for _ in 0..100 {
-        let queue = queue.to_string();
-        let consumers = tokio::task::spawn_blocking(move || queue_columns(&queue, &["consumers"]))
-            .await
-            .unwrap();
-        if consumers.as_deref() == Some("0") {
-            return;
-        }
-    }
-    panic!("the broker still lists consumers on {queue}");
-}
-
 #[tokio::test]
 async fn a_lost_connection_comes_back_with_its_topology_and_sends_fail_fast_meanwhile() {
     let name = unique_bus("reconnect");
@@ -115,7 +100,14 @@ async fn a_lost_connection_comes_back_with_its_topology_and_sends_fail_fast_mean
     // reply to the old consumer, and the node queue is taken without acks
     // (docs/reliability.md: such a reply is lost, the call times out).
     let node_queue = format!("{name}.message.cloudbus.{}", a.node_id());
-    broker_dropped_consumers_of(&node_queue).await;
+    until_queue_shows(
+        &node_queue,
+        "consumers",
+        "0",
+        WAIT,
+        "the broker still lists a consumer",
+    )
+    .await;
     release.notify_one();
 
     proxy.restore();

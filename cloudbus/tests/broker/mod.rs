@@ -100,6 +100,31 @@ pub fn queue_columns(queue: &str, columns: &[&str]) -> Option<String> {
         .find_map(|l| l.strip_prefix(&format!("{queue}\t")).map(str::to_string))
 }
 
+/// Waits up to `within` until `rabbitmqctl list_queues` shows `column` of
+/// `queue` as `value` (rabbitmqctl blocks, so it runs aside); panics with
+/// `what` when it does not.
+pub async fn until_queue_shows(
+    queue: &str,
+    column: &str,
+    value: &str,
+    within: std::time::Duration,
+    what: &str,
+) {
+    tokio::time::timeout(within, async {
+        loop {
+            let (q, c) = (queue.to_string(), column.to_string());
+            let shown = tokio::task::spawn_blocking(move || queue_columns(&q, &[c.as_str()]))
+                .await
+                .unwrap();
+            if shown.as_deref() == Some(value) {
+                return;
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("{queue}: {what}"));
+}
+
 /// A node of `bus` on the test broker, with defaults.
 #[allow(dead_code)]
 pub async fn node(bus: &str) -> cloudbus::Bus {
