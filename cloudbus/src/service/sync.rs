@@ -251,12 +251,13 @@ impl SyncQueues {
             }
         };
         drop(keys);
-        if !inline {
-            tokio::spawn(run_chain(self.keys.clone(), permits.clone(), slot, job));
-            return;
-        }
-        let Ok(permit) = permits.clone().try_acquire_owned() else {
-            stopped_polling(&self.keys, slot);
+        let permit = inline
+            .then(|| permits.clone().try_acquire_owned().ok())
+            .flatten();
+        let Some(permit) = permit else {
+            if inline {
+                stopped_polling(&self.keys, slot);
+            }
             tokio::spawn(run_chain(self.keys.clone(), permits.clone(), slot, job));
             return;
         };
