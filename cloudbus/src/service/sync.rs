@@ -93,11 +93,14 @@ impl From<&String> for SyncKey {
 
 /// What an accepted message holds until its handler ends: its admission
 /// (a keyed handler's), its place among the service's in-flight messages,
-/// and once it runs, a concurrency permit.
+/// and once it runs, a concurrency permit. A ticket goes after its job's
+/// key is let go, and its place in flight goes last of all: a drain that
+/// sees nothing in flight sees every key and permit back.
 pub(crate) struct Ticket {
+    // Dropped in this order.
+    _running: Option<OwnedSemaphorePermit>,
     _admitted: Option<OwnedSemaphorePermit>,
     _in_flight: InFlightGuard,
-    _running: Option<OwnedSemaphorePermit>,
 }
 
 impl Ticket {
@@ -267,8 +270,9 @@ impl SyncQueues {
         let done = (&mut run).now_or_never().is_some();
         POLLING.set(was_polling);
         if done {
+            let next = next_of(&self.keys, slot, true);
             drop(ticket);
-            if let Some(next) = next_of(&self.keys, slot, true) {
+            if let Some(next) = next {
                 tokio::spawn(run_chain(self.keys.clone(), permits.clone(), slot, next));
             }
             return;
@@ -278,8 +282,9 @@ impl SyncQueues {
         let (keys, permits) = (self.keys.clone(), permits.clone());
         tokio::spawn(async move {
             run.await;
+            let next = next_of(&keys, slot, false);
             drop(ticket);
-            if let Some(next) = next_of(&keys, slot, false) {
+            if let Some(next) = next {
                 run_chain(keys, permits, slot, next).await;
             }
         });
@@ -307,12 +312,17 @@ async fn run_chain(keys: Keys, permits: Arc<Semaphore>, slot: Slot, first: Job) 
             Ok(permit) => Ok(permit),
             Err(_) => permits.clone().acquire_owned().await,
         };
-        if let Ok(permit) = permit {
-            let ticket = ticket.running(permit);
-            run.await;
-            drop(ticket);
-        }
-        match next_of(&keys, slot, false) {
+        let ticket = match permit {
+            Ok(permit) => {
+                let ticket = ticket.running(permit);
+                run.await;
+                ticket
+            }
+            Err(_) => ticket,
+        };
+        let next = next_of(&keys, slot, false);
+        drop(ticket);
+        match next {
             Some(next) => job = next,
             None => return,
         }
@@ -396,6 +406,34 @@ mod tests {
         assert_eq!(permits.available_permits(), 2);
     }
 
+    /// A drain waits for nothing in flight; by then each key must be let
+    /// go and each permit back, whichever thread the last job ended on.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn nothing_in_flight_means_every_key_let_go_and_every_permit_back() {
+        let queues = SyncQueues::default();
+        let permits = Arc::new(Semaphore::new(2));
+        let admission = Arc::new(Semaphore::new(2));
+        let in_flight = Arc::new(InFlight::default());
+        for attempt in 0..500 {
+            for _ in 0..2 {
+                let run: BoxFuture<'static, ()> = Box::pin(tokio::task::yield_now());
+                let admitted = admission.clone().try_acquire_owned().unwrap();
+                let ticket = Ticket::new(Some(admitted), in_flight.enter());
+                queues.submit(
+                    SyncKey::new("vm-1"),
+                    run,
+                    ticket,
+                    &permits,
+                    attempt % 2 == 0,
+                );
+            }
+            in_flight.idle().await;
+            assert_eq!(queues.active_keys(), 0, "attempt {attempt}");
+            assert_eq!(permits.available_permits(), 2, "attempt {attempt}");
+            assert_eq!(admission.available_permits(), 2, "attempt {attempt}");
+        }
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn every_key_is_found_again_and_forgotten_the_empty_one_too() {
         let queues = SyncQueues::default();
@@ -423,14 +461,7 @@ mod tests {
             assert_eq!(last[k].map_or(0, |r: usize| r + 1), round, "key {k}");
             last[k] = Some(round);
         }
-        // A job's ticket goes before its key is let go, on another thread.
         in_flight.idle().await;
-        for _ in 0..100_000 {
-            if queues.active_keys() == 0 {
-                break;
-            }
-            tokio::task::yield_now().await;
-        }
         assert_eq!(queues.active_keys(), 0);
         assert_eq!(permits.available_permits(), 8);
     }
