@@ -57,6 +57,7 @@ async fn wait_for_queue(queue: &str, counts: &str) {
 #[tokio::test]
 async fn the_topology_is_exactly_the_documented_one() {
     let name = unique_bus("topo");
+    let _cleanup = delete_bus_on_panic(&name);
     let a = node(&name).await;
     let b = node(&name).await;
     a.register(echo_service()).await.unwrap();
@@ -116,6 +117,7 @@ async fn the_topology_is_exactly_the_documented_one() {
 #[tokio::test]
 async fn a_request_that_expires_in_the_queue_never_runs() {
     let name = unique_bus("timeout");
+    let _cleanup = delete_bus_on_panic(&name);
     let (a, b) = (node(&name).await, node(&name).await);
     let release = Arc::new(Notify::new());
     let handled = Arc::new(AtomicUsize::new(0));
@@ -186,6 +188,7 @@ async fn a_request_that_expires_in_the_queue_never_runs() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_thousand_concurrent_requests_create_no_queue() {
     let name = unique_bus("load");
+    let _cleanup = delete_bus_on_panic(&name);
     let (a, b) = (node(&name).await, node(&name).await);
     b.register(echo_service()).await.unwrap();
     let before = queue_names(&name);
@@ -344,6 +347,7 @@ impl RawClient {
 async fn bad_input_from_the_wire_gets_an_error_reply_and_the_consumer_goes_on() {
     use cloudbus::transport::amqp::{AmqpConfig, AmqpTransport};
     let name = unique_bus("bad");
+    let _cleanup = delete_bus_on_panic(&name);
     let b = Bus::builder()
         .name(&name)
         .transport(AmqpTransport::with_config(

@@ -37,6 +37,7 @@ async fn until_all_acked(queue: String) {
 #[tokio::test]
 async fn batched_acks_never_stall_a_consumer_and_leave_nothing_unacked() {
     let name = unique_bus("acks");
+    let _cleanup = delete_bus_on_panic(&name);
     let (client, server) = (node(&name).await, node(&name).await);
     // Prefetch 1: every delivery must be acked before the next arrives.
     server.register(answering("narrow", 1)).await.unwrap();

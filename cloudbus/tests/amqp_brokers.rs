@@ -43,6 +43,7 @@ fn at(port: u16, password: &str) -> String {
 #[tokio::test]
 async fn a_node_connects_to_whichever_broker_of_its_list_answers() {
     let name = unique_bus("brokers-list");
+    let _cleanup = delete_bus_on_panic(&name);
     let dead = at(dead_port().await, "guest");
     let peer = start(&name, &url()).await.unwrap();
     peer.register(echo_service()).await.unwrap();
@@ -65,6 +66,7 @@ async fn a_node_connects_to_whichever_broker_of_its_list_answers() {
 #[tokio::test]
 async fn when_every_broker_is_down_the_error_names_them_all_without_passwords() {
     let name = unique_bus("brokers-down");
+    let _cleanup = delete_bus_on_panic(&name);
     let (a, b) = (dead_port().await, dead_port().await);
     let urls = format!("{},{}", at(a, "first-secret"), at(b, "second-secret"));
     let err = start(&name, &urls).await.unwrap_err();
@@ -97,6 +99,7 @@ async fn when_every_broker_is_down_the_error_names_them_all_without_passwords() 
 #[tokio::test]
 async fn a_lost_connection_moves_to_the_next_broker_and_restores_the_topology() {
     let name = unique_bus("brokers-failover");
+    let _cleanup = delete_bus_on_panic(&name);
     // Two "brokers": two proxies in front of the one real broker, so
     // cutting one is the death of a cluster node.
     let (one, two) = (

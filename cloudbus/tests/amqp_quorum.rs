@@ -30,6 +30,7 @@ async fn start(
 #[tokio::test]
 async fn a_quorum_bus_declares_quorum_queues_and_serves_as_usual() {
     let name = unique_bus("quorum");
+    let _cleanup = delete_bus_on_panic(&name);
     let (a, b) = (
         start(&name, QueueType::Quorum, None).await.unwrap(),
         start(&name, QueueType::Quorum, None).await.unwrap(),
@@ -66,6 +67,7 @@ async fn a_node_whose_queues_exist_with_the_other_type_is_refused_naming_both() 
         (QueueType::Classic, QueueType::Quorum),
     ] {
         let name = unique_bus("queue-type");
+        let _cleanup = delete_bus_on_panic(&name);
         let node = start(&name, first, None).await.unwrap();
         // The same node id again (a node restarted with another setting)
         // meets its queues, declared with the other type.

@@ -37,6 +37,7 @@ impl Interceptor for RequireSession {
 #[tokio::test]
 async fn an_interceptor_refuses_a_bad_session_token_with_a_clear_error() {
     let name = unique_bus("auth");
+    let _cleanup = delete_bus_on_panic(&name);
     let server = Bus::builder()
         .name(&name)
         .amqp(url())
@@ -81,6 +82,7 @@ async fn an_interceptor_refuses_a_bad_session_token_with_a_clear_error() {
 #[tokio::test]
 async fn each_deployment_can_have_its_own_virtual_host() {
     let vhost = unique_bus("vhost");
+    let _vhost_cleanup = delete_vhost_on_panic(&vhost);
     rabbitmqctl(&["add_vhost", &vhost]);
     rabbitmqctl(&["set_permissions", "-p", &vhost, "guest", ".*", ".*", ".*"]);
     let base = url();
@@ -89,6 +91,7 @@ async fn each_deployment_can_have_its_own_virtual_host() {
         .map_or(base.as_str(), |(root, _)| root);
     let isolated = format!("{root}/{vhost}");
     let name = unique_bus("bus");
+    let _cleanup = delete_bus_on_panic(&name);
     let a = Bus::builder()
         .name(&name)
         .amqp(&isolated)

@@ -102,6 +102,7 @@ fn queue_counts(queue: &str) -> Option<String> {
 #[tokio::test]
 async fn a_graceful_stop_finishes_in_flight_work_and_loses_no_accepted_message() {
     let name = unique_bus("stop");
+    let _cleanup = delete_bus_on_panic(&name);
     let server_id = NodeId::random();
     let client = node(&name, NodeId::random()).await;
     let server = node(&name, server_id).await;

@@ -73,6 +73,7 @@ async fn build(bus: &str, config: AmqpConfig) -> Result<Bus, cloudbus::ErrorCode
 async fn a_node_on_amqps_talks_to_a_node_on_plain_amqp() {
     let (ca, port) = tls_terminator().await;
     let name = unique_bus("tls");
+    let _cleanup = delete_bus_on_panic(&name);
     let tls_url = format!("amqps://guest:guest@localhost:{port}/%2f");
     let secure = build(&name, AmqpConfig::new(&tls_url).tls_ca_pem(ca.clone()))
         .await

@@ -191,6 +191,7 @@ async fn within<T>(what: &str, f: impl IntoFuture<Output = T>) -> T {
 async fn a_python_client_speaks_the_documented_protocol() {
     let python = python();
     let name = unique_bus("interop");
+    let _cleanup = delete_bus_on_panic(&name);
     let bus = Bus::builder()
         .name(&name)
         .amqp(url())

@@ -86,6 +86,44 @@ pub async fn delete_bus(bus: &str) {
     delete_bus_at(&url(), bus).await;
 }
 
+/// Runs its cleanup if the test panics on the way, so that a failed test
+/// leaves the shared broker as it found it too (a passing test cleans up
+/// in the open, where a failing cleanup fails the test). The cleanup runs
+/// on a thread of its own: a panic there is not a panic while panicking,
+/// and it may start a runtime of its own.
+pub struct OnPanic<F: FnOnce() + Send + 'static>(Option<F>);
+
+impl<F: FnOnce() + Send + 'static> Drop for OnPanic<F> {
+    fn drop(&mut self) {
+        if let Some(cleanup) = self.0.take().filter(|_| std::thread::panicking()) {
+            let _ = std::thread::spawn(cleanup).join();
+        }
+    }
+}
+
+/// Deletes what `bus` declared on the default broker if the test panics:
+/// declare it right after the bus name.
+#[must_use = "the cleanup runs when this guard is dropped"]
+pub fn delete_bus_on_panic(bus: &str) -> OnPanic<impl FnOnce() + Send + 'static> {
+    let bus = bus.to_string();
+    OnPanic(Some(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(delete_bus(&bus));
+    }))
+}
+
+/// Deletes a virtual host the test added if the test panics.
+#[must_use = "the cleanup runs when this guard is dropped"]
+pub fn delete_vhost_on_panic(vhost: &str) -> OnPanic<impl FnOnce() + Send + 'static> {
+    let vhost = vhost.to_string();
+    OnPanic(Some(move || {
+        rabbitmqctl(&["delete_vhost", &vhost]);
+    }))
+}
+
 /// The given `list_queues` columns of one queue, tab-separated, if it exists.
 #[allow(dead_code)]
 pub fn queue_columns(queue: &str, columns: &[&str]) -> Option<String> {

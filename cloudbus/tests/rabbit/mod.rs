@@ -7,7 +7,9 @@ use std::sync::Mutex;
 
 use cloudbus::{Bus, BusBuilder, NodeId};
 
-use crate::broker::{broker_addr, delete_bus, listing, queue_names, unique_bus, url};
+use crate::broker::{
+    broker_addr, delete_bus, delete_bus_on_panic, listing, queue_names, unique_bus, url,
+};
 use crate::proxy::Proxy;
 use crate::scenarios::{Mortal, Nodes, bus_name, shut_down};
 
@@ -90,5 +92,12 @@ impl Nodes for Rabbit {
     async fn finish(self) {
         shut_down(&self.started).await;
         delete_bus(&self.bus).await;
+    }
+}
+
+/// A scenario that panics never reaches `finish`: its bus is deleted here.
+impl Drop for Rabbit {
+    fn drop(&mut self) {
+        drop(delete_bus_on_panic(&self.bus));
     }
 }
