@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use broker::*;
 use cloudbus::transport::amqp::{AmqpConfig, AmqpTransport};
-use cloudbus::{Bus, codes};
+use cloudbus::{Bus, Service, codes};
 use common::*;
 use proxy::Proxy;
 use tokio::sync::Notify;
@@ -44,6 +44,7 @@ async fn broker_is(bus: &Bus, connected: bool) {
 #[tokio::test]
 async fn a_lost_connection_comes_back_with_its_topology_and_sends_fail_fast_meanwhile() {
     let name = unique_bus("reconnect");
+    let _cleanup = delete_bus_on_panic(&name);
     let proxy = Proxy::start(broker_addr()).await;
     let proxied = format!("amqp://guest:guest@127.0.0.1:{}/%2f", proxy.port());
     let a = node(&name, proxied).await;
@@ -151,9 +152,114 @@ async fn a_lost_connection_comes_back_with_its_topology_and_sends_fail_fast_mean
     delete_bus(&name).await;
 }
 
+/// The connection drops after a request reached the broker but before the
+/// broker's confirm reached the caller: the request is running, so the
+/// call waits for its reply (which arrives after the reconnect) instead of
+/// failing and inviting a retry. A plain message caught the same way fails,
+/// saying that it may have been delivered.
+#[tokio::test]
+async fn a_request_whose_confirm_is_lost_with_the_connection_still_gets_its_reply() {
+    let name = unique_bus("unconfirmed");
+    let _cleanup = delete_bus_on_panic(&name);
+    let proxy = Proxy::start(broker_addr()).await;
+    let proxied = format!("amqp://guest:guest@127.0.0.1:{}/%2f", proxy.port());
+    let a = node(&name, proxied).await;
+    let b = node(&name, url()).await;
+    let (release, started) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
+    b.register(gated("slow", started.clone(), release.clone()))
+        .await
+        .unwrap();
+    let (noted_tx, mut noted) = tokio::sync::mpsc::unbounded_channel();
+    b.register(
+        Service::builder("notes", ())
+            .on_message(move |note: Note, _| {
+                let noted_tx = noted_tx.clone();
+                async move {
+                    let _ = noted_tx.send(note.n);
+                    Ok(())
+                }
+            })
+            .build(),
+    )
+    .await
+    .unwrap();
+
+    // Nothing from the broker reaches A any more: no confirm, no reply.
+    proxy.stall_downstream();
+    let in_flight = tokio::spawn({
+        let (a, target) = (a.clone(), b.node_id());
+        async move {
+            a.call(Work {
+                key: "k".into(),
+                n: 7,
+            })
+            .service("slow")
+            .node(target)
+            .timeout(WAIT)
+            .await
+        }
+    });
+    let note = tokio::spawn({
+        let (a, target) = (a.clone(), b.node_id());
+        async move {
+            a.send(Note {
+                key: "k".into(),
+                n: 8,
+            })
+            .service("notes")
+            .node(target)
+            .await
+        }
+    });
+    // Both reached B; their confirms wait in the proxy, and go with it.
+    within("the request to reach B", started.notified()).await;
+    assert_eq!(within("the note to reach B", noted.recv()).await, Some(8));
+    proxy.cut();
+    broker_is(&a, false).await;
+
+    let err = within("the note's send to fail", note)
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert!(err.is(codes::BROKER_UNAVAILABLE), "{err}");
+    assert!(
+        cloudbus::transport::is_delivery_unknown(&err),
+        "the error says the note may have arrived: {err:?}"
+    );
+    assert!(
+        !in_flight.is_finished(),
+        "the call still waits for its reply"
+    );
+
+    // The reply goes to A's node queue once the broker no longer lists
+    // the old consumer (docs/reliability.md: before that it would be lost).
+    let node_queue = format!("{name}.message.cloudbus.{}", a.node_id());
+    until_queue_shows(
+        &node_queue,
+        "consumers",
+        "0",
+        WAIT,
+        "the broker still lists a consumer",
+    )
+    .await;
+    release.notify_one();
+    proxy.restore();
+    broker_is(&a, true).await;
+    let done = within("the call to end", in_flight)
+        .await
+        .unwrap()
+        .expect("the reply of the unconfirmed request arrives after the reconnect");
+    assert_eq!(done.n, 7);
+
+    a.shutdown().await;
+    b.shutdown().await;
+    delete_bus(&name).await;
+}
+
 #[tokio::test]
 async fn a_connection_closed_by_the_broker_is_reopened() {
     let name = unique_bus("closed");
+    let _cleanup = delete_bus_on_panic(&name);
     let a = node(&name, url()).await;
     let b = node(&name, url()).await;
     b.register(echo_service()).await.unwrap();
@@ -209,6 +315,7 @@ async fn an_unreachable_broker_fails_the_start_with_a_clear_error() {
 #[tokio::test]
 async fn a_silently_stalled_link_is_noticed_by_heartbeats_and_replaced() {
     let name = unique_bus("stall");
+    let _cleanup = delete_bus_on_panic(&name);
     let proxy = Proxy::start(broker_addr()).await;
     // AMQP heartbeats every second: a link that stops moving bytes is
     // declared lost after a couple of missed beats.
@@ -260,6 +367,7 @@ async fn a_silently_stalled_link_is_noticed_by_heartbeats_and_replaced() {
 #[tokio::test]
 async fn a_node_behind_on_its_event_queue_declares_no_live_node_dead() {
     let name = unique_bus("behind");
+    let _cleanup = delete_bus_on_panic(&name);
     let proxy = Proxy::start(broker_addr()).await;
     let proxied = format!("amqp://guest:guest@127.0.0.1:{}/%2f", proxy.port());
     let beat = Duration::from_millis(100);

@@ -190,8 +190,18 @@ impl Bus {
             }
         };
         let exchange = async {
-            self.dispatch(target, envelope, body, answer, Some(deadline))
-                .await?;
+            if let Err(error) = self
+                .dispatch(target, envelope, body, answer, Some(deadline))
+                .await
+            {
+                if !crate::transport::is_delivery_unknown(&error) {
+                    return Err(error);
+                }
+                // The broker may have the request: its reply can still
+                // come, after a reconnect too. Failing now would invite a
+                // retry of a request that may be running.
+                tracing::debug!(%what, %id, %error, "request unconfirmed; waiting for its reply");
+            }
             let answered = answer_of(rx);
             match cancelled {
                 Some(cancelled) => tokio::select! {

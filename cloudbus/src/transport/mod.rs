@@ -20,6 +20,21 @@ use futures::future::BoxFuture;
 use crate::address::Destination;
 use crate::{Envelope, ErrorCode, MessageId, NodeId};
 
+/// Marks the error of a send that failed after its message was handed to
+/// the broker but before the broker confirmed it (the connection dropped
+/// in between): the message may have arrived. Its details then say
+/// `{"delivered": "unknown"}`, so that whoever retries a plain message
+/// knows a retry may deliver it twice, and a request's caller keeps
+/// waiting for a reply that may still come.
+pub fn delivery_unknown(error: ErrorCode) -> ErrorCode {
+    error.with_details(serde_json::json!({ "delivered": "unknown" }))
+}
+
+/// Whether a send's error was marked with [`delivery_unknown`].
+pub fn is_delivery_unknown(error: &ErrorCode) -> bool {
+    error.details().get("delivered").and_then(|d| d.as_str()) == Some("unknown")
+}
+
 /// A message as it crosses a transport: the envelope (AMQP properties and
 /// headers) and the JSON body.
 #[derive(Clone, Debug)]
@@ -90,7 +105,8 @@ pub trait Transport: Send + Sync + 'static {
     /// reply to its caller's `reply_to`, on P2P. Messages to a service are
     /// mandatory: if no queue takes one, the result is
     /// `cloudbus.NO_SUCH_SERVICE`. Replies are not: a reply whose caller is
-    /// gone has nobody to tell.
+    /// gone has nobody to tell. A failure after the message may have
+    /// reached the broker is marked with [`delivery_unknown`].
     fn send<'a>(
         &'a self,
         to: Destination<'a>,

@@ -13,8 +13,10 @@ use tokio::task::{AbortHandle, JoinHandle};
 struct State {
     /// New connections are refused.
     down: bool,
-    /// Bytes stop flowing (both ways) while connections stay open.
-    stalled: watch::Sender<bool>,
+    /// Bytes stop flowing towards the broker while connections stay open.
+    stalled_up: watch::Sender<bool>,
+    /// Bytes stop flowing from the broker while connections stay open.
+    stalled_down: watch::Sender<bool>,
     links: Vec<AbortHandle>,
 }
 
@@ -31,20 +33,21 @@ impl Proxy {
         let addr = listener.local_addr().unwrap();
         let state = Arc::new(Mutex::new(State {
             down: false,
-            stalled: watch::Sender::new(false),
+            stalled_up: watch::Sender::new(false),
+            stalled_down: watch::Sender::new(false),
             links: Vec::new(),
         }));
         let task = tokio::spawn({
             let state = state.clone();
             async move {
                 while let Ok((client, _)) = listener.accept().await {
-                    let stalled = {
+                    let (up, down) = {
                         let state = state.lock().unwrap();
                         if state.down {
                             drop(client); // refused: the broker is "unreachable"
                             continue;
                         }
-                        state.stalled.subscribe()
+                        (state.stalled_up.subscribe(), state.stalled_down.subscribe())
                     };
                     let upstream = upstream.clone();
                     let link = tokio::spawn(async move {
@@ -54,8 +57,8 @@ impl Proxy {
                         let (client_read, client_write) = client.into_split();
                         let (server_read, server_write) = server.into_split();
                         tokio::join!(
-                            pump(client_read, server_write, stalled.clone()),
-                            pump(server_read, client_write, stalled),
+                            pump(client_read, server_write, up),
+                            pump(server_read, client_write, down),
                         );
                     });
                     state.lock().unwrap().links.push(link.abort_handle());
@@ -81,14 +84,23 @@ impl Proxy {
     /// Keeps every connection open but lets no byte through: a network
     /// that silently stops delivering.
     pub fn stall(&self) {
-        self.state.lock().unwrap().stalled.send_replace(true);
+        let state = self.state.lock().unwrap();
+        state.stalled_up.send_replace(true);
+        state.stalled_down.send_replace(true);
+    }
+
+    /// Lets bytes through to the broker but none back: what the node sends
+    /// arrives, the broker's answers (confirms, deliveries) do not.
+    pub fn stall_downstream(&self) {
+        self.state.lock().unwrap().stalled_down.send_replace(true);
     }
 
     /// Accepts connections and moves bytes again.
     pub fn restore(&self) {
         let mut state = self.state.lock().unwrap();
         state.down = false;
-        state.stalled.send_replace(false);
+        state.stalled_up.send_replace(false);
+        state.stalled_down.send_replace(false);
     }
 }
 

@@ -510,7 +510,9 @@ impl Transport for AmqpTransport {
                 .await
                 .map_err(|e| broker_error("cannot send", e))?
                 .await
-                .map_err(|e| broker_error("no confirmation from the broker", e))?;
+                .map_err(|e| {
+                    super::delivery_unknown(broker_error("no confirmation from the broker", e))
+                })?;
             match confirm {
                 Confirmation::Ack(None) | Confirmation::NotRequested => Ok(()),
                 Confirmation::Ack(Some(_)) => Err(no_route(to)),
