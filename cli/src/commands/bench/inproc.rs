@@ -23,7 +23,7 @@ pub async fn run(level: usize, duration: Duration) -> anyhow::Result<(Sample, Sa
         move |i: usize| {
             let bus = bus.clone();
             async move {
-                bus.call(Echo::new(i as u64, 1)).await?;
+                bus.call(Echo::unkeyed(i as u64)).await?;
                 Ok(())
             }
         }
@@ -32,7 +32,7 @@ pub async fn run(level: usize, duration: Duration) -> anyhow::Result<(Sample, Sa
         let tx = tx.clone();
         async move {
             let (reply, answered) = oneshot::channel();
-            tx.send((Echo::new(i as u64, 1), reply)).await?;
+            tx.send((Echo::unkeyed(i as u64), reply)).await?;
             answered.await?;
             Ok(())
         }

@@ -51,6 +51,15 @@ impl Echo {
         }
     }
 
+    /// A request on no resource in particular: no key to build.
+    pub fn unkeyed(n: u64) -> Self {
+        Self {
+            n,
+            key: String::new(),
+            text: PAD.to_string(),
+        }
+    }
+
     pub fn sync_key(&self) -> SyncKey {
         SyncKey::new(self.key.clone())
     }
