@@ -324,3 +324,40 @@ async fn callers_on_several_threads_meeting_a_busy_key_run_one_at_a_time_each_in
         assert_eq!(order, (0..STEPS).collect::<Vec<_>>(), "sender {sender}");
     }
 }
+
+#[derive(Clone, Debug, Serialize, Deserialize, Message)]
+#[message(type = "failing.Fail")]
+struct Fail {
+    n: u32,
+}
+
+/// A plain-message handler that always fails, counting its calls.
+struct Failing(Arc<AtomicUsize>);
+
+#[handlers]
+impl Failing {
+    async fn fail(&self, _msg: Fail, _ctx: Context) -> Result<(), ErrorCode> {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        Err(ErrorCode::new("failing.ASKED", "asked to fail"))
+    }
+}
+
+/// Nobody waits for a plain message's outcome: its failure is counted
+/// (and logged) where it happened, once per message.
+#[tokio::test]
+async fn a_plain_message_whose_handler_fails_is_counted_once() {
+    let bus = Bus::embedded();
+    let seen = Arc::new(AtomicUsize::new(0));
+    bus.register(Service::new("failing", Failing(seen.clone())))
+        .await
+        .unwrap();
+    for n in 0..3 {
+        bus.send(Fail { n }).await.unwrap();
+    }
+    until("all three handled and counted", || {
+        seen.load(Ordering::SeqCst) == 3 && bus.counters().message_errors.get() == 3
+    })
+    .await;
+    bus.shutdown().await;
+    assert_eq!(bus.counters().message_errors.get(), 3);
+}

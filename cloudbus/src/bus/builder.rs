@@ -1,4 +1,3 @@
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, SystemTime};
@@ -179,10 +178,12 @@ impl BusBuilder {
     pub(crate) fn assemble(self) -> Bus {
         let bus = self.assemble_without_builtin();
         let runtime = Arc::new(crate::service::ServiceRuntime::new(builtin::service()));
-        bus.inner.services.store(Arc::new(HashMap::from([(
-            builtin::SERVICE.to_string(),
-            runtime,
-        )])));
+        bus.inner
+            .services
+            .store(Arc::new(hashbrown::HashMap::from([(
+                builtin::SERVICE.to_string(),
+                runtime,
+            )])));
         bus.services_changed();
         bus
     }

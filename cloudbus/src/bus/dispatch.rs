@@ -158,7 +158,7 @@ impl Bus {
                     Answer::At(reply_to) => ReplyTarget::Remote(reply_to),
                 };
                 let delivery = Delivery {
-                    envelope,
+                    envelope: Arc::new(envelope),
                     body,
                     reply,
                     deadline: deadline.map(Instant::into_std),

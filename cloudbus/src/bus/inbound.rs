@@ -140,7 +140,7 @@ impl Bus {
             .timeout
             .map(|t| super::routing::deadline_after(t).into_std());
         let delivery = Delivery {
-            envelope,
+            envelope: Arc::new(envelope),
             body: Body::Json(body),
             reply,
             deadline,

@@ -68,8 +68,9 @@ pub(crate) struct BusInner {
     node: NodeId,
     started_at: SystemTime,
     config: Config,
-    /// Registered services; read lock-free on every message.
-    services: ArcSwap<HashMap<String, Arc<ServiceRuntime>>>,
+    /// Registered services; read lock-free on every message, and hashed
+    /// with foldhash (the names are the program's own, not a sender's).
+    services: ArcSwap<hashbrown::HashMap<String, Arc<ServiceRuntime>>>,
     /// Serializes registrations (rare), never taken on the message path.
     registry: tokio::sync::Mutex<()>,
     subscribers: Subscribers,
@@ -212,7 +213,7 @@ impl Bus {
         let runtime = Arc::new(ServiceRuntime::new(service));
         let name = runtime.name().to_string();
         self.inner.services.rcu(|map| {
-            let mut map = HashMap::clone(map);
+            let mut map = hashbrown::HashMap::clone(map);
             map.insert(name.clone(), runtime.clone());
             map
         });
@@ -264,7 +265,7 @@ impl Bus {
     fn remove_runtime(&self, name: &str) -> Option<Arc<ServiceRuntime>> {
         let mut removed = None;
         self.inner.services.rcu(|map| {
-            let mut map = HashMap::clone(map);
+            let mut map = hashbrown::HashMap::clone(map);
             removed = map.remove(name);
             map
         });

@@ -1,5 +1,7 @@
 //! Delivering a handler's outcome to whoever waits for it.
 
+use tokio::sync::oneshot;
+
 use super::Bus;
 use crate::address::Destination;
 use crate::service::{ReplyMeta, ReplyTarget};
@@ -8,17 +10,68 @@ use crate::{Body, Envelope, ErrorCode, Kind, ReplyStyle, encode_reply};
 /// The type name of an error reply on the wire (informative only).
 const ERROR_REPLY_TYPE: &str = "cloudbus.ErrorReply";
 
+/// A handler's outcome.
+type Outcome = Result<Body, ErrorCode>;
+
 impl Bus {
     /// Answers one request or plain message, exactly once.
     pub(crate) async fn finish_request(
         &self,
         meta: &ReplyMeta,
         target: ReplyTarget,
-        outcome: Result<Body, ErrorCode>,
+        outcome: Outcome,
     ) {
+        if let Some((target, outcome)) = self.finish_at_once(meta, target, outcome) {
+            self.finish_later(meta, target, outcome).await;
+        }
+    }
+
+    /// What [`finish_request`](Self::finish_request) can do without
+    /// waiting: a plain message's outcome, and a reply to a caller in this
+    /// process. Returns the rest (a reply over the network, a non-blocking
+    /// API's event) for [`finish_later`](Self::finish_later).
+    pub(crate) fn finish_at_once(
+        &self,
+        meta: &ReplyMeta,
+        target: ReplyTarget,
+        outcome: Outcome,
+    ) -> Option<(ReplyTarget, Outcome)> {
         if let Err(error) = &outcome {
             self.inner.recent_errors.push(&meta.request_type, error);
         }
+        let published = meta.style == ReplyStyle::ApiEvent && outcome.is_ok();
+        match target {
+            ReplyTarget::None if !published => self.nobody_waits(meta, outcome),
+            ReplyTarget::Local(tx) if !published => self.answer_here(meta, tx, outcome),
+            target => return Some((target, outcome)),
+        }
+        None
+    }
+
+    /// A plain message's outcome: an error is counted and logged.
+    fn nobody_waits(&self, meta: &ReplyMeta, outcome: Outcome) {
+        if let Err(error) = outcome {
+            self.inner.stats.message_errors.inc();
+            tracing::warn!(type_name = %meta.request_type, id = %meta.request, %error, "handling a plain message failed");
+        }
+    }
+
+    /// A reply to a caller in this process.
+    fn answer_here(&self, meta: &ReplyMeta, tx: oneshot::Sender<Outcome>, outcome: Outcome) {
+        if tx.send(outcome).is_err() {
+            self.inner.stats.late_replies.inc();
+            tracing::debug!(type_name = %meta.request_type, id = %meta.request, "reply arrived after the caller stopped waiting; dropped");
+        }
+    }
+
+    /// The rest of [`finish_request`](Self::finish_request), after
+    /// [`finish_at_once`](Self::finish_at_once).
+    pub(crate) async fn finish_later(
+        &self,
+        meta: &ReplyMeta,
+        target: ReplyTarget,
+        outcome: Outcome,
+    ) {
         let outcome = match outcome {
             Ok(body) if meta.style == ReplyStyle::ApiEvent => {
                 // A non-blocking API answers by publishing its event, which
@@ -43,18 +96,8 @@ impl Bus {
             other => other,
         };
         match target {
-            ReplyTarget::None => {
-                if let Err(error) = outcome {
-                    self.inner.stats.message_errors.inc();
-                    tracing::warn!(type_name = %meta.request_type, id = %meta.request, %error, "handling a plain message failed");
-                }
-            }
-            ReplyTarget::Local(tx) => {
-                if tx.send(outcome).is_err() {
-                    self.inner.stats.late_replies.inc();
-                    tracing::debug!(type_name = %meta.request_type, id = %meta.request, "reply arrived after the caller stopped waiting; dropped");
-                }
-            }
+            ReplyTarget::None => self.nobody_waits(meta, outcome),
+            ReplyTarget::Local(tx) => self.answer_here(meta, tx, outcome),
             ReplyTarget::Remote(reply_to) => {
                 let type_name = match &outcome {
                     Ok(body) => body.type_name().unwrap_or(ERROR_REPLY_TYPE),

@@ -122,7 +122,7 @@ impl Bus {
         let (tx, mut rx) = oneshot::channel();
         let what = envelope.type_name.clone();
         let delivery = Delivery {
-            envelope,
+            envelope: std::sync::Arc::new(envelope),
             body,
             reply: ReplyTarget::Local(tx),
             // Delivered now, the handler starts on this very call, which

@@ -88,11 +88,8 @@ pub struct Context {
 }
 
 impl Context {
-    pub(crate) fn new(bus: Bus, envelope: Envelope) -> Self {
-        Self {
-            bus,
-            envelope: Arc::new(envelope),
-        }
+    pub(crate) fn new(bus: Bus, envelope: Arc<Envelope>) -> Self {
+        Self { bus, envelope }
     }
 
     /// The envelope, shared, for the failure report of a handler that

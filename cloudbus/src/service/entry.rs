@@ -19,7 +19,9 @@ use crate::{Body, Bus, Envelope, ErrorCode, Message, Request};
 
 /// One message on its way to a handler.
 pub(crate) struct Delivery {
-    pub(crate) envelope: Envelope,
+    /// Shared from the start: the handler's context keeps it, and a
+    /// pointer is what moves through the runtime.
+    pub(crate) envelope: Arc<Envelope>,
     pub(crate) body: Body,
     pub(crate) reply: ReplyTarget,
     /// After this instant the caller no longer waits; the message is dropped
@@ -49,7 +51,7 @@ pub(crate) trait HandlerEntry: Send + Sync {
     fn keyed(&self) -> bool;
 }
 
-fn decode<M: Message>(bus: &Bus, delivery: Delivery) -> Result<(M, Envelope, Responder), ()> {
+fn decode<M: Message>(bus: &Bus, delivery: Delivery) -> Result<(M, Arc<Envelope>, Responder), ()> {
     let Delivery {
         envelope,
         body,

@@ -1,5 +1,4 @@
 use std::borrow::Cow;
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
@@ -24,7 +23,8 @@ pub(crate) struct ServiceRuntime {
     name: Cow<'static, str>,
     /// The name again, for the task-local that marks what handlers send.
     shared_name: Arc<str>,
-    handlers: HashMap<&'static str, Registered>,
+    /// By message type, hashed with foldhash: looked up for every message.
+    handlers: hashbrown::HashMap<&'static str, Registered>,
     /// Handlers running at once: the concurrency limit.
     permits: Arc<Semaphore>,
     /// Messages of keyed handlers taken at once, running or waiting behind
@@ -253,7 +253,7 @@ impl ServiceRuntime {
                 };
                 let Some(event) = event else { break };
                 let delivery = Delivery {
-                    envelope: Arc::unwrap_or_clone(event.envelope),
+                    envelope: event.envelope,
                     body: event.body,
                     reply: ReplyTarget::None,
                     deadline: None,
