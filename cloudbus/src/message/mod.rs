@@ -75,7 +75,7 @@ pub trait Message: Serialize + DeserializeOwned + Clone + Send + Sync + 'static 
     /// The service this message goes to unless the caller names another:
     /// the first word of [`TYPE`](Message::TYPE).
     fn service() -> &'static str {
-        service_of(Self::TYPE)
+        const { service_of(Self::TYPE) }
     }
 }
 
@@ -118,8 +118,19 @@ pub enum ReplyStyle {
 pub trait Event: Message {}
 
 /// The service part of a dotted type name: everything before the first dot.
-pub fn service_of(type_name: &str) -> &str {
-    type_name.split('.').next().unwrap_or(type_name)
+pub const fn service_of(type_name: &str) -> &str {
+    // A plain loop, so that it can run at compile time: a message type's
+    // service is then a constant, not worked out on every call.
+    let bytes = type_name.as_bytes();
+    let mut end = 0;
+    while end < bytes.len() && bytes[end] != b'.' {
+        end += 1;
+    }
+    // Cut before an ASCII byte, so the first part is whole UTF-8.
+    match std::str::from_utf8(bytes.split_at(end).0) {
+        Ok(service) => service,
+        Err(_) => type_name,
+    }
 }
 
 /// Whether `name` is a valid service name: `[a-z][a-z0-9_-]*`, at most
