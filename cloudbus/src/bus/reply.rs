@@ -14,23 +14,34 @@ const ERROR_REPLY_TYPE: &str = "cloudbus.ErrorReply";
 type Outcome = Result<Body, ErrorCode>;
 
 impl Bus {
-    /// Answers one request or plain message, exactly once.
-    pub(crate) async fn finish_request(
-        &self,
-        meta: &ReplyMeta,
+    /// Answers one request or plain message, exactly once. A plain
+    /// message's outcome and a reply to a caller in this process are done
+    /// at once; only an answer that must wait (sent over the network, or
+    /// published as an event) builds the state for it, boxed, so that it
+    /// does not weigh on every handler's future (it would be most of a
+    /// job's size, copied for every message).
+    ///
+    /// What can be done at once is done when this is called, before the
+    /// returned future is polled.
+    pub(crate) fn finish_request<'a>(
+        &'a self,
+        meta: &'a ReplyMeta,
         target: ReplyTarget,
         outcome: Outcome,
-    ) {
-        if let Some((target, outcome)) = self.finish_at_once(meta, target, outcome) {
-            self.finish_later(meta, target, outcome).await;
+    ) -> impl Future<Output = ()> + Send + 'a {
+        let later = self
+            .finish_at_once(meta, target, outcome)
+            .map(|(target, outcome)| Box::pin(self.finish_later(meta, target, outcome)));
+        async move {
+            if let Some(later) = later {
+                later.await;
+            }
         }
     }
 
     /// What [`finish_request`](Self::finish_request) can do without
-    /// waiting: a plain message's outcome, and a reply to a caller in this
-    /// process. Returns the rest (a reply over the network, a non-blocking
-    /// API's event) for [`finish_later`](Self::finish_later).
-    pub(crate) fn finish_at_once(
+    /// waiting. Returns the rest for [`finish_later`](Self::finish_later).
+    fn finish_at_once(
         &self,
         meta: &ReplyMeta,
         target: ReplyTarget,
@@ -66,12 +77,7 @@ impl Bus {
 
     /// The rest of [`finish_request`](Self::finish_request), after
     /// [`finish_at_once`](Self::finish_at_once).
-    pub(crate) async fn finish_later(
-        &self,
-        meta: &ReplyMeta,
-        target: ReplyTarget,
-        outcome: Outcome,
-    ) {
+    async fn finish_later(&self, meta: &ReplyMeta, target: ReplyTarget, outcome: Outcome) {
         let outcome = match outcome {
             Ok(body) if meta.style == ReplyStyle::ApiEvent => {
                 // A non-blocking API answers by publishing its event, which
@@ -85,9 +91,7 @@ impl Bus {
                     self.inner.node,
                 );
                 envelope.api_id = Some(meta.request);
-                // Boxed: publishing is the rare answer, and its state would
-                // otherwise weigh on every handler's future.
-                match Box::pin(self.publish_envelope(envelope, body)).await {
+                match self.publish_envelope(envelope, body).await {
                     Ok(()) if matches!(target, ReplyTarget::Remote(_)) => return,
                     Ok(()) => local_copy.ok_or_else(|| ErrorCode::internal("unshareable event")),
                     Err(error) => Err(error),

@@ -92,12 +92,6 @@ impl Context {
         Self { bus, envelope }
     }
 
-    /// The envelope, shared, for the failure report of a handler that
-    /// panicked after taking the context.
-    pub(crate) fn shared_envelope(&self) -> Arc<Envelope> {
-        self.envelope.clone()
-    }
-
     /// The bus, to call other services, send messages or publish events.
     pub fn bus(&self) -> &Bus {
         &self.bus

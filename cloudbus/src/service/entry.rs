@@ -114,8 +114,7 @@ impl<S: Handler<R>, R: Request> HandlerEntry for RequestEntry<S, R> {
         let (req, envelope, responder) = decode::<R>(bus, delivery).ok()?;
         let sync = self.0.sync_key(&req);
         let service = self.0.clone();
-        let ctx = Context::new(bus.clone(), envelope);
-        let envelope = ctx.shared_envelope();
+        let ctx = Context::new(bus.clone(), envelope.clone());
         let responder = responder.with_style(R::STYLE);
         Some(Job {
             sync,
@@ -152,8 +151,7 @@ impl<S: MessageHandler<M>, M: Message> HandlerEntry for MessageEntry<S, M> {
         let (msg, envelope, responder) = decode::<M>(bus, delivery).ok()?;
         let sync = self.0.sync_key(&msg);
         let service = self.0.clone();
-        let ctx = Context::new(bus.clone(), envelope);
-        let envelope = ctx.shared_envelope();
+        let ctx = Context::new(bus.clone(), envelope.clone());
         Some(Job {
             sync,
             run: Box::pin(handling.scope(async move {
@@ -193,8 +191,7 @@ impl<S: DeferredHandler<R>, R: Request> HandlerEntry for DeferredEntry<S, R> {
         let (req, envelope, responder) = decode::<R>(bus, delivery).ok()?;
         let sync = self.0.sync_key(&req);
         let service = self.0.clone();
-        let ctx = Context::new(bus.clone(), envelope);
-        let envelope = ctx.shared_envelope();
+        let ctx = Context::new(bus.clone(), envelope.clone());
         let panicked = Arc::new(AtomicBool::new(false));
         let port = ReplyPort::new(responder.with_style(R::STYLE).watch_panic(panicked.clone()));
         Some(Job {

@@ -67,17 +67,10 @@ impl Responder {
         self.target.take()
     }
 
-    /// Sends the outcome to whoever waits for it. A caller in this process
-    /// gets it at once; only an answer that must wait (sent over the
-    /// network, or published as an event) builds the state for it, boxed,
-    /// so that it does not weigh on every handler's future (it is most of
-    /// a job's size otherwise, copied for every message).
+    /// Sends the outcome to whoever waits for it.
     pub(crate) async fn answer(mut self, outcome: Result<Body, ErrorCode>) {
-        let Some(target) = self.target.take() else {
-            return;
-        };
-        if let Some((target, outcome)) = self.bus.finish_at_once(&self.meta, target, outcome) {
-            Box::pin(self.bus.finish_later(&self.meta, target, outcome)).await;
+        if let Some(target) = self.target.take() {
+            self.bus.finish_request(&self.meta, target, outcome).await;
         }
     }
 }
