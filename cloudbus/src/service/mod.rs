@@ -10,6 +10,7 @@ mod reply;
 mod runtime;
 mod statistics;
 mod sync;
+mod sync_key;
 
 pub use builder::{Handlers, Service, ServiceBuilder};
 pub(crate) use context::CONTEXT_PREFIX;
@@ -22,4 +23,4 @@ pub(crate) use reply::{ReplyMeta, ReplyTarget, Responder};
 pub(crate) use runtime::ServiceRuntime;
 pub(crate) use statistics::TypeStats;
 pub use statistics::{SourceCount, TypeStatistics};
-pub use sync::{IntoSyncKey, SyncKey};
+pub use sync_key::{IntoSyncKey, SyncKey};

@@ -1,9 +1,16 @@
 //! Per-resource serialization (ZStack's sync signature): messages with the
 //! same key run at most `level` at a time, in the order they arrived.
+//!
+//! A key that nobody else holds is taken with one atomic swap in a small
+//! array of slots, and given back with another: the common case (a free
+//! key, a handler that ends without waiting) takes no lock. Only when a
+//! key must be waited for, or has a level above 1, does its slot hand over
+//! to a table of queues under the service's lock.
 
 use std::cell::Cell;
 use std::collections::VecDeque;
 use std::hash::BuildHasher;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use futures::FutureExt;
@@ -11,85 +18,8 @@ use futures::future::BoxFuture;
 use hashbrown::{DefaultHashBuilder, HashTable};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use super::SyncKey;
 use super::in_flight::InFlightGuard;
-
-/// The resource a message works on, and how many messages on it may run at
-/// once (`level`, default 1: strictly one after the other).
-///
-/// ```
-/// use cloudbus::SyncKey;
-/// let key = SyncKey::new("vm-42");
-/// assert_eq!(key.level(), 1);
-/// assert_eq!(SyncKey::new("host-7").with_level(4).level(), 4);
-/// ```
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SyncKey {
-    key: String,
-    level: usize,
-}
-
-impl SyncKey {
-    /// A key with level 1.
-    pub fn new(key: impl Into<String>) -> Self {
-        Self {
-            key: key.into(),
-            level: 1,
-        }
-    }
-
-    /// Allows up to `level` messages of this key at once (at least 1).
-    pub fn with_level(mut self, level: usize) -> Self {
-        self.level = level.max(1);
-        self
-    }
-
-    /// The key.
-    pub fn key(&self) -> &str {
-        &self.key
-    }
-
-    /// How many messages of this key may run at once.
-    pub fn level(&self) -> usize {
-        self.level
-    }
-}
-
-/// What `#[sync_key(...)]` accepts: a key, anything that converts into
-/// one, or an `Option` of a key for messages that only sometimes need one.
-pub trait IntoSyncKey {
-    /// The key, or `None` to run the message freely.
-    fn into_sync_key(self) -> Option<SyncKey>;
-}
-
-impl<T: Into<SyncKey>> IntoSyncKey for T {
-    fn into_sync_key(self) -> Option<SyncKey> {
-        Some(self.into())
-    }
-}
-
-impl IntoSyncKey for Option<SyncKey> {
-    fn into_sync_key(self) -> Option<SyncKey> {
-        self
-    }
-}
-
-impl From<String> for SyncKey {
-    fn from(key: String) -> Self {
-        Self::new(key)
-    }
-}
-
-impl From<&str> for SyncKey {
-    fn from(key: &str) -> Self {
-        Self::new(key)
-    }
-}
-
-impl From<&String> for SyncKey {
-    fn from(key: &String) -> Self {
-        Self::new(key.as_str())
-    }
-}
 
 /// What an accepted message holds until its handler ends: its admission
 /// (a keyed handler's), its place among the service's in-flight messages,
@@ -121,11 +51,30 @@ impl Ticket {
 
 type Job = (BoxFuture<'static, ()>, Ticket);
 
-/// The jobs of one key.
+/// A key as the queues know it: 62 bits of a hash of its text, seeded per
+/// service, with the lowest bit set (so never [`FREE`] or [`TABLE`]).
+/// Two keys with the same id would be serialized together, as if they
+/// were one (see [`SyncKey`]): rare enough, and its only cost a wait.
+type KeyId = u64;
+
+/// A slot word: no key of this slot is held.
+const FREE: u64 = 0;
+/// A slot word: the keys of this slot are in the [`Table`].
+const TABLE: u64 = 2;
+/// Added to a held key's id in its slot while its job is polled on a
+/// caller's task.
+const POLLED: u64 = 2;
+/// Slots per service: a key whose slot another key holds goes to the
+/// table, so enough of them that unrelated keys rarely meet.
+const SLOTS: usize = 256;
+
+fn slot_of(id: KeyId) -> usize {
+    (id >> 56) as usize % SLOTS
+}
+
+/// The jobs of one key in the table.
 struct KeyQueue {
-    /// The key: the table's only copy of it, for as long as the key has
-    /// jobs (its text does not move meanwhile; see [`Slot`]).
-    key: String,
+    id: KeyId,
     running: usize,
     /// Of the running jobs, those being polled on a caller's task at this
     /// moment: each ends, or moves to a task of its own, within that one
@@ -134,40 +83,24 @@ struct KeyQueue {
     waiting: VecDeque<Job>,
 }
 
-/// The keys with jobs. Each key is hashed once per message: a running
-/// job finds its key again by [`Slot`], without a copy of the key's text.
-#[derive(Default)]
+/// The keys that have a queue, and how many of them each slot has: a slot
+/// goes back to [`FREE`] when its last key leaves the table.
 struct Table {
-    hasher: DefaultHashBuilder,
     queues: HashTable<KeyQueue>,
+    per_slot: Box<[u32; SLOTS]>,
 }
 
-/// Where a running job's key sits in the [`Table`]: its hash, and the
-/// address of the table's copy of its text. A key stays in the table
-/// while any of its jobs runs, and its text stays put, so no two keys
-/// there share an address (an empty key has none, but is the only one).
-#[derive(Clone, Copy)]
-struct Slot {
-    hash: u64,
-    text: usize,
-    len: usize,
+/// What the queues of one service share with the tasks that run its jobs.
+struct Shared {
+    /// Each slot is [`FREE`], [`TABLE`], or the id of the one key of the
+    /// slot that is held (plus [`POLLED`] while its job is polled on a
+    /// caller's task), with nothing waiting for it. Only the holder turns
+    /// its id back to [`FREE`]; only the table, under its lock, turns a
+    /// slot into [`TABLE`] or back.
+    slots: Box<[AtomicU64; SLOTS]>,
+    /// Held only to push or pop, never across a handler.
+    table: Mutex<Table>,
 }
-
-impl Slot {
-    fn of(hash: u64, key: &str) -> Self {
-        Self {
-            hash,
-            text: key.as_ptr() as usize,
-            len: key.len(),
-        }
-    }
-
-    fn holds(&self, queue: &KeyQueue) -> bool {
-        queue.key.as_ptr() as usize == self.text && queue.key.len() == self.len
-    }
-}
-
-type Keys = Arc<Mutex<Table>>;
 
 /// How many times a newcomer looks again, backing off, before it queues
 /// behind a key held by a job being polled on another thread: 2^7 - 1
@@ -184,11 +117,25 @@ thread_local! {
     static POLLING: Cell<bool> = const { Cell::new(false) };
 }
 
-/// The queues of one service. The lock is per service and held only to
-/// push or pop, never across a handler.
-#[derive(Default)]
+/// The queues of one service.
 pub(crate) struct SyncQueues {
-    keys: Keys,
+    hasher: DefaultHashBuilder,
+    shared: Arc<Shared>,
+}
+
+impl Default for SyncQueues {
+    fn default() -> Self {
+        Self {
+            hasher: DefaultHashBuilder::default(),
+            shared: Arc::new(Shared {
+                slots: Box::new([const { AtomicU64::new(FREE) }; SLOTS]),
+                table: Mutex::new(Table {
+                    queues: HashTable::new(),
+                    per_slot: Box::new([0; SLOTS]),
+                }),
+            }),
+        }
+    }
 }
 
 impl SyncQueues {
@@ -209,59 +156,73 @@ impl SyncQueues {
         permits: &Arc<Semaphore>,
         inline: bool,
     ) {
-        let job = (run, ticket);
-        let SyncKey { key, level } = key;
-        let mut keys = lock(&self.keys);
-        let hash = keys.hasher.hash_one(key.as_str());
-        let mut looks = 0;
-        let slot = loop {
-            let table = &mut *keys;
-            match table.queues.find_mut(hash, |queue| queue.key == key) {
-                Some(queue) if queue.running >= level => {
-                    // Nobody queued yet and a holder about to finish on
-                    // another thread: look again shortly rather than queue.
-                    let brief = queue.waiting.is_empty() && queue.polling > 0;
-                    if brief && looks < LOOKS && !POLLING.get() {
-                        drop(keys);
-                        for _ in 0..1u32 << looks {
-                            std::hint::spin_loop();
-                        }
-                        looks += 1;
-                        keys = lock(&self.keys);
-                        continue;
-                    }
-                    queue.waiting.push_back(job);
-                    return;
-                }
-                Some(queue) => {
-                    queue.running += 1;
-                    queue.polling += usize::from(inline);
-                    break Slot::of(hash, &queue.key);
-                }
-                None => {
-                    let queue = KeyQueue {
-                        key,
-                        running: 1,
-                        polling: usize::from(inline),
-                        waiting: VecDeque::new(),
-                    };
-                    let hasher = &table.hasher;
-                    let entry = table
-                        .queues
-                        .insert_unique(hash, queue, |queue| hasher.hash_one(queue.key.as_str()));
-                    break Slot::of(hash, &entry.get().key);
-                }
-            }
+        let id = self.id_of(key.key());
+        let level = key.level();
+        drop(key);
+        // Whoever may run now needs a permit to be polled here: taken
+        // first, and given back if the job must wait after all.
+        let permit = if inline {
+            permits.clone().try_acquire_owned().ok()
+        } else {
+            None
         };
-        drop(keys);
-        let permit = inline
-            .then(|| permits.clone().try_acquire_owned().ok())
-            .flatten();
-        let Some(permit) = permit else {
-            if inline {
-                stopped_polling(&self.keys, slot);
+        let held = if permit.is_some() { id + POLLED } else { id };
+        let nested = POLLING.get();
+        let slot = &self.shared.slots[slot_of(id)];
+        let mut looks = 0;
+        if level == 1 {
+            loop {
+                match slot.compare_exchange(FREE, held, Ordering::Acquire, Ordering::Relaxed) {
+                    Ok(_) => return self.run(id, (run, ticket), permit, permits),
+                    // Its own key, being polled on another thread: it ends
+                    // soon, most likely.
+                    Err(word) if word == id + POLLED && looks < LOOKS && !nested => {
+                        back_off(looks);
+                        looks += 1;
+                    }
+                    Err(_) => break,
+                }
             }
-            tokio::spawn(run_chain(self.keys.clone(), permits.clone(), slot, job));
+        }
+        let mut table = self.shared.lock();
+        let mut job = (run, ticket);
+        loop {
+            match self
+                .shared
+                .enter(&mut table, id, level, held, looks, nested, job)
+            {
+                Entered::Runs(ready) => {
+                    drop(table);
+                    return self.run(id, ready, permit, permits);
+                }
+                Entered::Waits => return,
+                Entered::LookAgain(back) => {
+                    drop(table);
+                    back_off(looks);
+                    looks += 1;
+                    job = back;
+                    table = self.shared.lock();
+                }
+            }
+        }
+    }
+
+    fn id_of(&self, key: &str) -> KeyId {
+        (self.hasher.hash_one(key) | 1) & !POLLED
+    }
+
+    /// Runs a job whose key it now holds: polled here first when it has a
+    /// permit, else (or once it waits) in a task of its own, followed by
+    /// its key's next jobs.
+    fn run(
+        &self,
+        id: KeyId,
+        job: Job,
+        permit: Option<OwnedSemaphorePermit>,
+        permits: &Arc<Semaphore>,
+    ) {
+        let Some(permit) = permit else {
+            tokio::spawn(run_chain(self.shared.clone(), permits.clone(), id, job));
             return;
         };
         let (mut run, ticket) = job;
@@ -270,22 +231,22 @@ impl SyncQueues {
         let done = (&mut run).now_or_never().is_some();
         POLLING.set(was_polling);
         if done {
-            let next = next_of(&self.keys, slot, true);
+            let next = self.shared.release(id, true);
             drop(ticket);
             if let Some(next) = next {
-                tokio::spawn(run_chain(self.keys.clone(), permits.clone(), slot, next));
+                tokio::spawn(run_chain(self.shared.clone(), permits.clone(), id, next));
             }
             return;
         }
         // It waits: it goes on in a task of its own, then its key's next.
-        stopped_polling(&self.keys, slot);
-        let (keys, permits) = (self.keys.clone(), permits.clone());
+        self.shared.stopped_polling(id);
+        let (shared, permits) = (self.shared.clone(), permits.clone());
         tokio::spawn(async move {
             run.await;
-            let next = next_of(&keys, slot, false);
+            let next = shared.release(id, false);
             drop(ticket);
             if let Some(next) = next {
-                run_chain(keys, permits, slot, next).await;
+                run_chain(shared, permits, id, next).await;
             }
         });
     }
@@ -293,17 +254,153 @@ impl SyncQueues {
     /// How many keys have messages running or waiting.
     #[cfg(test)]
     pub(crate) fn active_keys(&self) -> usize {
-        lock(&self.keys).queues.len()
+        let table = self.shared.lock();
+        let held = self.shared.slots.iter();
+        let held = held.filter(|slot| slot.load(Ordering::Acquire) & 1 == 1);
+        table.queues.len() + held.count()
     }
 }
 
-fn lock(keys: &Keys) -> MutexGuard<'_, Table> {
-    keys.lock().unwrap_or_else(|e| e.into_inner())
+/// Where a newcomer stands once the table has its key.
+enum Entered {
+    /// It holds the key (in the table) and may run.
+    Runs(Job),
+    /// The key is full: it is queued.
+    Waits,
+    /// The key is full but about to be given back on another thread: let
+    /// go of the lock and look again shortly.
+    LookAgain(Job),
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Table> {
+        self.table.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Puts the key `id` in the table (its slot first, with whichever key
+    /// held it there), and takes a place in it for `job` if there is room,
+    /// else queues it.
+    #[allow(clippy::too_many_arguments)]
+    fn enter(
+        &self,
+        table: &mut Table,
+        id: KeyId,
+        level: usize,
+        held: u64,
+        looks: u32,
+        nested: bool,
+        job: Job,
+    ) -> Entered {
+        let slot = &self.slots[slot_of(id)];
+        // Without the lock, a slot's word changes only from a key's id to
+        // FREE (its holder done), from FREE to an id, or from an id with
+        // POLLED to the id alone.
+        let mut word = slot.load(Ordering::Acquire);
+        while word != TABLE {
+            match slot.compare_exchange(word, TABLE, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) if word == FREE => break,
+                Ok(_) => {
+                    // Its holder now lets go through the table.
+                    let holder = word & !POLLED;
+                    table.insert(holder, usize::from(word != holder));
+                    break;
+                }
+                Err(now) => word = now,
+            }
+        }
+        let polls = usize::from(held != id);
+        match table.queues.find_mut(id, |queue| queue.id == id) {
+            Some(queue) if queue.running >= level => {
+                let brief = queue.waiting.is_empty() && queue.polling > 0;
+                if brief && looks < LOOKS && !nested {
+                    return Entered::LookAgain(job);
+                }
+                queue.waiting.push_back(job);
+                Entered::Waits
+            }
+            Some(queue) => {
+                queue.running += 1;
+                queue.polling += polls;
+                Entered::Runs(job)
+            }
+            None => {
+                table.insert(id, polls);
+                Entered::Runs(job)
+            }
+        }
+    }
+
+    /// A job of key `id` that was polled inline goes on elsewhere.
+    fn stopped_polling(&self, id: KeyId) {
+        let slot = &self.slots[slot_of(id)];
+        let fast = slot.compare_exchange(id + POLLED, id, Ordering::AcqRel, Ordering::Acquire);
+        if fast.is_err() {
+            let mut table = self.lock();
+            if let Some(queue) = table.queues.find_mut(id, |queue| queue.id == id) {
+                queue.polling -= 1;
+            }
+        }
+    }
+
+    /// The next job waiting on key `id` after one of its jobs ended
+    /// (`polled`: one polled inline), or `None` (and the key's running
+    /// count goes down, the key forgotten when idle).
+    fn release(&self, id: KeyId, polled: bool) -> Option<Job> {
+        let index = slot_of(id);
+        let word = if polled { id + POLLED } else { id };
+        let slot = &self.slots[index];
+        if slot
+            .compare_exchange(word, FREE, Ordering::Release, Ordering::Relaxed)
+            .is_ok()
+        {
+            return None;
+        }
+        let mut table = self.lock();
+        let Table { queues, per_slot } = &mut *table;
+        let Ok(mut entry) = queues.find_entry(id, |q| q.id == id) else {
+            return None;
+        };
+        let queue = entry.get_mut();
+        queue.polling -= usize::from(polled);
+        if let Some(next) = queue.waiting.pop_front() {
+            return Some(next);
+        }
+        queue.running -= 1;
+        if queue.running == 0 {
+            entry.remove();
+            per_slot[index] -= 1;
+            if per_slot[index] == 0 {
+                slot.store(FREE, Ordering::Release);
+            }
+        }
+        None
+    }
+}
+
+impl Table {
+    /// A key with one job running (`polling`: polled inline).
+    fn insert(&mut self, id: KeyId, polling: usize) {
+        let queue = KeyQueue {
+            id,
+            running: 1,
+            polling,
+            waiting: VecDeque::new(),
+        };
+        self.queues.insert_unique(id, queue, |queue| queue.id);
+        self.per_slot[slot_of(id)] += 1;
+    }
+}
+
+/// Waits 2^`looks` spin hints before a newcomer looks at a key again.
+fn back_off(looks: u32) {
+    for _ in 0..1u32 << looks {
+        std::hint::spin_loop();
+    }
 }
 
 /// Runs a job, then the next waiting job of the same key, until none wait;
 /// each takes a concurrency permit for as long as it runs.
-async fn run_chain(keys: Keys, permits: Arc<Semaphore>, slot: Slot, first: Job) {
+async fn run_chain(shared: Arc<Shared>, permits: Arc<Semaphore>, id: KeyId, first: Job) {
     let mut job = first;
     loop {
         let (run, ticket) = job;
@@ -320,41 +417,13 @@ async fn run_chain(keys: Keys, permits: Arc<Semaphore>, slot: Slot, first: Job) 
             }
             Err(_) => ticket,
         };
-        let next = next_of(&keys, slot, false);
+        let next = shared.release(id, false);
         drop(ticket);
         match next {
             Some(next) => job = next,
             None => return,
         }
     }
-}
-
-/// A job of the key at `slot` that was polled inline goes on elsewhere.
-fn stopped_polling(keys: &Keys, slot: Slot) {
-    let mut keys = lock(keys);
-    if let Some(queue) = keys.queues.find_mut(slot.hash, |q| slot.holds(q)) {
-        queue.polling -= 1;
-    }
-}
-
-/// The next job waiting on the key at `slot` after one of its jobs ended
-/// (`polled`: one polled inline), or `None` (and the key's running count
-/// goes down, the key forgotten when idle).
-fn next_of(keys: &Keys, slot: Slot, polled: bool) -> Option<Job> {
-    let mut keys = lock(keys);
-    let Ok(mut entry) = keys.queues.find_entry(slot.hash, |q| slot.holds(q)) else {
-        return None;
-    };
-    let queue = entry.get_mut();
-    queue.polling -= usize::from(polled);
-    if let Some(next) = queue.waiting.pop_front() {
-        return Some(next);
-    }
-    queue.running -= 1;
-    if queue.running == 0 {
-        entry.remove();
-    }
-    None
 }
 
 #[cfg(test)]
@@ -464,5 +533,57 @@ mod tests {
         in_flight.idle().await;
         assert_eq!(queues.active_keys(), 0);
         assert_eq!(permits.available_permits(), 8);
+    }
+
+    /// Two keys that share a slot: the second must not wait for the first,
+    /// and the first's next job must wait for it even though the slot has
+    /// moved to the table meanwhile; then the slot is free again.
+    #[tokio::test]
+    async fn keys_sharing_a_slot_run_side_by_side_and_each_in_order() {
+        let queues = SyncQueues::default();
+        let permits = Arc::new(Semaphore::new(4));
+        let in_flight = Arc::new(InFlight::default());
+        let names: Vec<String> = (0..10_000).map(|k| format!("vm-{k}")).collect();
+        let slot = |name: &String| slot_of(queues.id_of(name));
+        let (a, b) = names
+            .iter()
+            .enumerate()
+            .find_map(|(i, a)| {
+                names[i + 1..]
+                    .iter()
+                    .find(|b| slot(a) == slot(b))
+                    .map(|b| (a, b))
+            })
+            .expect("10,000 keys share some of 256 slots");
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let (gate_tx, gate_rx) = tokio::sync::oneshot::channel::<()>();
+        let first_tx = tx.clone();
+        let first: BoxFuture<'static, ()> = Box::pin(async move {
+            gate_rx.await.unwrap();
+            first_tx.send("a1").unwrap();
+        });
+        let ticket = || Ticket::new(None, in_flight.enter());
+        queues.submit(SyncKey::new(a), first, ticket(), &permits, true);
+        let send = |what: &'static str| -> BoxFuture<'static, ()> {
+            let tx = tx.clone();
+            Box::pin(async move { tx.send(what).unwrap() })
+        };
+        // Polled inline: it has run by the time submit returns.
+        queues.submit(SyncKey::new(b), send("b"), ticket(), &permits, true);
+        assert_eq!(rx.try_recv(), Ok("b"));
+        queues.submit(SyncKey::new(a), send("a2"), ticket(), &permits, true);
+        assert!(rx.try_recv().is_err(), "a2 ran while a1 held its key");
+        gate_tx.send(()).unwrap();
+        assert_eq!(rx.recv().await, Some("a1"));
+        assert_eq!(rx.recv().await, Some("a2"));
+        in_flight.idle().await;
+        assert_eq!(queues.active_keys(), 0);
+        let slots = &queues.shared.slots;
+        assert!(
+            slots
+                .iter()
+                .all(|slot| slot.load(Ordering::Acquire) == FREE)
+        );
+        assert_eq!(permits.available_permits(), 4);
     }
 }
