@@ -45,6 +45,7 @@ pub(crate) trait HandlerEntry: Send + Sync {
         delivery: Delivery,
         stats: Arc<TypeStats>,
         handling: Handling,
+        traced: Traced,
     ) -> Option<Job>;
 
     /// Whether the handler may serialize messages by sync key.
@@ -83,10 +84,19 @@ fn panic_error(envelope: &Envelope, panic: Box<dyn std::any::Any + Send>) -> Err
     ErrorCode::internal(format!("handler of `{type_name}` panicked: {text}"))
 }
 
+/// Whether a message's handling has a span (see `runtime::handling_span`)
+/// to close with its outcome: known when the job is made, so that an
+/// untraced message does not look the current span up when it ends.
+#[derive(Clone, Copy)]
+pub(crate) struct Traced(pub(crate) bool);
+
 /// Counts a handled message and closes its span with the outcome.
-fn finished(stats: &TypeStats, started: Instant, error: Option<&ErrorCode>) {
+fn finished(stats: &TypeStats, started: Instant, error: Option<&ErrorCode>, traced: Traced) {
     let took = started.elapsed();
     stats.record(took, error.is_some());
+    if !traced.0 {
+        return;
+    }
     let span = tracing::Span::current();
     if !span.is_disabled() {
         span.record("outcome", error.map_or("ok", |e| e.code()));
@@ -110,6 +120,7 @@ impl<S: Handler<R>, R: Request> HandlerEntry for RequestEntry<S, R> {
         delivery: Delivery,
         stats: Arc<TypeStats>,
         handling: Handling,
+        traced: Traced,
     ) -> Option<Job> {
         let (req, envelope, responder) = decode::<R>(bus, delivery).ok()?;
         let sync = self.0.sync_key(&req);
@@ -127,7 +138,7 @@ impl<S: Handler<R>, R: Request> HandlerEntry for RequestEntry<S, R> {
                     Ok(outcome) => outcome,
                     Err(panic) => Err(panic_error(&envelope, panic)),
                 };
-                finished(&stats, started, outcome.as_ref().err());
+                finished(&stats, started, outcome.as_ref().err(), traced);
                 responder.answer(outcome.map(Body::new)).await;
             })),
         })
@@ -147,6 +158,7 @@ impl<S: MessageHandler<M>, M: Message> HandlerEntry for MessageEntry<S, M> {
         delivery: Delivery,
         stats: Arc<TypeStats>,
         handling: Handling,
+        traced: Traced,
     ) -> Option<Job> {
         let (msg, envelope, responder) = decode::<M>(bus, delivery).ok()?;
         let sync = self.0.sync_key(&msg);
@@ -163,7 +175,7 @@ impl<S: MessageHandler<M>, M: Message> HandlerEntry for MessageEntry<S, M> {
                     Ok(outcome) => outcome,
                     Err(panic) => Err(panic_error(&envelope, panic)),
                 };
-                finished(&stats, started, outcome.as_ref().err());
+                finished(&stats, started, outcome.as_ref().err(), traced);
                 // A plain message has no caller; a request sent to a
                 // message handler still gets an answer.
                 responder
@@ -187,6 +199,7 @@ impl<S: DeferredHandler<R>, R: Request> HandlerEntry for DeferredEntry<S, R> {
         delivery: Delivery,
         stats: Arc<TypeStats>,
         handling: Handling,
+        traced: Traced,
     ) -> Option<Job> {
         let (req, envelope, responder) = decode::<R>(bus, delivery).ok()?;
         let sync = self.0.sync_key(&req);
@@ -212,7 +225,7 @@ impl<S: DeferredHandler<R>, R: Request> HandlerEntry for DeferredEntry<S, R> {
                         Some(panic_error(&envelope, panic))
                     }
                 };
-                finished(&stats, started, error.as_ref());
+                finished(&stats, started, error.as_ref(), traced);
             })),
         })
     }

@@ -193,7 +193,8 @@ impl ServiceRuntime {
         );
         let handling = super::context::Handling::new(self.shared_name.clone(), &delivery.envelope);
         let span = handling_span(bus, &self.name, &delivery.envelope);
-        let Some(job) = entry.prepare(bus, delivery, stats.clone(), handling) else {
+        let traced = super::entry::Traced(!span.is_disabled());
+        let Some(job) = entry.prepare(bus, delivery, stats.clone(), handling, traced) else {
             return;
         };
         let run = job.run;
