@@ -6,6 +6,7 @@ mod context;
 mod entry;
 mod handler;
 mod in_flight;
+mod permits;
 mod reply;
 mod runtime;
 mod statistics;

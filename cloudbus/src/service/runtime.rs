@@ -5,12 +5,13 @@ use std::time::Instant;
 
 use futures::FutureExt;
 use futures::future::BoxFuture;
-use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
 use super::entry::{Delivery, HandlerEntry};
 use super::in_flight::{InFlight, InFlightGuard};
+use super::permits::{Permit, Permits};
 use super::sync::{SyncQueues, Ticket};
 use super::{ReplyTarget, Responder, Service, TypeStatistics, TypeStats};
 use crate::bus::{QueueReceiver, SubscriberInfo};
@@ -26,11 +27,11 @@ pub(crate) struct ServiceRuntime {
     /// By message type, hashed with foldhash: looked up for every message.
     handlers: hashbrown::HashMap<&'static str, Registered>,
     /// Handlers running at once: the concurrency limit.
-    permits: Arc<Semaphore>,
+    permits: Arc<Permits>,
     /// Messages of keyed handlers taken at once, running or waiting behind
     /// their sync keys: what their senders wait for (the others wait for
     /// a permit).
-    admission: Arc<Semaphore>,
+    admission: Arc<Permits>,
     concurrency: usize,
     sync: SyncQueues,
     in_flight: Arc<InFlight>,
@@ -50,8 +51,8 @@ impl ServiceRuntime {
                 .into_iter()
                 .map(|(name, entry)| (name, Registered::new(entry)))
                 .collect(),
-            permits: Arc::new(Semaphore::new(service.concurrency)),
-            admission: Arc::new(Semaphore::new(
+            permits: Arc::new(Permits::new(service.concurrency)),
+            admission: Arc::new(Permits::new(
                 service.concurrency.saturating_add(service.max_waiting),
             )),
             concurrency: service.concurrency,
@@ -138,16 +139,13 @@ impl ServiceRuntime {
         let Some(handler) = self.handlers.get(&*delivery.envelope.type_name) else {
             return;
         };
-        let Ok(room) = self.room(handler).clone().acquire_owned().await else {
-            let error = ErrorCode::no_such_service(&self.name);
-            return reject(bus, delivery, error).await;
-        };
+        let room = self.room(handler).clone().acquire_owned().await;
         self.launch(bus, delivery, handler, in_flight, room);
     }
 
     /// What a message for `handler` takes to be accepted: a keyed
     /// handler's place among the admitted, or else a concurrency permit.
-    fn room(&self, handler: &Registered) -> &Arc<Semaphore> {
+    fn room(&self, handler: &Registered) -> &Arc<Permits> {
         if handler.keyed {
             &self.admission
         } else {
@@ -168,7 +166,7 @@ impl ServiceRuntime {
             keyed,
         }: &Registered,
         in_flight: InFlightGuard,
-        room: OwnedSemaphorePermit,
+        room: Permit,
     ) {
         let (ticket, permit) = if *keyed {
             (Ticket::new(Some(room), in_flight), None)
@@ -214,10 +212,8 @@ impl ServiceRuntime {
                 Err(_) => {
                     let permits = self.permits.clone();
                     tokio::spawn(async move {
-                        if let Ok(permit) = permits.acquire_owned().await {
-                            let _ticket = ticket.running(permit);
-                            run.await;
-                        }
+                        let _ticket = ticket.running(permits.acquire_owned().await);
+                        run.await;
                     });
                 }
             },

@@ -16,10 +16,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use hashbrown::{DefaultHashBuilder, HashTable};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::SyncKey;
 use super::in_flight::InFlightGuard;
+use super::permits::{Permit, Permits};
 
 /// What an accepted message holds until its handler ends: its admission
 /// (a keyed handler's), its place among the service's in-flight messages,
@@ -28,13 +28,13 @@ use super::in_flight::InFlightGuard;
 /// sees nothing in flight sees every key and permit back.
 pub(crate) struct Ticket {
     // Dropped in this order.
-    _running: Option<OwnedSemaphorePermit>,
-    _admitted: Option<OwnedSemaphorePermit>,
+    _running: Option<Permit>,
+    _admitted: Option<Permit>,
     _in_flight: InFlightGuard,
 }
 
 impl Ticket {
-    pub(crate) fn new(admitted: Option<OwnedSemaphorePermit>, in_flight: InFlightGuard) -> Self {
+    pub(crate) fn new(admitted: Option<Permit>, in_flight: InFlightGuard) -> Self {
         Self {
             _admitted: admitted,
             _in_flight: in_flight,
@@ -43,7 +43,7 @@ impl Ticket {
     }
 
     /// The ticket of a message that now holds a concurrency permit.
-    pub(crate) fn running(mut self, permit: OwnedSemaphorePermit) -> Self {
+    pub(crate) fn running(mut self, permit: Permit) -> Self {
         self._running = Some(permit);
         self
     }
@@ -153,7 +153,7 @@ impl SyncQueues {
         key: SyncKey,
         run: BoxFuture<'static, ()>,
         ticket: Ticket,
-        permits: &Arc<Semaphore>,
+        permits: &Arc<Permits>,
         inline: bool,
     ) {
         let id = self.id_of(key.key());
@@ -214,13 +214,7 @@ impl SyncQueues {
     /// Runs a job whose key it now holds: polled here first when it has a
     /// permit, else (or once it waits) in a task of its own, followed by
     /// its key's next jobs.
-    fn run(
-        &self,
-        id: KeyId,
-        job: Job,
-        permit: Option<OwnedSemaphorePermit>,
-        permits: &Arc<Semaphore>,
-    ) {
+    fn run(&self, id: KeyId, job: Job, permit: Option<Permit>, permits: &Arc<Permits>) {
         let Some(permit) = permit else {
             tokio::spawn(run_chain(self.shared.clone(), permits.clone(), id, job));
             return;
@@ -400,23 +394,12 @@ fn back_off(looks: u32) {
 
 /// Runs a job, then the next waiting job of the same key, until none wait;
 /// each takes a concurrency permit for as long as it runs.
-async fn run_chain(shared: Arc<Shared>, permits: Arc<Semaphore>, id: KeyId, first: Job) {
+async fn run_chain(shared: Arc<Shared>, permits: Arc<Permits>, id: KeyId, first: Job) {
     let mut job = first;
     loop {
         let (run, ticket) = job;
-        // The semaphore is never closed while jobs exist.
-        let permit = match permits.clone().try_acquire_owned() {
-            Ok(permit) => Ok(permit),
-            Err(_) => permits.clone().acquire_owned().await,
-        };
-        let ticket = match permit {
-            Ok(permit) => {
-                let ticket = ticket.running(permit);
-                run.await;
-                ticket
-            }
-            Err(_) => ticket,
-        };
+        let ticket = ticket.running(permits.clone().acquire_owned().await);
+        run.await;
         let next = shared.release(id, false);
         drop(ticket);
         match next {
@@ -430,20 +413,16 @@ async fn run_chain(shared: Arc<Shared>, permits: Arc<Semaphore>, id: KeyId, firs
 mod tests {
     use super::super::in_flight::InFlight;
     use super::*;
-    use tokio::sync::{Semaphore, mpsc};
+    use tokio::sync::mpsc;
 
     #[tokio::test]
     async fn same_key_runs_in_order_and_the_key_is_forgotten_after() {
         let queues = SyncQueues::default();
-        let sem = Arc::new(Semaphore::new(100));
-        let permits = Arc::new(Semaphore::new(2));
+        let sem = Arc::new(Permits::new(100));
+        let permits = Arc::new(Permits::new(2));
         let in_flight = Arc::new(InFlight::default());
-        let ticket = || async {
-            Ticket::new(
-                Some(sem.clone().acquire_owned().await.unwrap()),
-                in_flight.enter(),
-            )
-        };
+        let ticket =
+            || async { Ticket::new(Some(sem.clone().acquire_owned().await), in_flight.enter()) };
         let (tx, mut rx) = mpsc::unbounded_channel();
         let (gate_tx, gate_rx) = tokio::sync::oneshot::channel::<()>();
         // The first job blocks until the gate opens; the rest must wait behind it.
@@ -480,8 +459,8 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn nothing_in_flight_means_every_key_let_go_and_every_permit_back() {
         let queues = SyncQueues::default();
-        let permits = Arc::new(Semaphore::new(2));
-        let admission = Arc::new(Semaphore::new(2));
+        let permits = Arc::new(Permits::new(2));
+        let admission = Arc::new(Permits::new(2));
         let in_flight = Arc::new(InFlight::default());
         for attempt in 0..500 {
             for _ in 0..2 {
@@ -506,7 +485,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn every_key_is_found_again_and_forgotten_the_empty_one_too() {
         let queues = SyncQueues::default();
-        let permits = Arc::new(Semaphore::new(8));
+        let permits = Arc::new(Permits::new(8));
         let in_flight = Arc::new(InFlight::default());
         let (tx, mut rx) = mpsc::unbounded_channel();
         let keys: Vec<String> = [String::new()]
@@ -541,7 +520,7 @@ mod tests {
     #[tokio::test]
     async fn keys_sharing_a_slot_run_side_by_side_and_each_in_order() {
         let queues = SyncQueues::default();
-        let permits = Arc::new(Semaphore::new(4));
+        let permits = Arc::new(Permits::new(4));
         let in_flight = Arc::new(InFlight::default());
         let names: Vec<String> = (0..10_000).map(|k| format!("vm-{k}")).collect();
         let slot = |name: &String| slot_of(queues.id_of(name));
