@@ -138,17 +138,18 @@ impl TypeStats {
         stripe.others.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// One counter as every stripe has it.
+    fn each<'a>(
+        &'a self,
+        counter: impl Fn(&Stripe) -> &AtomicU64 + 'a,
+    ) -> impl Iterator<Item = u64> + 'a {
+        let stripes = self.stripes.iter();
+        stripes.map(move |stripe| counter(stripe).load(Ordering::Relaxed))
+    }
+
     pub(crate) fn snapshot(&self, service: &str, type_name: &str) -> TypeStatistics {
-        let sum = |field: fn(&Stripe) -> &AtomicU64| -> u64 {
-            let stripes = self.stripes.iter();
-            stripes.map(|s| field(s).load(Ordering::Relaxed)).sum()
-        };
-        let count = sum(|s| &s.count);
-        let total = sum(|s| &s.total_us);
-        let loads = |field: fn(&Stripe) -> &AtomicU64| {
-            let stripes = self.stripes.iter();
-            stripes.map(move |s| field(s).load(Ordering::Relaxed))
-        };
+        let count: u64 = self.each(|s| &s.count).sum();
+        let total: u64 = self.each(|s| &s.total_us).sum();
         TypeStatistics {
             type_name: type_name.to_string(),
             service: service.to_string(),
@@ -156,26 +157,21 @@ impl TypeStats {
             min_us: if count == 0 {
                 0
             } else {
-                loads(|s| &s.min_us).min().unwrap_or(0)
+                self.each(|s| &s.min_us).min().unwrap_or(0)
             },
             avg_us: total.checked_div(count).unwrap_or(0),
-            max_us: loads(|s| &s.max_us).max().unwrap_or(0),
-            errors: sum(|s| &s.errors),
+            max_us: self.each(|s| &s.max_us).max().unwrap_or(0),
+            errors: self.each(|s| &s.errors).sum(),
             total_us: total,
             histogram: (0..BUCKETS)
-                .map(|b| {
-                    let stripes = self.stripes.iter();
-                    stripes.map(|s| s.buckets[b].load(Ordering::Relaxed)).sum()
-                })
+                .map(|b| self.each(move |s| &s.buckets[b]).sum())
                 .collect(),
             from: self.senders_snapshot(),
         }
     }
 
     fn senders_snapshot(&self) -> Vec<SourceCount> {
-        let total =
-            |count: &dyn Fn(&Stripe) -> u64| -> u64 { self.stripes.iter().map(count).sum() };
-        let outside = total(&|s| s.outside.load(Ordering::Relaxed));
+        let outside: u64 = self.each(|s| &s.outside).sum();
         let outside = (outside > 0).then(|| SourceCount {
             service: String::new(),
             count: outside,
@@ -183,10 +179,10 @@ impl TypeStats {
         let named = self.senders.iter().enumerate().filter_map(|(i, name)| {
             Some(SourceCount {
                 service: name.get()?.to_string(),
-                count: total(&|s| s.from[i].load(Ordering::Relaxed)),
+                count: self.each(move |s| &s.from[i]).sum(),
             })
         });
-        let others = total(&|s| s.others.load(Ordering::Relaxed));
+        let others: u64 = self.each(|s| &s.others).sum();
         let others = (others > 0).then(|| SourceCount {
             service: "(others)".to_string(),
             count: others,
