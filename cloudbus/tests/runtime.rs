@@ -62,6 +62,31 @@ impl Shared {
     }
 }
 
+/// The same work with no sync key: calls to it take the typed path, on
+/// which the request and its reply are never boxed.
+struct Unkeyed(Arc<Work>);
+
+#[handlers]
+impl Unkeyed {
+    async fn run(&self, req: Do, ctx: Context) -> Result<Done, ErrorCode> {
+        self.0.run(req, ctx).await
+    }
+}
+
+/// The service under test, with `concurrency`: its handler keyed (calls
+/// go the general way) or not (they take the typed path).
+fn work_service(work: &Arc<Work>, keyed: bool, concurrency: usize) -> Service {
+    if keyed {
+        Service::builder("work", Shared(work.clone()))
+            .concurrency(concurrency)
+            .build()
+    } else {
+        Service::builder("work", Unkeyed(work.clone()))
+            .concurrency(concurrency)
+            .build()
+    }
+}
+
 fn gated() -> (Arc<Work>, Arc<Semaphore>) {
     let gate = Arc::new(Semaphore::new(0));
     let work = Arc::new(Work {
@@ -123,15 +148,15 @@ async fn waiters_on_one_key_hold_no_permit_so_another_key_runs_at_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_in_process_call_to_a_service_at_its_limit_waits() {
+    for keyed in [false, true] {
+        a_call_to_a_service_at_its_limit_waits(keyed).await;
+    }
+}
+
+async fn a_call_to_a_service_at_its_limit_waits(keyed: bool) {
     let bus = Bus::embedded();
     let (work, gate) = gated();
-    bus.register(
-        Service::builder("work", Shared(work.clone()))
-            .concurrency(2)
-            .build(),
-    )
-    .await
-    .unwrap();
+    bus.register(work_service(&work, keyed, 2)).await.unwrap();
     let calls: Vec<_> = (0..10).map(|_| tokio::spawn(call(&bus, None))).collect();
     until("two run", || work.running.load(Ordering::SeqCst) == 2).await;
     for _ in 0..10_000 {
@@ -148,11 +173,15 @@ async fn an_in_process_call_to_a_service_at_its_limit_waits() {
 
 #[tokio::test]
 async fn a_handler_panicking_on_the_callers_task_fails_only_that_call() {
+    for keyed in [false, true] {
+        a_panicking_handler_fails_only_its_call(keyed).await;
+    }
+}
+
+async fn a_panicking_handler_fails_only_its_call(keyed: bool) {
     let bus = Bus::embedded();
     let work = Arc::new(Work::default());
-    bus.register(Service::new("work", Shared(work.clone())))
-        .await
-        .unwrap();
+    bus.register(work_service(&work, keyed, 4)).await.unwrap();
     let err = bus
         .call(Do {
             key: None,
@@ -169,16 +198,24 @@ async fn a_handler_panicking_on_the_callers_task_fails_only_that_call() {
         .find(|s| s.type_name == "work.Do")
         .unwrap();
     assert_eq!((stats.count, stats.errors), (2, 1));
+    // The failure is listed among the recent errors, as any other.
+    let recent = bus.recent_errors();
+    assert_eq!(recent.len(), 1, "{recent:?}");
+    assert_eq!(recent[0].code, codes::INTERNAL);
     bus.shutdown().await;
 }
 
 #[tokio::test]
 async fn a_caller_that_stops_waiting_does_not_cancel_a_handler_that_waits() {
+    for keyed in [false, true] {
+        a_handler_outlives_its_caller(keyed).await;
+    }
+}
+
+async fn a_handler_outlives_its_caller(keyed: bool) {
     let bus = Bus::embedded();
     let (work, gate) = gated();
-    bus.register(Service::new("work", Shared(work.clone())))
-        .await
-        .unwrap();
+    bus.register(work_service(&work, keyed, 4)).await.unwrap();
     let err = call(&bus, None)
         .timeout(Duration::from_millis(50))
         .await

@@ -12,6 +12,7 @@ use futures::{StreamExt, stream};
 use super::Bus;
 use super::dispatch::Answer;
 use super::request::{Requested, traced};
+use crate::service::Inline;
 use crate::{
     Body, Envelope, ErrorCode, Headers, Kind, Message, MessageId, NodeId, ReplyStyle, Request,
 };
@@ -222,9 +223,11 @@ impl CancelHandle {
 }
 
 impl<R: Request> Call<R> {
-    fn start(&mut self) -> Requested {
+    /// Hands the request over: typed to a handler on this node when it can
+    /// take it so (see [`Bus::call_inline`]), else as a [`Body`].
+    fn start(&mut self) -> Started<R> {
         let Some(request) = self.request.take() else {
-            return Requested::Answered(Err(ErrorCode::internal("call polled after it ended")));
+            return Started::Replied(Err(ErrorCode::internal("call polled after it ended")));
         };
         let timeout = self
             .timeout
@@ -236,14 +239,39 @@ impl<R: Request> Call<R> {
                 .envelope(Kind::Request, R::TYPE.into(), R::service().into(), to)
             {
                 Ok(envelope) => envelope,
-                Err(error) => return Requested::Answered(Err(error)),
+                Err(error) => return Started::Replied(Err(error)),
             };
         envelope.id = self.id;
         envelope.timeout = Some(timeout);
+        let (request, envelope) = match R::STYLE {
+            // Only the general path registers a cancellable call's id, and
+            // publishes a non-blocking API's answer.
+            ReplyStyle::Reply if !self.cancellable => {
+                match self.bus.call_inline(envelope, request) {
+                    Inline::Replied(outcome) => return Started::Replied(outcome),
+                    Inline::Waiting(waiting) => return Started::Waiting(waiting),
+                    Inline::Declined(request, envelope) => (request, envelope),
+                }
+            }
+            _ => (request, envelope),
+        };
         let api_event = (R::STYLE == ReplyStyle::ApiEvent).then_some(Cow::Borrowed(R::Reply::TYPE));
-        self.bus
+        match self
+            .bus
             .request(envelope, Body::new(request), api_event, self.cancellable)
+        {
+            Requested::Answered(outcome) => {
+                Started::Replied(outcome.and_then(Body::decode::<R::Reply>))
+            }
+            Requested::Waiting(waiting) => Started::Waiting(waiting),
+        }
     }
+}
+
+/// A call just handed over: answered already, typed, or waiting.
+enum Started<R: Request> {
+    Replied(Result<R::Reply, ErrorCode>),
+    Waiting(BoxFuture<'static, Result<Body, ErrorCode>>),
 }
 
 impl<R: Request> Unpin for Call<R> {}
@@ -253,10 +281,18 @@ impl<R: Request> Future for Call<R> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
-        let mut running = this.running.take();
-        let polled = Requested::poll(&mut running, cx, || this.start());
-        this.running = running;
-        let outcome = ready!(polled);
+        let waiting = match &mut this.running {
+            Some(waiting) => waiting,
+            None => {
+                ready!(super::request::cooperate(cx));
+                match this.start() {
+                    Started::Replied(outcome) => return Poll::Ready(outcome),
+                    Started::Waiting(waiting) => this.running.insert(waiting),
+                }
+            }
+        };
+        let outcome = ready!(waiting.as_mut().poll(cx));
+        this.running = None;
         Poll::Ready(outcome.and_then(Body::decode::<R::Reply>))
     }
 }

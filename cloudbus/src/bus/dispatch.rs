@@ -92,12 +92,37 @@ impl Bus {
     /// `cloudbus` service only to receive its replies: a built-in request
     /// it sends to no node in particular goes to a member, never to itself.
     pub(super) fn resolve(&self, service: &str, node: Option<NodeId>) -> Result<Target, ErrorCode> {
+        self.resolve_with(service, node, &|service: &str| {
+            self.inner.members.pick(service)
+        })
+    }
+
+    /// The service on this node that a message for `service` (on `node`)
+    /// goes to, if it goes to one here. Unlike [`resolve`](Self::resolve),
+    /// it takes no turn among the other nodes that run it.
+    pub(super) fn resolve_here(
+        &self,
+        service: &str,
+        node: Option<NodeId>,
+    ) -> Option<Arc<ServiceRuntime>> {
+        match self.resolve_with(service, node, &|_: &str| None) {
+            Ok(Target::Local(runtime)) => Some(runtime),
+            _ => None,
+        }
+    }
+
+    fn resolve_with(
+        &self,
+        service: &str,
+        node: Option<NodeId>,
+        pick: &impl Fn(&str) -> Option<NodeId>,
+    ) -> Result<Target, ErrorCode> {
         let members = &self.inner.members;
         let observer_builtin = !members.config.member
             && node.is_none()
             && service == crate::address::NODE_SERVICE
             && self.inner.transport.is_some();
-        if observer_builtin && members.pick(service).is_none() {
+        if observer_builtin && pick(service).is_none() {
             return Err(ErrorCode::new(
                 crate::codes::NODE_UNAVAILABLE,
                 "no member of the cluster is known to answer a built-in request".to_string(),
@@ -116,7 +141,7 @@ impl Bus {
                     self.service(service)
                 },
                 departed: &|node| members.departed(node),
-                pick: &|service: &str| members.pick(service),
+                pick,
             },
         )
     }

@@ -18,8 +18,8 @@ use tracing::Instrument as _;
 
 use super::Bus;
 use super::dispatch::{Answer, Target};
-use crate::service::{Delivery, ReplyTarget};
-use crate::{Body, Envelope, ErrorCode};
+use crate::service::{Delivery, Inline, ReplyTarget};
+use crate::{Body, Envelope, ErrorCode, Request};
 
 type Outcome = Result<Body, ErrorCode>;
 
@@ -157,6 +157,48 @@ impl Bus {
         }))
     }
 
+    /// Offers a typed request to a handler on this node that can take it
+    /// on the caller's task without type erasure (see
+    /// `ServiceRuntime::call_inline`); gives it back untouched, for
+    /// [`request`](Self::request), whenever the general path must take it:
+    /// interceptors to run, a traced send, another node, a zero timeout.
+    pub(crate) fn call_inline<R: Request>(
+        &self,
+        envelope: Envelope,
+        req: R,
+    ) -> Inline<R, BoxFuture<'static, Outcome>> {
+        let timeout = envelope
+            .timeout
+            .unwrap_or(self.inner.config.default_timeout);
+        if !self.inner.interceptors.is_empty()
+            || timeout.is_zero()
+            || self.check_open().is_err()
+            || envelope.check_wire_limits().is_err()
+            || !crate::trace_context::sending_span(&envelope, self.inner.node).is_disabled()
+        {
+            return Inline::Declined(req, envelope);
+        }
+        let Some(runtime) = self.resolve_here(envelope.service_name(), envelope.target) else {
+            return Inline::Declined(req, envelope);
+        };
+        match runtime.call_inline(self, envelope, req) {
+            Inline::Replied(outcome) => {
+                if let Err(error) = &outcome {
+                    self.inner.recent_errors.push(R::TYPE, error);
+                }
+                Inline::Replied(outcome)
+            }
+            Inline::Waiting(answered) => {
+                let (bus, deadline) = (self.clone(), super::routing::deadline_after(timeout));
+                Inline::Waiting(Box::pin(async move {
+                    bus.within(deadline, R::TYPE, timeout, answer_of(answered))
+                        .await
+                }))
+            }
+            Inline::Declined(req, envelope) => Inline::Declined(req, envelope),
+        }
+    }
+
     /// A request to another node, or a cancellable one: registered by id
     /// (so that `cancel` and a dying node's callers find it) before it is
     /// dispatched. `deadline` ends the wait for `timeout`.
@@ -251,4 +293,92 @@ pub(super) fn traced(span: &tracing::Span, target: &Target, envelope: &mut Envel
         span.record("to", tracing::field::display(node));
     }
     crate::trace_context::inject(span, &mut envelope.headers);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bus::call::Addressing;
+    use crate::{Kind, Message, Service};
+    use serde::{Deserialize, Serialize};
+
+    #[derive(Clone, Serialize, Deserialize)]
+    struct Add(i64, i64);
+    #[derive(Clone, Debug, Serialize, Deserialize)]
+    struct Sum(i64);
+    impl Message for Add {
+        const TYPE: &'static str = "calc.Add";
+    }
+    impl Message for Sum {
+        const TYPE: &'static str = "calc.Sum";
+    }
+    impl Request for Add {
+        type Reply = Sum;
+    }
+
+    /// Interceptors that see every message, and count them.
+    #[derive(Default)]
+    struct Counting(std::sync::atomic::AtomicUsize);
+    impl crate::Interceptor for std::sync::Arc<Counting> {
+        fn before_deliver(&self, _: &Envelope, _: &Body) -> Result<(), ErrorCode> {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Ok(())
+        }
+    }
+
+    async fn calc(bus: &Bus, concurrency: usize) {
+        let service = Service::builder("calc", ())
+            .concurrency(concurrency)
+            .on_request(|Add(a, b), _| async move { Ok(Sum(a + b)) })
+            .build();
+        bus.register(service).await.unwrap();
+    }
+
+    fn offer(bus: &Bus, timeout: Option<Duration>) -> Inline<Add, BoxFuture<'static, Outcome>> {
+        let mut envelope = bus
+            .envelope(
+                Kind::Request,
+                Add::TYPE.into(),
+                "calc".into(),
+                Addressing::default(),
+            )
+            .unwrap();
+        envelope.timeout = timeout;
+        bus.call_inline(envelope, Add(2, 3))
+    }
+
+    #[tokio::test]
+    async fn a_typed_call_is_answered_inline_unless_the_general_path_must_take_it() {
+        let bus = Bus::embedded();
+        // No such service here: routing (and its error) is the general path's.
+        assert!(matches!(offer(&bus, None), Inline::Declined(Add(2, 3), _)));
+        calc(&bus, 1).await;
+        assert!(matches!(offer(&bus, None), Inline::Replied(Ok(Sum(5)))));
+        // A zero timeout has expired already: the general path drops it.
+        let zero = Some(Duration::ZERO);
+        assert!(matches!(offer(&bus, zero), Inline::Declined(..)));
+        // The only permit is taken: the caller must wait for it.
+        let runtime = bus.service("calc").unwrap();
+        let held = runtime.permits().clone().try_acquire_owned().unwrap();
+        assert!(matches!(offer(&bus, None), Inline::Declined(..)));
+        drop(held);
+        assert!(matches!(offer(&bus, None), Inline::Replied(Ok(Sum(5)))));
+        bus.shutdown().await;
+
+        // Interceptors see the body: their bus never takes the typed path.
+        let counting = std::sync::Arc::new(Counting::default());
+        let bus = Bus::builder()
+            .interceptor(counting.clone())
+            .build()
+            .await
+            .unwrap();
+        calc(&bus, 1).await;
+        assert!(matches!(offer(&bus, None), Inline::Declined(..)));
+        let sum = bus.call(Add(1, 1)).await.unwrap();
+        assert_eq!(
+            (sum.0, counting.0.load(std::sync::atomic::Ordering::SeqCst)),
+            (2, 1)
+        );
+        bus.shutdown().await;
+    }
 }

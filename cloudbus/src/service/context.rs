@@ -102,6 +102,12 @@ impl Context {
         &self.envelope
     }
 
+    /// The envelope, shared: for whoever must keep it after the handler
+    /// has taken this context.
+    pub(crate) fn shared_envelope(&self) -> Arc<Envelope> {
+        self.envelope.clone()
+    }
+
     /// The id of the message being handled.
     pub fn message_id(&self) -> MessageId {
         self.envelope.id

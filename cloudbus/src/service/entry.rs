@@ -11,6 +11,7 @@ use futures::FutureExt;
 use futures::future::BoxFuture;
 
 use super::context::Handling;
+use super::inline::{InlineRequest, TypedRequest};
 use super::{
     Context, DeferredHandler, Handler, MessageHandler, ReplyPort, ReplyTarget, Responder, SyncKey,
     TypeStats,
@@ -50,6 +51,13 @@ pub(crate) trait HandlerEntry: Send + Sync {
 
     /// Whether the handler may serialize messages by sync key.
     fn keyed(&self) -> bool;
+
+    /// A request handler's typed entry for calls handled on the caller's
+    /// task: an `Arc<dyn InlineRequest<R>>`, asked for once at
+    /// registration. `None` for other handlers.
+    fn typed(&self, _stats: &Arc<TypeStats>) -> Option<Box<dyn std::any::Any + Send + Sync>> {
+        None
+    }
 }
 
 fn decode<M: Message>(bus: &Bus, delivery: Delivery) -> Result<(M, Arc<Envelope>, Responder), ()> {
@@ -125,24 +133,47 @@ impl<S: Handler<R>, R: Request> HandlerEntry for RequestEntry<S, R> {
         let (req, envelope, responder) = decode::<R>(bus, delivery).ok()?;
         let sync = self.0.sync_key(&req);
         let service = self.0.clone();
-        let ctx = Context::new(bus.clone(), envelope.clone());
+        let ctx = Context::new(bus.clone(), envelope);
         let responder = responder.with_style(R::STYLE);
         Some(Job {
             sync,
             run: Box::pin(handling.scope(async move {
-                let started = Instant::now();
-                let outcome = match AssertUnwindSafe(service.handle(req, ctx))
-                    .catch_unwind()
-                    .await
-                {
-                    Ok(outcome) => outcome,
-                    Err(panic) => Err(panic_error(&envelope, panic)),
-                };
-                finished(&stats, started, outcome.as_ref().err(), traced);
+                let outcome = handled(&*service, req, ctx, &stats, traced).await;
                 responder.answer(outcome.map(Body::new)).await;
             })),
         })
     }
+
+    fn typed(&self, stats: &Arc<TypeStats>) -> Option<Box<dyn std::any::Any + Send + Sync>> {
+        let typed: Arc<dyn InlineRequest<R>> = Arc::new(TypedRequest {
+            service: self.0.clone(),
+            stats: stats.clone(),
+            request: PhantomData,
+        });
+        Some(Box::new(typed))
+    }
+}
+
+/// Runs a request handler to its outcome: a panic becomes
+/// `cloudbus.INTERNAL`, and the handling is counted.
+pub(super) async fn handled<S: Handler<R>, R: Request>(
+    service: &S,
+    req: R,
+    ctx: Context,
+    stats: &TypeStats,
+    traced: Traced,
+) -> Result<R::Reply, ErrorCode> {
+    let envelope = ctx.shared_envelope();
+    let started = Instant::now();
+    let outcome = match AssertUnwindSafe(service.handle(req, ctx))
+        .catch_unwind()
+        .await
+    {
+        Ok(outcome) => outcome,
+        Err(panic) => Err(panic_error(&envelope, panic)),
+    };
+    finished(stats, started, outcome.as_ref().err(), traced);
+    outcome
 }
 
 pub(crate) struct MessageEntry<S, M>(pub(crate) Arc<S>, pub(crate) PhantomData<fn(M)>);

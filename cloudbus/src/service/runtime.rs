@@ -1,3 +1,4 @@
+use std::any::Any;
 use std::borrow::Cow;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -11,11 +12,12 @@ use tracing::Instrument;
 
 use super::entry::{Delivery, HandlerEntry};
 use super::in_flight::{InFlight, InFlightGuard};
+use super::inline::{Answered, Inline, InlineRequest};
 use super::permits::{Permit, Permits};
 use super::sync::{SyncQueues, Ticket};
 use super::{ReplyTarget, Responder, Service, TypeStatistics, TypeStats};
 use crate::bus::{QueueReceiver, SubscriberInfo};
-use crate::{Bus, ErrorCode};
+use crate::{Bus, Envelope, ErrorCode, Request};
 
 /// A registered service at run time: its handlers, its concurrency permits
 /// and its per-key queues. Each service has its own; nothing is shared
@@ -65,6 +67,12 @@ impl ServiceRuntime {
 
     pub(crate) fn name(&self) -> &str {
         &self.name
+    }
+
+    /// The concurrency permits, for tests that take some.
+    #[cfg(test)]
+    pub(crate) fn permits(&self) -> &Arc<Permits> {
+        &self.permits
     }
 
     pub(crate) fn concurrency(&self) -> usize {
@@ -130,6 +138,49 @@ impl ServiceRuntime {
         None
     }
 
+    /// Handles a typed request on the caller's task (see `inline`), or
+    /// declines it, untouched, for the general path: when the handler is
+    /// not a plain request handler of `R`, may have a sync key, is traced,
+    /// or the service is closing or has no free permit.
+    pub(crate) fn call_inline<R: Request>(
+        &self,
+        bus: &Bus,
+        envelope: Envelope,
+        req: R,
+    ) -> Inline<R, Answered> {
+        let Some(registered) = self.handlers.get(R::TYPE) else {
+            return Inline::Declined(req, envelope);
+        };
+        let typed = match &registered.typed {
+            Some(typed) if !registered.keyed => typed.downcast_ref::<Arc<dyn InlineRequest<R>>>(),
+            _ => None,
+        };
+        let Some(typed) = typed else {
+            return Inline::Declined(req, envelope);
+        };
+        // As in `deliver_now`: counted before the closing check.
+        let in_flight = self.in_flight.enter();
+        if self.closing.load(Ordering::SeqCst)
+            || !handling_span(bus, &self.name, &envelope).is_disabled()
+        {
+            return Inline::Declined(req, envelope);
+        }
+        let Ok(permit) = self.permits.clone().try_acquire_owned() else {
+            return Inline::Declined(req, envelope);
+        };
+        registered.stats.record_from(
+            envelope
+                .headers
+                .get(super::context::FROM_SERVICE)
+                .unwrap_or(""),
+        );
+        let handling = super::context::Handling::new(self.shared_name.clone(), &envelope);
+        let ticket = Ticket::new(None, in_flight).running(permit);
+        typed
+            .clone()
+            .call(bus, Arc::new(envelope), req, handling, ticket)
+    }
+
     /// Waits for room in the service (its backpressure), then delivers.
     async fn deliver_later(&self, bus: &Bus, waiting: Waiting) {
         let Waiting {
@@ -164,6 +215,7 @@ impl ServiceRuntime {
             entry,
             stats,
             keyed,
+            ..
         }: &Registered,
         in_flight: InFlightGuard,
         room: Permit,
@@ -296,6 +348,8 @@ impl ServiceRuntime {
 struct Registered {
     entry: Arc<dyn HandlerEntry>,
     stats: Arc<TypeStats>,
+    /// The entry's [`typed`](HandlerEntry::typed) form, if it has one.
+    typed: Option<Box<dyn Any + Send + Sync>>,
     /// The entry's [`keyed`](HandlerEntry::keyed), asked once: the entry
     /// sits beside a reference count that every message changes, so
     /// reading it per message costs a cache miss when two cores share
@@ -305,10 +359,12 @@ struct Registered {
 
 impl Registered {
     fn new(entry: Arc<dyn HandlerEntry>) -> Self {
+        let stats = Arc::default();
         Self {
             keyed: entry.keyed(),
+            typed: entry.typed(&stats),
             entry,
-            stats: Arc::default(),
+            stats,
         }
     }
 }
