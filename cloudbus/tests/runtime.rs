@@ -62,8 +62,7 @@ impl Shared {
     }
 }
 
-/// The same work with no sync key: calls to it take the typed path, on
-/// which the request and its reply are never boxed.
+/// The same work with no sync key at all.
 struct Unkeyed(Arc<Work>);
 
 #[handlers]
@@ -73,8 +72,9 @@ impl Unkeyed {
     }
 }
 
-/// The service under test, with `concurrency`: its handler keyed (calls
-/// go the general way) or not (they take the typed path).
+/// The service under test, with `concurrency`: its handler keyed or not.
+/// Calls to either are handled on the caller's task when they can be,
+/// each kind with its own checks on the way.
 fn work_service(work: &Arc<Work>, keyed: bool, concurrency: usize) -> Service {
     if keyed {
         Service::builder("work", Shared(work.clone()))

@@ -334,7 +334,34 @@ mod tests {
         bus.register(service).await.unwrap();
     }
 
+    /// Adds with `a` as the sync key; `Add(0, _)` waits for `gate` first.
+    async fn keyed_calc(bus: &Bus, gate: std::sync::Arc<tokio::sync::Semaphore>) {
+        let service = Service::builder("calc", ())
+            .__request(
+                move |_, Add(a, b), _| {
+                    let gate = gate.clone();
+                    async move {
+                        if a == 0 {
+                            gate.acquire().await.unwrap().forget();
+                        }
+                        Ok(Sum(a + b))
+                    }
+                },
+                Some(|_: &(), Add(a, _): &Add| Some(crate::SyncKey::new(a.to_string()))),
+            )
+            .build();
+        bus.register(service).await.unwrap();
+    }
+
     fn offer(bus: &Bus, timeout: Option<Duration>) -> Inline<Add, BoxFuture<'static, Outcome>> {
+        offer_add(bus, timeout, Add(2, 3))
+    }
+
+    fn offer_add(
+        bus: &Bus,
+        timeout: Option<Duration>,
+        add: Add,
+    ) -> Inline<Add, BoxFuture<'static, Outcome>> {
         let mut envelope = bus
             .envelope(
                 Kind::Request,
@@ -344,7 +371,7 @@ mod tests {
             )
             .unwrap();
         envelope.timeout = timeout;
-        bus.call_inline(envelope, Add(2, 3))
+        bus.call_inline(envelope, add)
     }
 
     #[tokio::test]
@@ -379,6 +406,42 @@ mod tests {
             (sum.0, counting.0.load(std::sync::atomic::Ordering::SeqCst)),
             (2, 1)
         );
+        bus.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn a_keyed_call_is_answered_inline_only_while_its_key_is_free() {
+        let bus = Bus::embedded();
+        let gate = std::sync::Arc::new(tokio::sync::Semaphore::new(0));
+        keyed_calc(&bus, gate.clone()).await;
+        assert!(matches!(
+            offer_add(&bus, None, Add(1, 2)),
+            Inline::Replied(Ok(Sum(3)))
+        ));
+        // Key 0's handler waits at the gate, in a task of its own.
+        let Inline::Waiting(waiting) = offer_add(&bus, None, Add(0, 4)) else {
+            panic!("the handler at the gate should wait");
+        };
+        // Its key is held: a newcomer on it must queue, the general way;
+        // another key is free.
+        assert!(matches!(
+            offer_add(&bus, None, Add(0, 5)),
+            Inline::Declined(Add(0, 5), _)
+        ));
+        assert!(matches!(
+            offer_add(&bus, None, Add(2, 2)),
+            Inline::Replied(Ok(Sum(4)))
+        ));
+        let queued = tokio::spawn(bus.call(Add(0, 6)));
+        gate.add_permits(2);
+        let first = waiting.await.unwrap().decode::<Sum>().unwrap();
+        assert_eq!((first.0, queued.await.unwrap().unwrap().0), (4, 6));
+        // Once the key is let go, its calls are inline again.
+        gate.add_permits(1);
+        assert!(matches!(
+            offer_add(&bus, None, Add(0, 7)),
+            Inline::Replied(Ok(Sum(7)))
+        ));
         bus.shutdown().await;
     }
 }

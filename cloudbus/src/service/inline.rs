@@ -15,8 +15,8 @@ use tokio::sync::oneshot;
 
 use super::context::Handling;
 use super::entry::{Traced, handled};
-use super::sync::Ticket;
-use super::{Context, Handler, ReplyTarget, Responder, TypeStats};
+use super::sync::{Held, Ticket};
+use super::{Context, Handler, ReplyTarget, Responder, SyncKey, TypeStats};
 use crate::{Body, Bus, Envelope, ErrorCode, Request};
 
 /// What became of a typed request offered to the inline path.
@@ -36,9 +36,12 @@ pub(crate) type Answered = oneshot::Receiver<Result<Body, ErrorCode>>;
 /// A request handler's entry, typed by its request: what lets a caller
 /// that knows `R` skip the type erasure.
 pub(crate) trait InlineRequest<R: Request>: Send + Sync {
+    /// The handler's sync key for `req`.
+    fn sync_key(&self, req: &R) -> Option<SyncKey>;
+
     /// Runs the handler on the calling task as far as it goes without
-    /// waiting. The message is admitted (`ticket`) and untraced; it never
-    /// declines.
+    /// waiting. The message is admitted (`ticket`), holds its sync key if
+    /// it has one (`held`), and is untraced; it never declines.
     fn call(
         self: Arc<Self>,
         bus: &Bus,
@@ -46,6 +49,7 @@ pub(crate) trait InlineRequest<R: Request>: Send + Sync {
         req: R,
         handling: Handling,
         ticket: Ticket,
+        held: Option<Held<'_>>,
     ) -> Inline<R, Answered>;
 }
 
@@ -57,6 +61,10 @@ pub(crate) struct TypedRequest<S, R> {
 }
 
 impl<S: Handler<R>, R: Request> InlineRequest<R> for TypedRequest<S, R> {
+    fn sync_key(&self, req: &R) -> Option<SyncKey> {
+        self.service.sync_key(req)
+    }
+
     fn call(
         self: Arc<Self>,
         bus: &Bus,
@@ -64,25 +72,41 @@ impl<S: Handler<R>, R: Request> InlineRequest<R> for TypedRequest<S, R> {
         req: R,
         handling: Handling,
         ticket: Ticket,
+        held: Option<Held<'_>>,
     ) -> Inline<R, Answered> {
         let ctx = Context::new(bus.clone(), envelope.clone());
         let mut run = Box::pin(handling.scope(async move {
             handled(&*self.service, req, ctx, &self.stats, Traced(false)).await
         }));
-        if let Some(outcome) = (&mut run).now_or_never() {
-            drop(ticket);
+        let ready = match &held {
+            Some(held) => held.poll(|| (&mut run).now_or_never()),
+            None => (&mut run).now_or_never(),
+        };
+        if let Some(outcome) = ready {
+            match held {
+                Some(held) => held.finished(ticket),
+                None => drop(ticket),
+            }
             return Inline::Replied(outcome);
         }
-        // It waits: it goes on in a task of its own, so that a caller
-        // that stops waiting never cancels it.
+        // It waits: it goes on in a task of its own (then its key's next
+        // jobs), so that a caller that stops waiting never cancels it.
         let (tx, rx) = oneshot::channel();
         let responder =
             Responder::new(bus.clone(), &envelope, ReplyTarget::Local(tx)).with_style(R::STYLE);
-        tokio::spawn(async move {
+        let answering = async move {
             let outcome = run.await;
             responder.answer(outcome.map(Body::new)).await;
-            drop(ticket);
-        });
+        };
+        match held {
+            Some(held) => held.go_on(Box::pin(answering), ticket),
+            None => {
+                tokio::spawn(async move {
+                    answering.await;
+                    drop(ticket);
+                });
+            }
+        }
         Inline::Waiting(rx)
     }
 }

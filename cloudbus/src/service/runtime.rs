@@ -140,22 +140,22 @@ impl ServiceRuntime {
 
     /// Handles a typed request on the caller's task (see `inline`), or
     /// declines it, untouched, for the general path: when the handler is
-    /// not a plain request handler of `R`, may have a sync key, is traced,
-    /// or the service is closing or has no free permit.
+    /// not a plain request handler of `R`, is traced, or would have to
+    /// wait (the service closing or full, its sync key held).
     pub(crate) fn call_inline<R: Request>(
         &self,
         bus: &Bus,
         envelope: Envelope,
         req: R,
     ) -> Inline<R, Answered> {
-        let Some(registered) = self.handlers.get(R::TYPE) else {
-            return Inline::Declined(req, envelope);
-        };
-        let typed = match &registered.typed {
-            Some(typed) if !registered.keyed => typed.downcast_ref::<Arc<dyn InlineRequest<R>>>(),
-            _ => None,
-        };
-        let Some(typed) = typed else {
+        let typed = self.handlers.get(R::TYPE).and_then(|registered| {
+            let typed = registered.typed.as_ref()?;
+            Some((
+                registered,
+                typed.downcast_ref::<Arc<dyn InlineRequest<R>>>()?,
+            ))
+        });
+        let Some((registered, typed)) = typed else {
             return Inline::Declined(req, envelope);
         };
         // As in `deliver_now`: counted before the closing check.
@@ -165,8 +165,30 @@ impl ServiceRuntime {
         {
             return Inline::Declined(req, envelope);
         }
+        // A keyed handler's message takes its place among the admitted,
+        // a permit, and its key, as `launch` and `SyncQueues::submit` do.
+        let key = if registered.keyed {
+            typed.sync_key(&req)
+        } else {
+            None
+        };
+        let admitted = if registered.keyed {
+            match self.admission.clone().try_acquire_owned() {
+                Ok(admitted) => Some(admitted),
+                Err(_) => return Inline::Declined(req, envelope),
+            }
+        } else {
+            None
+        };
         let Ok(permit) = self.permits.clone().try_acquire_owned() else {
             return Inline::Declined(req, envelope);
+        };
+        let held = match &key {
+            Some(key) => match self.sync.try_hold(key, &self.permits) {
+                Some(held) => Some(held),
+                None => return Inline::Declined(req, envelope),
+            },
+            None => None,
         };
         registered.stats.record_from(
             envelope
@@ -175,10 +197,10 @@ impl ServiceRuntime {
                 .unwrap_or(""),
         );
         let handling = super::context::Handling::new(self.shared_name.clone(), &envelope);
-        let ticket = Ticket::new(None, in_flight).running(permit);
+        let ticket = Ticket::new(admitted, in_flight).running(permit);
         typed
             .clone()
-            .call(bus, Arc::new(envelope), req, handling, ticket)
+            .call(bus, Arc::new(envelope), req, handling, ticket, held)
     }
 
     /// Waits for room in the service (its backpressure), then delivers.

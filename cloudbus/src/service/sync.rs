@@ -207,6 +207,29 @@ impl SyncQueues {
         }
     }
 
+    /// Holds `key` for a job to be polled on the calling task, if the key
+    /// is free this instant; `None` if the job would have to queue (or
+    /// look again), which [`submit`](Self::submit) does. The job's
+    /// concurrency permit must be taken already.
+    pub(crate) fn try_hold<'a>(
+        &'a self,
+        key: &SyncKey,
+        permits: &'a Arc<Permits>,
+    ) -> Option<Held<'a>> {
+        if key.level() != 1 || POLLING.get() {
+            return None;
+        }
+        let id = self.id_of(key.key());
+        let slot = &self.shared.slots[slot_of(id)];
+        slot.compare_exchange(FREE, id + POLLED, Ordering::Acquire, Ordering::Relaxed)
+            .ok()?;
+        Some(Held {
+            shared: &self.shared,
+            permits,
+            id,
+        })
+    }
+
     fn id_of(&self, key: &str) -> KeyId {
         (self.hasher.hash_one(key) | 1) & !POLLED
     }
@@ -221,28 +244,16 @@ impl SyncQueues {
         };
         let (mut run, ticket) = job;
         let ticket = ticket.running(permit);
-        let was_polling = POLLING.replace(true);
-        let done = (&mut run).now_or_never().is_some();
-        POLLING.set(was_polling);
-        if done {
-            let next = self.shared.release(id, true);
-            drop(ticket);
-            if let Some(next) = next {
-                tokio::spawn(run_chain(self.shared.clone(), permits.clone(), id, next));
-            }
-            return;
+        let held = Held {
+            shared: &self.shared,
+            permits,
+            id,
+        };
+        if held.poll(|| (&mut run).now_or_never()).is_some() {
+            held.finished(ticket);
+        } else {
+            held.go_on(run, ticket);
         }
-        // It waits: it goes on in a task of its own, then its key's next.
-        self.shared.stopped_polling(id);
-        let (shared, permits) = (self.shared.clone(), permits.clone());
-        tokio::spawn(async move {
-            run.await;
-            let next = shared.release(id, false);
-            drop(ticket);
-            if let Some(next) = next {
-                run_chain(shared, permits, id, next).await;
-            }
-        });
     }
 
     /// How many keys have messages running or waiting.
@@ -252,6 +263,53 @@ impl SyncQueues {
         let held = self.shared.slots.iter();
         let held = held.filter(|slot| slot.load(Ordering::Acquire) & 1 == 1);
         table.queues.len() + held.count()
+    }
+}
+
+/// A key held by a job polled on the calling task. It must end one way:
+/// [`finished`](Self::finished) or [`go_on`](Self::go_on).
+#[must_use = "a held key must be let go"]
+pub(crate) struct Held<'a> {
+    shared: &'a Arc<Shared>,
+    permits: &'a Arc<Permits>,
+    id: KeyId,
+}
+
+impl Held<'_> {
+    /// Polls the job (with `poll`) as a keyed job polled inline: a
+    /// message it sends must not wait for a key it may hold itself.
+    pub(crate) fn poll<T>(&self, poll: impl FnOnce() -> T) -> T {
+        let was_polling = POLLING.replace(true);
+        let polled = poll();
+        POLLING.set(was_polling);
+        polled
+    }
+
+    /// The job ended within its poll: the key goes to its next job (in a
+    /// task), or is let go; then `ticket`.
+    pub(crate) fn finished(self, ticket: Ticket) {
+        let next = self.shared.release(self.id, true);
+        drop(ticket);
+        if let Some(next) = next {
+            let (shared, permits) = (self.shared.clone(), self.permits.clone());
+            tokio::spawn(run_chain(shared, permits, self.id, next));
+        }
+    }
+
+    /// The job waits: it goes on in a task of its own, then its key's
+    /// next jobs.
+    pub(crate) fn go_on(self, run: BoxFuture<'static, ()>, ticket: Ticket) {
+        let id = self.id;
+        self.shared.stopped_polling(id);
+        let (shared, permits) = (self.shared.clone(), self.permits.clone());
+        tokio::spawn(async move {
+            run.await;
+            let next = shared.release(id, false);
+            drop(ticket);
+            if let Some(next) = next {
+                run_chain(shared, permits, id, next).await;
+            }
+        });
     }
 }
 
