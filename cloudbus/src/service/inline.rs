@@ -11,11 +11,13 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 
 use futures::FutureExt;
+use futures::future::BoxFuture;
 use tokio::sync::oneshot;
 
 use super::context::Handling;
 use super::entry::{Traced, handled};
-use super::sync::{Held, Ticket};
+use super::permits::Permit;
+use super::sync::{KeyedJob, Ticket};
 use super::{Context, Handler, ReplyTarget, Responder, SyncKey, TypeStats};
 use crate::{Body, Bus, Envelope, ErrorCode, Request};
 
@@ -40,17 +42,27 @@ pub(crate) trait InlineRequest<R: Request>: Send + Sync {
     fn sync_key(&self, req: &R) -> Option<SyncKey>;
 
     /// Runs the handler on the calling task as far as it goes without
-    /// waiting. The message is admitted (`ticket`), holds its sync key if
-    /// it has one (`held`), and is untraced; it never declines.
+    /// waiting, or queues it behind its sync key if the key is held. The
+    /// message is admitted and untraced; it never declines.
     fn call(
         self: Arc<Self>,
         bus: &Bus,
         envelope: Arc<Envelope>,
         req: R,
         handling: Handling,
-        ticket: Ticket,
-        held: Option<Held<'_>>,
+        admitted: Admitted<'_>,
     ) -> Inline<R, Answered>;
+}
+
+/// What a message taken on the inline path holds.
+pub(crate) struct Admitted<'a> {
+    /// Its place in flight (and among the admitted, if keyed).
+    pub(crate) ticket: Ticket,
+    /// A concurrency permit to run now.
+    pub(crate) permit: Permit,
+    /// Its sync key, if it has one: held only just before the handler is
+    /// polled, so that the key is held no longer than the handler runs.
+    pub(crate) key: Option<KeyedJob<'a>>,
 }
 
 /// The typed entry of a [`Handler`], with its message type's statistics.
@@ -71,13 +83,32 @@ impl<S: Handler<R>, R: Request> InlineRequest<R> for TypedRequest<S, R> {
         envelope: Arc<Envelope>,
         req: R,
         handling: Handling,
-        ticket: Ticket,
-        held: Option<Held<'_>>,
+        admitted: Admitted<'_>,
     ) -> Inline<R, Answered> {
         let ctx = Context::new(bus.clone(), envelope.clone());
         let mut run = Box::pin(handling.scope(async move {
             handled(&*self.service, req, ctx, &self.stats, Traced(false)).await
         }));
+        let Admitted {
+            ticket,
+            permit,
+            key,
+        } = admitted;
+        let held = match key.as_ref().map(KeyedJob::try_hold) {
+            Some(Some(held)) => Some(held),
+            Some(None) => {
+                // Its key is held: it queues, and takes a permit when its
+                // turn comes.
+                drop(permit);
+                let (answering, answered) = answering::<R>(bus, &envelope, run);
+                if let Some(key) = key {
+                    key.submit(answering, ticket);
+                }
+                return Inline::Waiting(answered);
+            }
+            None => None,
+        };
+        let ticket = ticket.running(permit);
         let ready = match &held {
             Some(held) => held.poll(|| (&mut run).now_or_never()),
             None => (&mut run).now_or_never(),
@@ -91,15 +122,9 @@ impl<S: Handler<R>, R: Request> InlineRequest<R> for TypedRequest<S, R> {
         }
         // It waits: it goes on in a task of its own (then its key's next
         // jobs), so that a caller that stops waiting never cancels it.
-        let (tx, rx) = oneshot::channel();
-        let responder =
-            Responder::new(bus.clone(), &envelope, ReplyTarget::Local(tx)).with_style(R::STYLE);
-        let answering = async move {
-            let outcome = run.await;
-            responder.answer(outcome.map(Body::new)).await;
-        };
+        let (answering, answered) = answering::<R>(bus, &envelope, run);
         match held {
-            Some(held) => held.go_on(Box::pin(answering), ticket),
+            Some(held) => held.go_on(answering, ticket),
             None => {
                 tokio::spawn(async move {
                     answering.await;
@@ -107,6 +132,23 @@ impl<S: Handler<R>, R: Request> InlineRequest<R> for TypedRequest<S, R> {
                 });
             }
         }
-        Inline::Waiting(rx)
+        Inline::Waiting(answered)
     }
+}
+
+/// The handler's future `run` made to answer its caller through a channel,
+/// the way a handler that cannot answer at once does.
+fn answering<R: Request>(
+    bus: &Bus,
+    envelope: &Envelope,
+    run: impl Future<Output = Result<R::Reply, ErrorCode>> + Send + 'static,
+) -> (BoxFuture<'static, ()>, Answered) {
+    let (tx, rx) = oneshot::channel();
+    let responder =
+        Responder::new(bus.clone(), envelope, ReplyTarget::Local(tx)).with_style(R::STYLE);
+    let answering = Box::pin(async move {
+        let outcome = run.await;
+        responder.answer(outcome.map(Body::new)).await;
+    });
+    (answering, rx)
 }

@@ -12,7 +12,7 @@ use tracing::Instrument;
 
 use super::entry::{Delivery, HandlerEntry};
 use super::in_flight::{InFlight, InFlightGuard};
-use super::inline::{Answered, Inline, InlineRequest};
+use super::inline::{Admitted, Answered, Inline, InlineRequest};
 use super::permits::{Permit, Permits};
 use super::sync::{SyncQueues, Ticket};
 use super::{ReplyTarget, Responder, Service, TypeStatistics, TypeStats};
@@ -140,8 +140,8 @@ impl ServiceRuntime {
 
     /// Handles a typed request on the caller's task (see `inline`), or
     /// declines it, untouched, for the general path: when the handler is
-    /// not a plain request handler of `R`, is traced, or would have to
-    /// wait (the service closing or full, its sync key held).
+    /// not a plain request handler of `R`, is traced, or the service is
+    /// closing or full. (One whose sync key is held queues behind it.)
     pub(crate) fn call_inline<R: Request>(
         &self,
         bus: &Bus,
@@ -183,13 +183,6 @@ impl ServiceRuntime {
         let Ok(permit) = self.permits.clone().try_acquire_owned() else {
             return Inline::Declined(req, envelope);
         };
-        let held = match &key {
-            Some(key) => match self.sync.try_hold(key, &self.permits) {
-                Some(held) => Some(held),
-                None => return Inline::Declined(req, envelope),
-            },
-            None => None,
-        };
         registered.stats.record_from(
             envelope
                 .headers
@@ -197,10 +190,14 @@ impl ServiceRuntime {
                 .unwrap_or(""),
         );
         let handling = super::context::Handling::new(self.shared_name.clone(), &envelope);
-        let ticket = Ticket::new(admitted, in_flight).running(permit);
+        let admitted = Admitted {
+            ticket: Ticket::new(admitted, in_flight),
+            permit,
+            key: key.map(|key| self.sync.keyed(key, &self.permits)),
+        };
         typed
             .clone()
-            .call(bus, Arc::new(envelope), req, handling, ticket, held)
+            .call(bus, Arc::new(envelope), req, handling, admitted)
     }
 
     /// Waits for room in the service (its backpressure), then delivers.

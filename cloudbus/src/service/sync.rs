@@ -207,27 +207,14 @@ impl SyncQueues {
         }
     }
 
-    /// Holds `key` for a job to be polled on the calling task, if the key
-    /// is free this instant; `None` if the job would have to queue (or
-    /// look again), which [`submit`](Self::submit) does. The job's
-    /// concurrency permit must be taken already.
-    pub(crate) fn try_hold<'a>(
-        &'a self,
-        key: &SyncKey,
-        permits: &'a Arc<Permits>,
-    ) -> Option<Held<'a>> {
-        if key.level() != 1 || POLLING.get() {
-            return None;
-        }
-        let id = self.id_of(key.key());
-        let slot = &self.shared.slots[slot_of(id)];
-        slot.compare_exchange(FREE, id + POLLED, Ordering::Acquire, Ordering::Relaxed)
-            .ok()?;
-        Some(Held {
-            shared: &self.shared,
+    /// A job's key with what it needs to be held or queued, for a job
+    /// built before it knows which (see `inline`).
+    pub(crate) fn keyed<'a>(&'a self, key: SyncKey, permits: &'a Arc<Permits>) -> KeyedJob<'a> {
+        KeyedJob {
+            queues: self,
             permits,
-            id,
-        })
+            key,
+        }
     }
 
     fn id_of(&self, key: &str) -> KeyId {
@@ -263,6 +250,52 @@ impl SyncQueues {
         let held = self.shared.slots.iter();
         let held = held.filter(|slot| slot.load(Ordering::Acquire) & 1 == 1);
         table.queues.len() + held.count()
+    }
+}
+
+/// A job's sync key, on its way to being held or queued.
+pub(crate) struct KeyedJob<'a> {
+    queues: &'a SyncQueues,
+    permits: &'a Arc<Permits>,
+    key: SyncKey,
+}
+
+impl<'a> KeyedJob<'a> {
+    /// Holds the key for the job, to be polled on the calling task with
+    /// its permit taken already, if the key is free or about to be (like
+    /// [`submit`](SyncQueues::submit), it looks again a few times at a
+    /// key being polled on another thread); `None` if the job would have
+    /// to queue.
+    pub(crate) fn try_hold(&self) -> Option<Held<'a>> {
+        if self.key.level() != 1 || POLLING.get() {
+            return None;
+        }
+        let id = self.queues.id_of(self.key.key());
+        let slot = &self.queues.shared.slots[slot_of(id)];
+        let mut looks = 0;
+        loop {
+            match slot.compare_exchange(FREE, id + POLLED, Ordering::Acquire, Ordering::Relaxed) {
+                Ok(_) => break,
+                Err(word) if word == id + POLLED && looks < LOOKS => {
+                    back_off(looks);
+                    looks += 1;
+                }
+                Err(_) => return None,
+            }
+        }
+        Some(Held {
+            shared: &self.queues.shared,
+            permits: self.permits,
+            id,
+        })
+    }
+
+    /// Queues the job behind its key, or runs it if the key has room
+    /// after all ([`submit`](SyncQueues::submit), polled here first).
+    /// `ticket` holds no concurrency permit: the job takes one to run.
+    pub(crate) fn submit(self, run: BoxFuture<'static, ()>, ticket: Ticket) {
+        self.queues
+            .submit(self.key, run, ticket, self.permits, true);
     }
 }
 
