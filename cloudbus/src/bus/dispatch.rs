@@ -8,9 +8,9 @@ use std::sync::Arc;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
-use super::Bus;
 use super::call::Addressing;
 use super::routing::{self, Situation};
+use super::{Bus, Services};
 use crate::address::{Destination, ServiceAddress};
 use crate::service::{Delivery, ReplyTarget, ServiceRuntime};
 use crate::{Body, Envelope, ErrorCode, Kind, MessageId, NodeId};
@@ -92,31 +92,35 @@ impl Bus {
     /// `cloudbus` service only to receive its replies: a built-in request
     /// it sends to no node in particular goes to a member, never to itself.
     pub(super) fn resolve(&self, service: &str, node: Option<NodeId>) -> Result<Target, ErrorCode> {
-        self.resolve_with(service, node, &|service: &str| {
+        self.resolve_with(service, node, || self.service(service), &|service: &str| {
             self.inner.members.pick(service)
         })
     }
 
-    /// The service on this node that a message for `service` (on `node`)
-    /// goes to, if it goes to one here. Unlike [`resolve`](Self::resolve),
-    /// it takes no turn among the other nodes that run it.
-    pub(super) fn resolve_here(
+    /// The service among `services` (the registered ones) that a message
+    /// for `service` (on `node`) goes to, if it goes to one on this node.
+    /// Unlike [`resolve`](Self::resolve), it takes no turn among the other
+    /// nodes that run it, and borrows the runtime rather than share it.
+    pub(super) fn resolve_here<'a>(
         &self,
+        services: &'a Services,
         service: &str,
         node: Option<NodeId>,
-    ) -> Option<Arc<ServiceRuntime>> {
-        match self.resolve_with(service, node, &|_: &str| None) {
-            Ok(Target::Local(runtime)) => Some(runtime),
+    ) -> Option<&'a ServiceRuntime> {
+        let local = || services.get(service).map(|runtime| &**runtime);
+        match self.resolve_with(service, node, local, &|_: &str| None) {
+            Ok(routing::Target::Local(runtime)) => Some(runtime),
             _ => None,
         }
     }
 
-    fn resolve_with(
+    fn resolve_with<L>(
         &self,
         service: &str,
         node: Option<NodeId>,
+        local: impl FnOnce() -> Option<L>,
         pick: &impl Fn(&str) -> Option<NodeId>,
-    ) -> Result<Target, ErrorCode> {
+    ) -> Result<routing::Target<L>, ErrorCode> {
         let members = &self.inner.members;
         let observer_builtin = !members.config.member
             && node.is_none()
@@ -135,11 +139,7 @@ impl Bus {
                 here: self.inner.node,
                 transport: self.inner.transport.is_some(),
                 local_shortcut: self.inner.config.local_shortcut,
-                local: if observer_builtin {
-                    None
-                } else {
-                    self.service(service)
-                },
+                local: if observer_builtin { None } else { local() },
                 departed: &|node| members.departed(node),
                 pick,
             },

@@ -63,6 +63,9 @@ pub(crate) struct Config {
     pub(crate) subscription_capacity: usize,
 }
 
+/// The services registered on a node, by name.
+type Services = hashbrown::HashMap<String, Arc<ServiceRuntime>>;
+
 pub(crate) struct BusInner {
     name: String,
     node: NodeId,
@@ -70,7 +73,7 @@ pub(crate) struct BusInner {
     config: Config,
     /// Registered services; read lock-free on every message, and hashed
     /// with foldhash (the names are the program's own, not a sender's).
-    services: ArcSwap<hashbrown::HashMap<String, Arc<ServiceRuntime>>>,
+    services: ArcSwap<Services>,
     /// Serializes registrations (rare), never taken on the message path.
     registry: tokio::sync::Mutex<()>,
     subscribers: Subscribers,

@@ -178,7 +178,9 @@ impl Bus {
         {
             return Inline::Declined(req, envelope);
         }
-        let Some(runtime) = self.resolve_here(envelope.service_name(), envelope.target) else {
+        let services = self.inner.services.load();
+        let Some(runtime) = self.resolve_here(&services, envelope.service_name(), envelope.target)
+        else {
             return Inline::Declined(req, envelope);
         };
         match runtime.call_inline(self, envelope, req) {

@@ -23,12 +23,41 @@ tokio::task_local! {
 /// what it sends carries both. One task-local, set where the handler's
 /// future is built, so that it costs no allocation of its own.
 pub(crate) struct Handling {
-    service: Arc<str>,
+    service: ServiceName,
     context: Option<Arc<Headers>>,
 }
 
+/// A service's name as its handlers' tasks keep it: copied when it is
+/// static (the usual case), so that no reference count is touched by both
+/// cores on every message; shared otherwise.
+#[derive(Clone)]
+pub(crate) enum ServiceName {
+    Static(&'static str),
+    Shared(Arc<str>),
+}
+
+impl ServiceName {
+    pub(crate) fn new(name: std::borrow::Cow<'static, str>) -> Self {
+        match name {
+            std::borrow::Cow::Borrowed(name) => ServiceName::Static(name),
+            std::borrow::Cow::Owned(name) => ServiceName::Shared(Arc::from(name)),
+        }
+    }
+}
+
+impl std::ops::Deref for ServiceName {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        match self {
+            ServiceName::Static(name) => name,
+            ServiceName::Shared(name) => name,
+        }
+    }
+}
+
 impl Handling {
-    pub(crate) fn new(service: Arc<str>, envelope: &Envelope) -> Self {
+    pub(crate) fn new(service: ServiceName, envelope: &Envelope) -> Self {
         Self {
             service,
             context: task_context_of(envelope),

@@ -10,6 +10,7 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
+use super::context::ServiceName;
 use super::entry::{Delivery, HandlerEntry};
 use super::in_flight::{InFlight, InFlightGuard};
 use super::inline::{Admitted, Answered, Inline, InlineRequest};
@@ -25,7 +26,7 @@ use crate::{Bus, Envelope, ErrorCode, Request};
 pub(crate) struct ServiceRuntime {
     name: Cow<'static, str>,
     /// The name again, for the task-local that marks what handlers send.
-    shared_name: Arc<str>,
+    shared_name: ServiceName,
     /// By message type, hashed with foldhash: looked up for every message.
     handlers: hashbrown::HashMap<&'static str, Registered>,
     /// Handlers running at once: the concurrency limit.
@@ -46,7 +47,7 @@ pub(crate) struct ServiceRuntime {
 impl ServiceRuntime {
     pub(crate) fn new(service: Service) -> Self {
         Self {
-            shared_name: Arc::from(&*service.name),
+            shared_name: ServiceName::new(service.name.clone()),
             name: service.name,
             handlers: service
                 .handlers
