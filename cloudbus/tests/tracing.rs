@@ -153,3 +153,52 @@ async fn each_handled_message_has_a_span_and_the_trace_follows_the_call_across_n
     let failed = find("echo", "echo.FAILED");
     assert_eq!(failed["traceparent"], "");
 }
+
+#[tokio::test]
+async fn an_in_process_call_is_traced_where_it_is_handled_even_when_sends_are_not() {
+    // Listening to handling spans only: the sends are untraced, so the
+    // calls take the typed path on the caller's task, and their handling
+    // must be traced there all the same.
+    use tracing_subscriber::Layer as _;
+    let spans = Spans::default();
+    let only_handling = tracing_subscriber::filter::filter_fn(|m| m.name() == "handle");
+    let layer = spans.clone().with_filter(only_handling);
+    let _guard = tracing::subscriber::set_default(Registry::default().with(layer));
+    let bus = Bus::embedded();
+    bus.register(
+        Service::builder("echo", ())
+            .on_request(|req: Echo, _| async move {
+                if req.text == "fail" {
+                    return Err(ErrorCode::new("echo.FAILED", "asked to"));
+                }
+                Ok(EchoReply {
+                    text: req.text,
+                    node: String::new(),
+                })
+            })
+            .build(),
+    )
+    .await
+    .unwrap();
+    bus.call(Echo { text: "hi".into() }).await.unwrap();
+    let err = bus
+        .call(Echo {
+            text: "fail".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), "echo.FAILED");
+    bus.shutdown().await;
+
+    let closed = spans.closed.lock().unwrap().clone();
+    let mut outcomes: Vec<_> = closed
+        .iter()
+        .filter(|s| s["service"] == "echo")
+        .map(|s| {
+            assert!(s["duration_us"].parse::<u64>().is_ok(), "{s:?}");
+            s["outcome"].clone()
+        })
+        .collect();
+    outcomes.sort();
+    assert_eq!(outcomes, ["echo.FAILED", "ok"], "{closed:#?}");
+}

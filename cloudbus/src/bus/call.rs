@@ -243,10 +243,12 @@ impl<R: Request> Call<R> {
             };
         envelope.id = self.id;
         envelope.timeout = Some(timeout);
+        // Made once: a traced call goes the general way, in this span.
+        let span = crate::trace_context::sending_span(&envelope, self.bus.inner.node);
         let (request, envelope) = match R::STYLE {
             // Only the general path registers a cancellable call's id, and
             // publishes a non-blocking API's answer.
-            ReplyStyle::Reply if !self.cancellable => {
+            ReplyStyle::Reply if !self.cancellable && span.is_disabled() => {
                 match self.bus.call_inline(envelope, request) {
                     Inline::Replied(outcome) => return Started::Replied(outcome),
                     Inline::Waiting(waiting) => return Started::Waiting(waiting),
@@ -256,9 +258,10 @@ impl<R: Request> Call<R> {
             _ => (request, envelope),
         };
         let api_event = (R::STYLE == ReplyStyle::ApiEvent).then_some(Cow::Borrowed(R::Reply::TYPE));
+        let cancellable = self.cancellable;
         match self
             .bus
-            .request(envelope, Body::new(request), api_event, self.cancellable)
+            .request_spanned(envelope, Body::new(request), api_event, cancellable, span)
         {
             Requested::Answered(outcome) => {
                 Started::Replied(outcome.and_then(Body::decode::<R::Reply>))

@@ -76,6 +76,18 @@ impl Bus {
         cancellable: bool,
     ) -> Requested {
         let span = crate::trace_context::sending_span(&envelope, self.inner.node);
+        self.request_spanned(envelope, body, api_event, cancellable, span)
+    }
+
+    /// [`request`](Self::request) with its sending span made already.
+    pub(super) fn request_spanned(
+        &self,
+        envelope: Envelope,
+        body: Body,
+        api_event: Option<Cow<'static, str>>,
+        cancellable: bool,
+        span: tracing::Span,
+    ) -> Requested {
         if span.is_disabled() {
             return self.hand_over(envelope, body, api_event, cancellable, &span);
         }
@@ -161,7 +173,8 @@ impl Bus {
     /// on the caller's task without type erasure (see
     /// `ServiceRuntime::call_inline`); gives it back untouched, for
     /// [`request`](Self::request), whenever the general path must take it:
-    /// interceptors to run, a traced send, another node, a zero timeout.
+    /// interceptors to run, another node, a zero timeout. (A traced send
+    /// is not offered: its span wraps the general path.)
     pub(crate) fn call_inline<R: Request>(
         &self,
         envelope: Envelope,
@@ -174,7 +187,6 @@ impl Bus {
             || timeout.is_zero()
             || self.check_open().is_err()
             || envelope.check_wire_limits().is_err()
-            || !crate::trace_context::sending_span(&envelope, self.inner.node).is_disabled()
         {
             return Inline::Declined(req, envelope);
         }

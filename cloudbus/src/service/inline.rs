@@ -13,6 +13,7 @@ use std::sync::Arc;
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use tokio::sync::oneshot;
+use tracing::Instrument as _;
 
 use super::context::Handling;
 use super::entry::{Traced, handled};
@@ -43,7 +44,7 @@ pub(crate) trait InlineRequest<R: Request>: Send + Sync {
 
     /// Runs the handler on the calling task as far as it goes without
     /// waiting, or queues it behind its sync key if the key is held. The
-    /// message is admitted and untraced; it never declines.
+    /// message is admitted; it never declines.
     fn call(
         self: Arc<Self>,
         bus: &Bus,
@@ -63,6 +64,8 @@ pub(crate) struct Admitted<'a> {
     /// Its sync key, if it has one: held only just before the handler is
     /// polled, so that the key is held no longer than the handler runs.
     pub(crate) key: Option<KeyedJob<'a>>,
+    /// Its handling span (disabled unless someone listens).
+    pub(crate) span: tracing::Span,
 }
 
 /// The typed entry of a [`Handler`], with its message type's statistics.
@@ -85,15 +88,17 @@ impl<S: Handler<R>, R: Request> InlineRequest<R> for TypedRequest<S, R> {
         handling: Handling,
         admitted: Admitted<'_>,
     ) -> Inline<R, Answered> {
-        let ctx = Context::new(bus.clone(), envelope.clone());
-        let mut run = Box::pin(handling.scope(async move {
-            handled(&*self.service, req, ctx, &self.stats, Traced(false)).await
-        }));
         let Admitted {
             ticket,
             permit,
             key,
+            span,
         } = admitted;
+        let ctx = Context::new(bus.clone(), envelope.clone());
+        let traced = Traced(!span.is_disabled());
+        let run = handling
+            .scope(async move { handled(&*self.service, req, ctx, &self.stats, traced).await });
+        let mut run = Box::pin(run.instrument(span));
         let held = match key.as_ref().map(KeyedJob::try_hold) {
             Some(Some(held)) => Some(held),
             Some(None) => {

@@ -141,8 +141,8 @@ impl ServiceRuntime {
 
     /// Handles a typed request on the caller's task (see `inline`), or
     /// declines it, untouched, for the general path: when the handler is
-    /// not a plain request handler of `R`, is traced, or the service is
-    /// closing or full. (One whose sync key is held queues behind it.)
+    /// not a plain request handler of `R`, or the service is closing or
+    /// full. (One whose sync key is held queues behind it.)
     pub(crate) fn call_inline<R: Request>(
         &self,
         bus: &Bus,
@@ -161,9 +161,7 @@ impl ServiceRuntime {
         };
         // As in `deliver_now`: counted before the closing check.
         let in_flight = self.in_flight.enter();
-        if self.closing.load(Ordering::SeqCst)
-            || !handling_span(bus, &self.name, &envelope).is_disabled()
-        {
+        if self.closing.load(Ordering::SeqCst) {
             return Inline::Declined(req, envelope);
         }
         // A keyed handler's message takes its place among the admitted,
@@ -195,6 +193,7 @@ impl ServiceRuntime {
             ticket: Ticket::new(admitted, in_flight),
             permit,
             key: key.map(|key| self.sync.keyed(key, &self.permits)),
+            span: handling_span(bus, &self.name, &envelope),
         };
         typed
             .clone()
