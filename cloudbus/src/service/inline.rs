@@ -98,7 +98,13 @@ impl<S: Handler<R>, R: Request> InlineRequest<R> for TypedRequest<S, R> {
         let traced = Traced(!span.is_disabled());
         let run = handling
             .scope(async move { handled(&*self.service, req, ctx, &self.stats, traced).await });
-        let mut run = Box::pin(run.instrument(span));
+        // Only a span someone listens to wraps the handler (and makes its
+        // box larger): entering and leaving even a disabled one costs.
+        let mut run: BoxFuture<'static, Result<R::Reply, ErrorCode>> = if traced.0 {
+            Box::pin(run.instrument(span))
+        } else {
+            Box::pin(run)
+        };
         let held = match key.as_ref().map(KeyedJob::try_hold) {
             Some(Some(held)) => Some(held),
             Some(None) => {
