@@ -166,31 +166,21 @@ impl SyncQueues {
         } else {
             None
         };
-        let held = if permit.is_some() { id + POLLED } else { id };
-        let nested = POLLING.get();
+        let mut newcomer = Newcomer {
+            id,
+            level,
+            held: if permit.is_some() { id + POLLED } else { id },
+            looks: 0,
+            nested: POLLING.get(),
+        };
         let slot = &self.shared.slots[slot_of(id)];
-        let mut looks = 0;
-        if level == 1 {
-            loop {
-                match slot.compare_exchange(FREE, held, Ordering::Acquire, Ordering::Relaxed) {
-                    Ok(_) => return self.run(id, (run, ticket), permit, permits),
-                    // Its own key, being polled on another thread: it ends
-                    // soon, most likely.
-                    Err(word) if word == id + POLLED && looks < LOOKS && !nested => {
-                        back_off(looks);
-                        looks += 1;
-                    }
-                    Err(_) => break,
-                }
-            }
+        if level == 1 && newcomer.take_slot(slot) {
+            return self.run(id, (run, ticket), permit, permits);
         }
         let mut table = self.shared.lock();
         let mut job = (run, ticket);
         loop {
-            match self
-                .shared
-                .enter(&mut table, id, level, held, looks, nested, job)
-            {
+            match self.shared.enter(&mut table, &newcomer, job) {
                 Entered::Runs(ready) => {
                     drop(table);
                     return self.run(id, ready, permit, permits);
@@ -198,8 +188,7 @@ impl SyncQueues {
                 Entered::Waits => return,
                 Entered::LookAgain(back) => {
                     drop(table);
-                    back_off(looks);
-                    looks += 1;
+                    newcomer.look_again();
                     job = back;
                     table = self.shared.lock();
                 }
@@ -271,17 +260,15 @@ impl<'a> KeyedJob<'a> {
             return None;
         }
         let id = self.queues.id_of(self.key.key());
-        let slot = &self.queues.shared.slots[slot_of(id)];
-        let mut looks = 0;
-        loop {
-            match slot.compare_exchange(FREE, id + POLLED, Ordering::Acquire, Ordering::Relaxed) {
-                Ok(_) => break,
-                Err(word) if word == id + POLLED && looks < LOOKS => {
-                    back_off(looks);
-                    looks += 1;
-                }
-                Err(_) => return None,
-            }
+        let mut newcomer = Newcomer {
+            id,
+            level: 1,
+            held: id + POLLED,
+            looks: 0,
+            nested: false,
+        };
+        if !newcomer.take_slot(&self.queues.shared.slots[slot_of(id)]) {
+            return None;
         }
         Some(Held {
             shared: &self.queues.shared,
@@ -346,6 +333,48 @@ impl Held<'_> {
     }
 }
 
+/// A job arriving at its key, as the queues see it.
+struct Newcomer {
+    id: KeyId,
+    level: usize,
+    /// Its slot word while it holds the key: its id, plus [`POLLED`] if
+    /// it is to be polled on the calling task.
+    held: u64,
+    /// How many times it has looked again.
+    looks: u32,
+    /// Whether it comes from inside a keyed job polled on this thread,
+    /// which may hold the very key it would wait for.
+    nested: bool,
+}
+
+impl Newcomer {
+    /// Whether it may look again at a key about to be let go, rather
+    /// than queue.
+    fn may_look_again(&self) -> bool {
+        self.looks < LOOKS && !self.nested
+    }
+
+    fn look_again(&mut self) {
+        back_off(self.looks);
+        self.looks += 1;
+    }
+
+    /// Takes its key's `slot` if it is free, looking again while its key
+    /// is polled on another thread (it ends soon, most likely); `false`
+    /// if the key must go through the table.
+    fn take_slot(&mut self, slot: &AtomicU64) -> bool {
+        loop {
+            match slot.compare_exchange(FREE, self.held, Ordering::Acquire, Ordering::Relaxed) {
+                Ok(_) => return true,
+                Err(word) if word == self.id + POLLED && self.may_look_again() => {
+                    self.look_again();
+                }
+                Err(_) => return false,
+            }
+        }
+    }
+}
+
 /// Where a newcomer stands once the table has its key.
 enum Entered {
     /// It holds the key (in the table) and may run.
@@ -362,20 +391,13 @@ impl Shared {
         self.table.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Puts the key `id` in the table (its slot first, with whichever key
-    /// held it there), and takes a place in it for `job` if there is room,
-    /// else queues it.
-    #[allow(clippy::too_many_arguments)]
-    fn enter(
-        &self,
-        table: &mut Table,
-        id: KeyId,
-        level: usize,
-        held: u64,
-        looks: u32,
-        nested: bool,
-        job: Job,
-    ) -> Entered {
+    /// Puts the newcomer's key in the table (its slot first, with whichever
+    /// key held it there), and takes a place in it for `job` if there is
+    /// room, else queues it.
+    fn enter(&self, table: &mut Table, newcomer: &Newcomer, job: Job) -> Entered {
+        let &Newcomer {
+            id, level, held, ..
+        } = newcomer;
         let slot = &self.slots[slot_of(id)];
         // Without the lock, a slot's word changes only from a key's id to
         // FREE (its holder done), from FREE to an id, or from an id with
@@ -397,7 +419,7 @@ impl Shared {
         match table.queues.find_mut(id, |queue| queue.id == id) {
             Some(queue) if queue.running >= level => {
                 let brief = queue.waiting.is_empty() && queue.polling > 0;
-                if brief && looks < LOOKS && !nested {
+                if brief && newcomer.may_look_again() {
                     return Entered::LookAgain(job);
                 }
                 queue.waiting.push_back(job);
