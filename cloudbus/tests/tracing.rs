@@ -92,21 +92,7 @@ async fn each_handled_message_has_a_span_and_the_trace_follows_the_call_across_n
             .unwrap(),
     );
     a.register(Service::new("front", Front)).await.unwrap();
-    b.register(
-        Service::builder("echo", ())
-            .on_request(|req: Echo, _| async move {
-                if req.text == "fail" {
-                    return Err(ErrorCode::new("echo.FAILED", "asked to"));
-                }
-                Ok(EchoReply {
-                    text: req.text,
-                    node: String::new(),
-                })
-            })
-            .build(),
-    )
-    .await
-    .unwrap();
+    b.register(echo_failing_on_request()).await.unwrap();
     a.wait_for_cluster(std::time::Duration::from_secs(10), |v| {
         v.nodes_with("echo").count() == 1
     })
@@ -154,6 +140,21 @@ async fn each_handled_message_has_a_span_and_the_trace_follows_the_call_across_n
     assert_eq!(failed["traceparent"], "");
 }
 
+/// Echoes, and fails a request whose text is "fail".
+fn echo_failing_on_request() -> Service {
+    Service::builder("echo", ())
+        .on_request(|req: Echo, _| async move {
+            if req.text == "fail" {
+                return Err(ErrorCode::new("echo.FAILED", "asked to"));
+            }
+            Ok(EchoReply {
+                text: req.text,
+                node: String::new(),
+            })
+        })
+        .build()
+}
+
 #[tokio::test]
 async fn an_in_process_call_is_traced_where_it_is_handled_even_when_sends_are_not() {
     // Listening to handling spans only: the sends are untraced, so the
@@ -165,21 +166,7 @@ async fn an_in_process_call_is_traced_where_it_is_handled_even_when_sends_are_no
     let layer = spans.clone().with_filter(only_handling);
     let _guard = tracing::subscriber::set_default(Registry::default().with(layer));
     let bus = Bus::embedded();
-    bus.register(
-        Service::builder("echo", ())
-            .on_request(|req: Echo, _| async move {
-                if req.text == "fail" {
-                    return Err(ErrorCode::new("echo.FAILED", "asked to"));
-                }
-                Ok(EchoReply {
-                    text: req.text,
-                    node: String::new(),
-                })
-            })
-            .build(),
-    )
-    .await
-    .unwrap();
+    bus.register(echo_failing_on_request()).await.unwrap();
     bus.call(Echo { text: "hi".into() }).await.unwrap();
     let err = bus
         .call(Echo {
