@@ -3,7 +3,7 @@
 use std::borrow::Cow;
 use std::future::{Future, IntoFuture};
 use std::pin::Pin;
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
@@ -225,9 +225,9 @@ impl CancelHandle {
 impl<R: Request> Call<R> {
     /// Hands the request over: typed to a handler on this node when it can
     /// take it so (see [`Bus::call_inline`]), else as a [`Body`].
-    fn start(&mut self) -> Started<R> {
+    fn start(&mut self) -> Requested<Result<R::Reply, ErrorCode>> {
         let Some(request) = self.request.take() else {
-            return Started::Replied(Err(ErrorCode::internal("call polled after it ended")));
+            return Requested::Answered(Err(ErrorCode::internal("call polled after it ended")));
         };
         let timeout = self
             .timeout
@@ -239,7 +239,7 @@ impl<R: Request> Call<R> {
                 .envelope(Kind::Request, R::TYPE.into(), R::service().into(), to)
             {
                 Ok(envelope) => envelope,
-                Err(error) => return Started::Replied(Err(error)),
+                Err(error) => return Requested::Answered(Err(error)),
             };
         envelope.id = self.id;
         envelope.timeout = Some(timeout);
@@ -250,31 +250,25 @@ impl<R: Request> Call<R> {
             // publishes a non-blocking API's answer.
             ReplyStyle::Reply if !self.cancellable && span.is_disabled() => {
                 match self.bus.call_inline(envelope, request) {
-                    Inline::Replied(outcome) => return Started::Replied(outcome),
-                    Inline::Waiting(waiting) => return Started::Waiting(waiting),
+                    Inline::Replied(outcome) => return Requested::Answered(outcome),
+                    Inline::Waiting(waiting) => return Requested::Waiting(waiting),
                     Inline::Declined(request, envelope) => (request, envelope),
                 }
             }
             _ => (request, envelope),
         };
         let api_event = (R::STYLE == ReplyStyle::ApiEvent).then_some(Cow::Borrowed(R::Reply::TYPE));
-        let cancellable = self.cancellable;
-        match self
-            .bus
-            .request_spanned(envelope, Body::new(request), api_event, cancellable, span)
-        {
-            Requested::Answered(outcome) => {
-                Started::Replied(outcome.and_then(Body::decode::<R::Reply>))
-            }
-            Requested::Waiting(waiting) => Started::Waiting(waiting),
+        let body = Body::new(request);
+        match (self.bus).request_spanned(envelope, body, api_event, self.cancellable, span) {
+            Requested::Answered(outcome) => Requested::Answered(decoded::<R>(outcome)),
+            Requested::Waiting(waiting) => Requested::Waiting(waiting),
         }
     }
 }
 
-/// A call just handed over: answered already, typed, or waiting.
-enum Started<R: Request> {
-    Replied(Result<R::Reply, ErrorCode>),
-    Waiting(BoxFuture<'static, Result<Body, ErrorCode>>),
+/// The typed reply in an answer that came as a body.
+fn decoded<R: Request>(outcome: Result<Body, ErrorCode>) -> Result<R::Reply, ErrorCode> {
+    outcome.and_then(Body::decode::<R::Reply>)
 }
 
 impl<R: Request> Unpin for Call<R> {}
@@ -284,19 +278,10 @@ impl<R: Request> Future for Call<R> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
-        let waiting = match &mut this.running {
-            Some(waiting) => waiting,
-            None => {
-                ready!(super::request::cooperate(cx));
-                match this.start() {
-                    Started::Replied(outcome) => return Poll::Ready(outcome),
-                    Started::Waiting(waiting) => this.running.insert(waiting),
-                }
-            }
-        };
-        let outcome = ready!(waiting.as_mut().poll(cx));
-        this.running = None;
-        Poll::Ready(outcome.and_then(Body::decode::<R::Reply>))
+        let mut running = this.running.take();
+        let polled = Requested::poll(&mut running, cx, || this.start(), decoded::<R>);
+        this.running = running;
+        polled
     }
 }
 

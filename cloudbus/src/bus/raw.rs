@@ -105,7 +105,7 @@ impl std::future::Future for RawCall {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
         let mut running = this.running.take();
-        let polled = Requested::poll(&mut running, cx, || this.start());
+        let polled = Requested::poll(&mut running, cx, || this.start(), |outcome| outcome);
         this.running = running;
         let outcome = ready!(polled);
         Poll::Ready(outcome.and_then(|body| body.to_json()))

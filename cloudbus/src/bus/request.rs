@@ -23,20 +23,24 @@ use crate::{Body, Envelope, ErrorCode, Request};
 
 type Outcome = Result<Body, ErrorCode>;
 
-/// A request handed over: already answered, or waiting for its answer.
-pub(crate) enum Requested {
-    Answered(Outcome),
+/// A request handed over: already answered (with what its caller gets,
+/// `T`: the body, or the typed reply of a call handled by type), or
+/// waiting for its answer.
+pub(crate) enum Requested<T = Outcome> {
+    Answered(T),
     Waiting(BoxFuture<'static, Outcome>),
 }
 
-impl Requested {
+impl<T> Requested<T> {
     /// Polls a request future whose state is `running`: the first poll
-    /// hands the request over with `start`, later ones wait for the answer.
+    /// hands the request over with `start`, later ones wait for the answer,
+    /// which `finish` turns into what the caller gets.
     pub(super) fn poll(
         running: &mut Option<BoxFuture<'static, Outcome>>,
         cx: &mut Context<'_>,
-        start: impl FnOnce() -> Requested,
-    ) -> Poll<Outcome> {
+        start: impl FnOnce() -> Requested<T>,
+        finish: impl FnOnce(Outcome) -> T,
+    ) -> Poll<T> {
         let waiting = match running {
             Some(waiting) => waiting,
             None => {
@@ -49,7 +53,7 @@ impl Requested {
         };
         let outcome = std::task::ready!(waiting.as_mut().poll(cx));
         *running = None;
-        Poll::Ready(outcome)
+        Poll::Ready(finish(outcome))
     }
 }
 

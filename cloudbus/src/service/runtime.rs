@@ -166,34 +166,23 @@ impl ServiceRuntime {
         }
         // A keyed handler's message takes its place among the admitted,
         // a permit, and its key, as `launch` and `SyncQueues::submit` do.
-        let key = if registered.keyed {
-            typed.sync_key(&req)
+        let (key, admitted) = if registered.keyed {
+            let Ok(admitted) = self.admission.clone().try_acquire_owned() else {
+                return Inline::Declined(req, envelope);
+            };
+            (typed.sync_key(&req), Some(admitted))
         } else {
-            None
-        };
-        let admitted = if registered.keyed {
-            match self.admission.clone().try_acquire_owned() {
-                Ok(admitted) => Some(admitted),
-                Err(_) => return Inline::Declined(req, envelope),
-            }
-        } else {
-            None
+            (None, None)
         };
         let Ok(permit) = self.permits.clone().try_acquire_owned() else {
             return Inline::Declined(req, envelope);
         };
-        registered.stats.record_from(
-            envelope
-                .headers
-                .get(super::context::FROM_SERVICE)
-                .unwrap_or(""),
-        );
-        let handling = super::context::Handling::new(self.shared_name.clone(), &envelope);
+        let (handling, span) = self.begin(bus, &registered.stats, &envelope);
         let admitted = Admitted {
             ticket: Ticket::new(admitted, in_flight),
             permit,
             key: key.map(|key| self.sync.keyed(key, &self.permits)),
-            span: handling_span(bus, &self.name, &envelope),
+            span,
         };
         typed
             .clone()
@@ -253,15 +242,7 @@ impl ServiceRuntime {
         // A caller in this process waits for the answer anyway: its own
         // task runs the handler as far as it goes without waiting.
         let inline = matches!(delivery.reply, ReplyTarget::Local(_));
-        stats.record_from(
-            delivery
-                .envelope
-                .headers
-                .get(super::context::FROM_SERVICE)
-                .unwrap_or(""),
-        );
-        let handling = super::context::Handling::new(self.shared_name.clone(), &delivery.envelope);
-        let span = handling_span(bus, &self.name, &delivery.envelope);
+        let (handling, span) = self.begin(bus, stats, &delivery.envelope);
         let traced = super::entry::Traced(!span.is_disabled());
         let Some(job) = entry.prepare(bus, delivery, stats.clone(), handling, traced) else {
             return;
@@ -289,6 +270,21 @@ impl ServiceRuntime {
                 }
             },
         }
+    }
+
+    /// What every handled message starts with, on either path: who sent
+    /// it is counted, and its handling (the task-local its handler's sends
+    /// inherit) and its span are made.
+    fn begin(
+        &self,
+        bus: &Bus,
+        stats: &TypeStats,
+        envelope: &Envelope,
+    ) -> (super::context::Handling, tracing::Span) {
+        let from = envelope.headers.get(super::context::FROM_SERVICE);
+        stats.record_from(from.unwrap_or(""));
+        let handling = super::context::Handling::new(self.shared_name.clone(), envelope);
+        (handling, handling_span(bus, &self.name, envelope))
     }
 
     /// Hands the events of the service's subscriptions (one stream, in
