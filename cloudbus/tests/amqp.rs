@@ -402,6 +402,24 @@ async fn bad_input_from_the_wire_gets_an_error_reply_and_the_consumer_goes_on() 
     let (_, body) = raw.reply().await;
     assert_eq!(body["error"]["code"], codes::UNKNOWN_MESSAGE);
 
+    // AMQP strings are bytes: one that is not UTF-8 (the protocol wants
+    // UTF-8) must not cost the node its connection.
+    let (id, props) = raw.request("echo.Echo");
+    let mut headers = props.headers().clone().unwrap();
+    headers.insert(
+        "x-binary".into(),
+        lapin::types::AMQPValue::LongString(b"\xff\xfe not utf-8".to_vec().into()),
+    );
+    raw.publish(
+        &key,
+        br#"{"text": "binary header"}"#,
+        props.with_headers(headers),
+    )
+    .await;
+    let (correlation, body) = raw.reply().await;
+    assert_eq!(correlation, id.to_string());
+    assert_eq!(body["reply"]["text"], "binary header", "{body}");
+
     // A reply nobody asked for, sent to b's node queue: counted, dropped.
     let (_, props) = raw.request("echo.EchoReply");
     let mut headers = props.headers().clone().unwrap();

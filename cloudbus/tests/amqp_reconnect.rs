@@ -317,10 +317,10 @@ async fn a_silently_stalled_link_is_noticed_by_heartbeats_and_replaced() {
     let name = unique_bus("stall");
     let _cleanup = delete_bus_on_panic(&name);
     let proxy = Proxy::start(broker_addr()).await;
-    // AMQP heartbeats every second: a link that stops moving bytes is
-    // declared lost after a couple of missed beats.
+    // AMQP heartbeats every 2 s (the shortest the client takes): a link
+    // that stops moving bytes is declared lost after two missed beats.
     let proxied = format!(
-        "amqp://guest:guest@127.0.0.1:{}/%2f?heartbeat=1",
+        "amqp://guest:guest@127.0.0.1:{}/%2f?heartbeat=2",
         proxy.port()
     );
     let transport = AmqpTransport::with_config(

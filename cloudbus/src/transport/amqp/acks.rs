@@ -1,8 +1,10 @@
 //! Batched acknowledgements for one consumer.
 //!
 //! Acking each delivery and waiting for it before taking the next one
-//! serializes a consumer on the round trip to lapin's I/O thread: at 64 in
-//! flight that halved the bus's throughput. Instead, a consumer records
+//! serializes a consumer on the hand-off to the connection's writer (with
+//! lapin, whose I/O thread this was, it halved the bus's throughput at 64
+//! in flight), and one ack per delivery costs the broker more than one
+//! per burst. Instead, a consumer records
 //! what it has handed over, and one `basic.ack` with `multiple` covers every
 //! delivery handed over since the last one. At most one ack is on its way
 //! at a time, so under load each ack covers a burst, and at low load each
@@ -20,13 +22,15 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use amqprs::channel::{BasicAckArguments, Channel, ConsumerMessage};
 use futures::task::noop_waker_ref;
-use futures::{FutureExt, StreamExt};
-use lapin::message::Delivery;
-use lapin::options::BasicAckOptions;
-use lapin::{Channel, Consumer};
+use tokio::sync::mpsc::UnboundedReceiver;
+use tokio::sync::mpsc::error::TryRecvError;
 
-type Sending = Pin<Box<dyn Future<Output = lapin::Result<()>> + Send>>;
+/// What a consumer receives.
+pub(crate) type Deliveries = UnboundedReceiver<ConsumerMessage>;
+
+type Sending = Pin<Box<dyn Future<Output = Result<(), amqprs::error::Error>> + Send>>;
 
 /// The acknowledgements of one consumer's channel.
 pub(crate) struct Acks {
@@ -75,22 +79,22 @@ impl Acks {
     }
 
     /// The next delivery, sending acks for what was handed over meanwhile.
-    pub(crate) async fn next(
-        &mut self,
-        consumer: &mut Consumer,
-    ) -> Option<lapin::Result<Delivery>> {
+    /// `None` once the consumer is cancelled or its channel is gone.
+    pub(crate) async fn next(&mut self, consumer: &mut Deliveries) -> Option<ConsumerMessage> {
         loop {
             if self.due_count >= self.force_at {
                 self.start();
             }
-            if let Some(delivery) = consumer.next().now_or_never() {
-                return delivery;
+            match consumer.try_recv() {
+                Ok(delivery) => return Some(delivery),
+                Err(TryRecvError::Disconnected) => return None,
+                Err(TryRecvError::Empty) => {}
             }
             self.start();
             tokio::select! {
                 biased;
                 () = Self::sent(&mut self.sending, &self.queue) => {}
-                delivery = consumer.next() => return delivery,
+                delivery = consumer.recv() => return delivery,
             }
         }
     }
@@ -118,11 +122,8 @@ impl Acks {
         };
         self.due_count = 0;
         let channel = self.channel.clone();
-        let mut ack: Sending = Box::pin(async move {
-            channel
-                .basic_ack(tag, BasicAckOptions { multiple: true })
-                .await
-        });
+        let mut ack: Sending =
+            Box::pin(async move { channel.basic_ack(BasicAckArguments::new(tag, true)).await });
         // The first poll puts the ack on the wire; later ones only learn
         // that it was written.
         match ack

@@ -6,9 +6,8 @@
 use std::borrow::Cow;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use amqprs::{BasicProperties, FieldName, FieldTable, FieldValue};
 use bytes::Bytes;
-use lapin::BasicProperties;
-use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 
 use crate::transport::WireMessage;
 use crate::{Envelope, ErrorCode, Headers, Kind, MessageId, NodeId};
@@ -24,57 +23,74 @@ pub(crate) const API_ID: &str = "cb-api-id";
 /// 2^31-1 ms, about 24 days).
 const MAX_EXPIRATION_MS: u128 = i32::MAX as u128;
 
-/// The AMQP properties of a message with this envelope.
-pub(crate) fn properties(envelope: &Envelope) -> BasicProperties {
-    let mut headers = FieldTable::default();
-    headers.insert(KIND.into(), string(envelope.kind.as_str()));
-    headers.insert(SOURCE.into(), owned(envelope.source.to_string()));
+/// AMQP short strings (property values, header names, routing keys) hold
+/// at most 255 bytes.
+const SHORT_MAX: usize = 255;
+
+/// A short string, or why it cannot be one.
+pub(crate) fn short(what: &str, value: &str) -> Result<(), ErrorCode> {
+    if value.len() > SHORT_MAX {
+        return Err(ErrorCode::invalid(format!(
+            "{what} `{}…` is {} bytes long; AMQP allows at most {SHORT_MAX}",
+            value.chars().take(32).collect::<String>(),
+            value.len()
+        )));
+    }
+    Ok(())
+}
+
+fn name(key: &str) -> Result<FieldName, ErrorCode> {
+    short("the header name", key)?;
+    Ok(FieldName::try_from(key).expect("checked length"))
+}
+
+/// The AMQP properties of a message with this envelope; an error for what
+/// AMQP cannot carry (a name over 255 bytes).
+pub(crate) fn properties(envelope: &Envelope) -> Result<BasicProperties, ErrorCode> {
+    short("the message type", &envelope.type_name)?;
+    let mut headers = FieldTable::new();
+    headers.insert(name(KIND)?, envelope.kind.as_str().into());
+    headers.insert(name(SOURCE)?, envelope.source.to_string().into());
     if let Some(api) = envelope.api_id {
-        headers.insert(API_ID.into(), owned(api.to_string()));
+        headers.insert(name(API_ID)?, api.to_string().into());
     }
     for (key, value) in envelope.headers.iter() {
-        headers.insert(key.into(), string(value));
+        headers.insert(name(key)?, value.into());
     }
     let timestamp = envelope
         .created_at
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
-    let mut props = BasicProperties::default()
-        .with_message_id(ShortString::from(envelope.id.to_string()))
-        .with_type(ShortString::from(envelope.type_name.as_ref()))
-        .with_content_type(CONTENT_TYPE.into())
+    let mut props = BasicProperties::default();
+    props
+        .with_message_id(&envelope.id.to_string())
+        .with_message_type(&envelope.type_name)
+        .with_content_type(CONTENT_TYPE)
         .with_timestamp(timestamp);
     if let Some(reply_to) = &envelope.reply_to {
-        props = props.with_reply_to(reply_to.as_str().into());
+        short("reply_to", reply_to)?;
+        props.with_reply_to(reply_to);
     }
     if let Some(correlation) = envelope.correlation_id {
-        props = props.with_correlation_id(correlation.to_string().into());
+        props.with_correlation_id(&correlation.to_string());
     }
     if envelope.kind == Kind::Request
         && let Some(timeout) = envelope.timeout
     {
         let total = timeout.as_millis();
         headers.insert(
-            TIMEOUT_MS.into(),
-            AMQPValue::LongLongInt(total.min(i64::MAX as u128) as i64),
+            name(TIMEOUT_MS)?,
+            FieldValue::l(total.min(i64::MAX as u128) as i64),
         );
         let elapsed = envelope.created_at.elapsed().unwrap_or_default();
         let remaining = timeout.saturating_sub(elapsed).as_millis().max(1);
         if remaining <= MAX_EXPIRATION_MS {
-            props = props.with_expiration(remaining.to_string().into());
+            props.with_expiration(&remaining.to_string());
         }
     }
-    props.with_headers(headers)
-}
-
-fn string(s: &str) -> AMQPValue {
-    AMQPValue::LongString(LongString::from(s))
-}
-
-/// A string header from a `String` the caller no longer needs, uncopied.
-fn owned(s: String) -> AMQPValue {
-    AMQPValue::LongString(LongString::from(s))
+    props.with_headers(headers);
+    Ok(props)
 }
 
 /// A message that could not be taken apart: why, and where the error
@@ -86,23 +102,57 @@ pub(crate) struct Rejected {
     pub(crate) reply: Option<(String, MessageId)>,
 }
 
+/// The protocol's own headers of a message, picked out in one pass, and
+/// the application headers beside them.
+#[derive(Default)]
+struct Picked<'a> {
+    kind: Option<&'a str>,
+    source: Option<&'a str>,
+    api_id: Option<&'a str>,
+    timeout: Option<&'a FieldValue>,
+    application: Headers,
+}
+
+fn pick(headers: Option<&FieldTable>) -> Picked<'_> {
+    let mut picked = Picked::default();
+    for (key, value) in headers.map(|h| h.as_ref().iter()).into_iter().flatten() {
+        let key: &String = key.as_ref();
+        let key = key.as_str();
+        match key {
+            KIND => picked.kind = text(value),
+            SOURCE => picked.source = text(value),
+            API_ID => picked.api_id = text(value),
+            TIMEOUT_MS => picked.timeout = Some(value),
+            _ if key.starts_with("cb-") => {}
+            _ => {
+                let value = match value {
+                    FieldValue::S(s) => AsRef::<String>::as_ref(s).clone(),
+                    other => match integer(other) {
+                        Some(n) => n.to_string(),
+                        None => continue,
+                    },
+                };
+                picked.application.insert(key, value);
+            }
+        }
+    }
+    picked
+}
+
 /// Reads a delivered message. `max_body` bounds the body's size.
 pub(crate) fn decode(
     props: &BasicProperties,
     data: Vec<u8>,
     max_body: usize,
 ) -> Result<WireMessage, Box<Rejected>> {
-    let headers = props.headers().as_ref();
-    let kind = header_str(headers, KIND).map(str::parse::<Kind>);
-    let id = props
-        .message_id()
-        .as_ref()
-        .map(|id| id.as_str().parse::<MessageId>());
-    let reply_to = props.reply_to().as_ref().map(|r| r.to_string());
+    let picked = pick(props.headers());
+    let kind = picked.kind.map(str::parse::<Kind>);
+    let id = props.message_id().map(|id| id.parse::<MessageId>());
+    let reply_to = props.reply_to();
     // Whatever names a reply_to and an id is answered, unless it says it
     // is something that is never answered.
     let unanswered = matches!(kind, Some(Ok(Kind::Message | Kind::Reply | Kind::Event)));
-    let reply = match (&id, &reply_to) {
+    let reply = match (&id, reply_to) {
         (Some(Ok(id)), Some(reply_to)) if !unanswered => Some((reply_to.clone(), *id)),
         _ => None,
     };
@@ -122,14 +172,13 @@ pub(crate) fn decode(
         .and_then(|id| id)
         .map_err(&reject)?;
     let type_name = props
-        .kind()
-        .as_ref()
-        .map(|t| t.as_str())
+        .message_type()
+        .map(String::as_str)
         .filter(|t| !t.is_empty())
         .ok_or_else(|| missing("type", "property"))
         .map_err(&reject)?;
     if let Some(content_type) = props.content_type() {
-        let essence = content_type.as_str().split(';').next().unwrap_or("").trim();
+        let essence = content_type.split(';').next().unwrap_or("").trim();
         if !essence.eq_ignore_ascii_case(CONTENT_TYPE) {
             return Err(reject(ErrorCode::malformed(format!(
                 "content_type is `{content_type}`, expected `{CONTENT_TYPE}`"
@@ -142,27 +191,28 @@ pub(crate) fn decode(
             data.len()
         ))));
     }
-    let source = header_str(headers, SOURCE)
+    let source = picked
+        .source
         .ok_or_else(|| missing(SOURCE, "header"))
         .and_then(str::parse::<NodeId>)
         .map_err(&reject)?;
 
     let mut envelope = Envelope::new(kind, Cow::Owned(type_name.to_string()), source);
     envelope.id = id;
-    envelope.reply_to = reply_to;
+    envelope.reply_to = reply_to.cloned();
     if let Some(ts) = props.timestamp() {
         // A timestamp beyond what the clock can hold counts as "now".
         envelope.created_at = UNIX_EPOCH
-            .checked_add(Duration::from_secs(*ts))
+            .checked_add(Duration::from_secs(ts))
             .unwrap_or_else(SystemTime::now);
     }
     if let Some(correlation) = props.correlation_id() {
-        envelope.correlation_id = Some(correlation.as_str().parse().map_err(&reject)?);
+        envelope.correlation_id = Some(correlation.parse().map_err(&reject)?);
     }
-    if let Some(api) = header_str(headers, API_ID) {
+    if let Some(api) = picked.api_id {
         envelope.api_id = Some(api.parse().map_err(&reject)?);
     }
-    if let Some(value) = headers.and_then(|h| h.inner().get(TIMEOUT_MS)) {
+    if let Some(value) = picked.timeout {
         let ms = integer(value)
             .filter(|ms| *ms >= 0)
             .ok_or_else(|| {
@@ -173,7 +223,7 @@ pub(crate) fn decode(
             .map_err(&reject)?;
         envelope.timeout = Some(Duration::from_millis(ms as u64));
     }
-    envelope.headers = application_headers(headers);
+    envelope.headers = picked.application;
     // A timestamp from a skewed clock must not make a message look ancient.
     if envelope.created_at > SystemTime::now() {
         envelope.created_at = SystemTime::now();
@@ -188,48 +238,26 @@ fn missing(name: &str, what: &str) -> ErrorCode {
     ErrorCode::malformed(format!("the {what} `{name}` is missing"))
 }
 
-fn header_str<'a>(headers: Option<&'a FieldTable>, key: &str) -> Option<&'a str> {
-    match headers?.inner().get(key)? {
-        AMQPValue::LongString(s) => std::str::from_utf8(s.as_bytes()).ok(),
-        AMQPValue::ShortString(s) => Some(s.as_str()),
+fn text(value: &FieldValue) -> Option<&str> {
+    match value {
+        FieldValue::S(s) => Some(AsRef::<String>::as_ref(s).as_str()),
         _ => None,
     }
 }
 
 /// An AMQP integer of any width (clients differ in what they send).
-fn integer(value: &AMQPValue) -> Option<i64> {
+fn integer(value: &FieldValue) -> Option<i64> {
     Some(match value {
-        AMQPValue::ShortShortInt(v) => i64::from(*v),
-        AMQPValue::ShortShortUInt(v) => i64::from(*v),
-        AMQPValue::ShortInt(v) => i64::from(*v),
-        AMQPValue::ShortUInt(v) => i64::from(*v),
-        AMQPValue::LongInt(v) => i64::from(*v),
-        AMQPValue::LongUInt(v) => i64::from(*v),
-        AMQPValue::LongLongInt(v) => *v,
-        AMQPValue::Timestamp(v) => i64::try_from(*v).ok()?,
+        FieldValue::b(v) => i64::from(*v),
+        FieldValue::B(v) => i64::from(*v),
+        FieldValue::s(v) => i64::from(*v),
+        FieldValue::u(v) => i64::from(*v),
+        FieldValue::I(v) => i64::from(*v),
+        FieldValue::i(v) => i64::from(*v),
+        FieldValue::l(v) => *v,
+        FieldValue::T(v) => i64::try_from(*v).ok()?,
         _ => return None,
     })
-}
-
-/// Every string header that is not one of the protocol's own.
-fn application_headers(headers: Option<&FieldTable>) -> Headers {
-    let mut out = Headers::default();
-    for (key, value) in headers.map(|h| h.inner().iter()).into_iter().flatten() {
-        let key = key.as_str();
-        if key.starts_with("cb-") {
-            continue;
-        }
-        let value = match value {
-            AMQPValue::LongString(s) => String::from_utf8_lossy(s.as_bytes()).into_owned(),
-            AMQPValue::ShortString(s) => s.to_string(),
-            other => match integer(other) {
-                Some(n) => n.to_string(),
-                None => continue,
-            },
-        };
-        out.insert(key, value);
-    }
-    out
 }
 
 #[cfg(test)]
@@ -244,21 +272,26 @@ mod tests {
         envelope
     }
 
+    fn with(props: &BasicProperties, change: impl FnOnce(&mut BasicProperties)) -> BasicProperties {
+        let mut props = props.clone();
+        change(&mut props);
+        props
+    }
+
+    fn with_header(props: &BasicProperties, key: &str, value: FieldValue) -> BasicProperties {
+        let mut headers = props.headers().cloned().unwrap();
+        headers.insert(key.try_into().unwrap(), value);
+        with(props, |p| {
+            p.with_headers(headers);
+        })
+    }
+
     #[test]
     fn a_request_survives_the_round_trip() {
         let sent = request();
-        let props = properties(&sent);
-        assert_eq!(
-            props.content_type().as_ref().unwrap().as_str(),
-            CONTENT_TYPE
-        );
-        let expiration: u64 = props
-            .expiration()
-            .as_ref()
-            .unwrap()
-            .as_str()
-            .parse()
-            .unwrap();
+        let props = properties(&sent).unwrap();
+        assert_eq!(props.content_type().unwrap(), CONTENT_TYPE);
+        let expiration: u64 = props.expiration().unwrap().parse().unwrap();
         assert!(expiration > 4_000 && expiration <= 5_000, "{expiration}");
         let got = decode(&props, b"{}".to_vec(), 1024).unwrap().envelope;
         assert_eq!(got.id, sent.id);
@@ -280,26 +313,42 @@ mod tests {
         let mut reply = Envelope::new(Kind::Reply, "vm.VmStarted", NodeId::random());
         reply.correlation_id = Some(MessageId::random());
         reply.api_id = Some(MessageId::random());
-        let got = decode(&properties(&reply), b"{}".to_vec(), 1024)
-            .unwrap()
-            .envelope;
+        let props = properties(&reply).unwrap();
+        let got = decode(&props, b"{}".to_vec(), 1024).unwrap().envelope;
         assert_eq!(got.correlation_id, reply.correlation_id);
         assert_eq!(got.api_id, reply.api_id);
-        assert!(properties(&reply).expiration().is_none());
+        assert!(props.expiration().is_none());
+    }
+
+    #[test]
+    fn what_amqp_cannot_carry_is_an_error_not_a_panic() {
+        let long = "x".repeat(256);
+        let mut envelope = request();
+        envelope.headers.insert(long.clone(), "v");
+        let error = properties(&envelope).unwrap_err();
+        assert_eq!(error.code(), crate::codes::INVALID_ARGUMENT);
+        assert!(error.description().contains("256 bytes"), "{error}");
+        let mut envelope = request();
+        envelope.type_name = Cow::Owned(format!("vm.{long}"));
+        assert!(properties(&envelope).is_err());
+        let mut envelope = request();
+        envelope.headers.insert("big", long);
+        assert!(
+            properties(&envelope).is_ok(),
+            "header values are long strings"
+        );
     }
 
     #[test]
     fn timeouts_of_any_integer_width_are_read() {
+        let base = properties(&request()).unwrap();
         for value in [
-            AMQPValue::ShortShortUInt(7),
-            AMQPValue::ShortInt(7),
-            AMQPValue::LongUInt(7),
-            AMQPValue::LongLongInt(7),
+            FieldValue::B(7),
+            FieldValue::s(7),
+            FieldValue::i(7),
+            FieldValue::l(7),
         ] {
-            let mut props = properties(&request());
-            let mut headers = props.headers().clone().unwrap();
-            headers.insert(TIMEOUT_MS.into(), value);
-            props = props.with_headers(headers);
+            let props = with_header(&base, TIMEOUT_MS, value);
             let got = decode(&props, Vec::new(), 1024).unwrap().envelope;
             assert_eq!(got.timeout, Some(Duration::from_millis(7)));
         }
@@ -308,22 +357,27 @@ mod tests {
     #[test]
     fn bad_input_is_rejected_with_a_reason_and_an_answer_when_possible() {
         let sent = request();
-        let base = properties(&sent);
-        let with_header = |key: &str, value: AMQPValue| {
-            let mut headers = base.headers().clone().unwrap();
-            headers.insert(key.into(), value);
-            base.clone().with_headers(headers)
-        };
+        let base = properties(&sent).unwrap();
         let cases = [
             (
-                base.clone().with_content_type("text/plain".into()),
+                with(&base, |p| {
+                    p.with_content_type("text/plain");
+                }),
                 "content_type",
             ),
-            (base.clone().with_type("".into()), "`type`"),
-            (with_header(KIND, string("gossip")), "gossip"),
-            (with_header(SOURCE, string("nobody")), "nobody"),
-            (with_header(TIMEOUT_MS, string("soon")), TIMEOUT_MS),
-            (with_header(TIMEOUT_MS, AMQPValue::LongInt(-1)), TIMEOUT_MS),
+            (
+                with(&base, |p| {
+                    p.with_message_type("");
+                }),
+                "`type`",
+            ),
+            (with_header(&base, KIND, "gossip".into()), "gossip"),
+            (with_header(&base, SOURCE, "nobody".into()), "nobody"),
+            (with_header(&base, TIMEOUT_MS, "soon".into()), TIMEOUT_MS),
+            (
+                with_header(&base, TIMEOUT_MS, FieldValue::I(-1)),
+                TIMEOUT_MS,
+            ),
         ];
         for (props, reason) in cases {
             let rejected = decode(&props, b"{}".to_vec(), 1024).unwrap_err();
@@ -342,14 +396,18 @@ mod tests {
         assert!(too_big.error.description().contains("2048 bytes"));
 
         // Without a usable id or kind there is nobody to answer.
-        let no_id = BasicProperties::default().with_headers(base.headers().clone().unwrap());
+        let no_id = BasicProperties::default()
+            .with_headers(base.headers().cloned().unwrap())
+            .finish();
         assert!(
             decode(&no_id, Vec::new(), 1024)
                 .unwrap_err()
                 .reply
                 .is_none()
         );
-        let no_kind = BasicProperties::default().with_message_id(sent.id.to_string().into());
+        let no_kind = BasicProperties::default()
+            .with_message_id(&sent.id.to_string())
+            .finish();
         assert!(
             decode(&no_kind, Vec::new(), 1024)
                 .unwrap_err()
@@ -360,8 +418,9 @@ mod tests {
 
     #[test]
     fn a_charset_parameter_is_fine() {
-        let props =
-            properties(&request()).with_content_type("application/json; charset=utf-8".into());
+        let props = with(&properties(&request()).unwrap(), |p| {
+            p.with_content_type("application/json; charset=utf-8");
+        });
         assert!(decode(&props, b"{}".to_vec(), 1024).is_ok());
     }
 }

@@ -4,17 +4,16 @@
 
 use std::sync::Arc;
 
-use lapin::message::Delivery;
-use lapin::{Channel, Consumer};
+use amqprs::channel::{Channel, ConsumerMessage};
 
-use super::acks::Acks;
+use super::acks::{Acks, Deliveries};
 use super::codec::{self, Rejected};
 use crate::transport::Inbound;
 
 /// Feeds a service queue to the bus until the consumer is cancelled or its
 /// channel closes; acks with this `prefetch`, or none when consumed without.
 pub(crate) async fn service_loop(
-    mut consumer: Consumer,
+    mut consumer: Deliveries,
     channel: Channel,
     prefetch: Option<u16>,
     service: Arc<str>,
@@ -26,11 +25,10 @@ pub(crate) async fn service_loop(
         None => Acks::none(channel, service.clone()),
     };
     while let Some(delivery) = acks.next(&mut consumer).await {
-        let Some(delivery) = usable(delivery, &service) else {
-            break;
+        let Some((tag, props, data)) = usable(delivery) else {
+            continue;
         };
-        let tag = delivery.delivery_tag;
-        match codec::decode(&delivery.properties, delivery.data, max_body) {
+        match codec::decode(&props, data, max_body) {
             Ok(message) => inbound.service_message(service.clone(), message).await,
             Err(rejected) => {
                 tracing::warn!(%service, error = %rejected.error, "malformed message");
@@ -46,7 +44,7 @@ pub(crate) async fn service_loop(
 
 /// Feeds the node's event queue to the bus's subscribers.
 pub(crate) async fn event_loop(
-    mut consumer: Consumer,
+    mut consumer: Deliveries,
     channel: Channel,
     prefetch: u16,
     inbound: Arc<dyn Inbound>,
@@ -54,11 +52,10 @@ pub(crate) async fn event_loop(
 ) {
     let mut acks = Acks::new(channel, Arc::from("events"), prefetch);
     while let Some(delivery) = acks.next(&mut consumer).await {
-        let Some(delivery) = usable(delivery, "events") else {
-            break;
+        let Some((tag, props, data)) = usable(delivery) else {
+            continue;
         };
-        let tag = delivery.delivery_tag;
-        match codec::decode(&delivery.properties, delivery.data, max_body) {
+        match codec::decode(&props, data, max_body) {
             Ok(message) => inbound.event(message).await,
             Err(rejected) => {
                 tracing::warn!(error = %rejected.error, "malformed event");
@@ -72,12 +69,14 @@ pub(crate) async fn event_loop(
     tracing::debug!("event consumer ended");
 }
 
-fn usable(delivery: lapin::Result<Delivery>, queue: &str) -> Option<Delivery> {
-    match delivery {
-        Ok(delivery) => Some(delivery),
-        Err(error) => {
-            tracing::warn!(queue, %error, "consumer stopped");
-            None
-        }
-    }
+/// A delivery's tag, properties and body; `amqprs` always gives all three
+/// for a delivery.
+fn usable(message: ConsumerMessage) -> Option<(u64, amqprs::BasicProperties, Vec<u8>)> {
+    let ConsumerMessage {
+        deliver,
+        basic_properties,
+        content,
+        ..
+    } = message;
+    Some((deliver?.delivery_tag(), basic_properties?, content?))
 }

@@ -2,8 +2,7 @@
 //! stable by a unit test: whatever arrives from the wire, decoding ends in
 //! a message or an error, never a panic.
 
-use lapin::BasicProperties;
-use lapin::types::{AMQPValue, FieldTable, LongString};
+use amqprs::{BasicProperties, FieldTable, FieldValue};
 
 use super::codec::{self, API_ID, KIND, SOURCE, TIMEOUT_MS};
 
@@ -33,33 +32,37 @@ pub fn decode(data: &[u8]) {
             .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
     };
 
-    let mut headers = FieldTable::default();
+    let mut headers = FieldTable::new();
     for (key, value) in [(KIND, kind), (SOURCE, source), (API_ID, api_id)] {
         if let Some(value) = value {
-            headers.insert(key.into(), AMQPValue::LongString(LongString::from(value)));
+            headers.insert(key.try_into().expect("short"), value.into());
         }
     }
     if let Some(ms) = number(8) {
-        headers.insert(TIMEOUT_MS.into(), AMQPValue::LongLongInt(ms as i64));
+        headers.insert(
+            TIMEOUT_MS.try_into().expect("short"),
+            FieldValue::l(ms as i64),
+        );
     }
-    let mut props = BasicProperties::default().with_headers(headers);
+    let mut props = BasicProperties::default();
+    props.with_headers(headers);
     if let Some(t) = type_name {
-        props = props.with_type(t.into());
+        props.with_message_type(&t);
     }
     if let Some(c) = content_type {
-        props = props.with_content_type(c.into());
+        props.with_content_type(&c);
     }
     if let Some(id) = message_id {
-        props = props.with_message_id(id.into());
+        props.with_message_id(&id);
     }
     if let Some(id) = correlation_id {
-        props = props.with_correlation_id(id.into());
+        props.with_correlation_id(&id);
     }
     if let Some(r) = reply_to {
-        props = props.with_reply_to(r.into());
+        props.with_reply_to(&r);
     }
     if let Some(ts) = number(0) {
-        props = props.with_timestamp(ts);
+        props.with_timestamp(ts);
     }
     if let Ok(message) = codec::decode(&props, body, 1 << 16) {
         let _ = crate::message::decode_reply(&message.body);

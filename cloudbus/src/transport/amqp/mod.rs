@@ -1,4 +1,4 @@
-//! The RabbitMQ transport: wire protocol v1 over AMQP 0-9-1 with `lapin`
+//! The RabbitMQ transport: wire protocol v1 over AMQP 0-9-1 with `amqprs`
 //! (see `docs/wire-protocol.md`).
 //!
 //! One connection per node and a fixed set of channels: one that publishes
@@ -19,7 +19,9 @@
 //! ```
 
 mod acks;
+mod channel;
 mod codec;
+mod connect;
 mod consumer;
 #[doc(hidden)]
 pub mod fuzzing;
@@ -32,12 +34,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use amqprs::channel::{BasicPublishArguments, QueueUnbindArguments};
 use arc_swap::ArcSwapOption;
 use bytes::Bytes;
 use futures::future::BoxFuture;
-use lapin::Confirmation;
-use lapin::options::BasicPublishOptions;
-use lapin::types::FieldTable;
 use tokio::sync::Mutex;
 use tokio::task::JoinHandle;
 
@@ -46,26 +46,25 @@ pub use url::redact;
 use super::{Inbound, Transport};
 use crate::address::{Destination, NODE_SERVICE};
 use crate::{Envelope, ErrorCode, Kind, NodeId, codes};
+use channel::{Channel, Confirm, Failure};
 use session::{Session, Wanted};
 use topology::Names;
 
 /// Publishes an event to the BROADCAST exchange, without confirmation.
 async fn publish_event(
-    channel: &lapin::Channel,
+    channel: &Channel,
     exchange: &str,
     envelope: &Envelope,
-    body: &[u8],
-) -> lapin::Result<()> {
+    props: amqprs::BasicProperties,
+    body: Vec<u8>,
+) -> Result<(), Failure> {
     channel
-        .basic_publish(
-            exchange.into(),
-            envelope.type_name.as_ref().into(),
-            BasicPublishOptions::default(),
+        .publish(
+            props,
             body,
-            codec::properties(envelope),
+            BasicPublishArguments::new(exchange, &envelope.type_name),
         )
         .await
-        .map(drop)
 }
 
 /// The URL used when none is given: a local broker with the default user.
@@ -376,7 +375,7 @@ impl AmqpTransport {
     }
 }
 
-fn broker_error(what: &str, error: lapin::Error) -> ErrorCode {
+fn broker_error(what: &str, error: impl std::fmt::Display) -> ErrorCode {
     // The client's own text may echo parts of a URL (a vhost, say).
     ErrorCode::new(
         codes::BROKER_UNAVAILABLE,
@@ -394,6 +393,8 @@ impl Transport for AmqpTransport {
         Box::pin(async move {
             let shared = &self.shared;
             let names = Names::new(bus, node, shared.config.queue_type);
+            codec::short("the event queue name", &names.event_queue())?;
+            codec::short("the node queue name", &names.service_queue(NODE_SERVICE))?;
             let wanted = shared.wanted.lock().await;
             if shared.started.get().is_some() {
                 return Err(ErrorCode::invalid("this AMQP transport is already started"));
@@ -423,6 +424,7 @@ impl Transport for AmqpTransport {
             let mut wanted = shared.wanted.lock().await;
             let session = shared.session()?;
             let names = shared.names()?;
+            codec::short("the queue name", &names.service_queue(service))?;
             session
                 .consume(&shared.config, names, shared.inbound(), service, prefetch)
                 .await
@@ -465,31 +467,27 @@ impl Transport for AmqpTransport {
         Box::pin(async move {
             let session = self.shared.session()?;
             let p2p = self.shared.names()?.p2p.as_str();
-            let mut props = codec::properties(envelope);
+            let mut props = codec::properties(envelope)?;
             if self.shared.config.queue_type == QueueType::Quorum && envelope.kind == Kind::Message
             {
                 // Nobody waits for a plain message: it must outlive a broker
                 // node, as the quorum queue it lands in does.
-                props = props.with_delivery_mode(2);
+                props.with_delivery_mode(2);
             }
             let routing_key = to.routing_key();
             let routing_key = routing_key.as_ref();
+            codec::short("the routing key", routing_key)?;
             if let Destination::ReplyTo(_) = to {
                 // A reply nobody can take (its caller's node is gone) is
                 // simply lost; nothing waits for the broker's word on it.
-                // It is awaited until written, though: lapin sends method
-                // frames (a channel's or the connection's close among
-                // them) ahead of queued publishes, so a handler that ended
-                // before its reply is written could see a graceful stop
-                // close the connection under it.
+                // It is awaited until queued for the wire, ahead of any
+                // close a graceful stop sends after the handler ended.
                 session
                     .fast
-                    .basic_publish(
-                        p2p.into(),
-                        routing_key.into(),
-                        BasicPublishOptions::default(),
-                        &body,
+                    .publish(
                         props,
+                        body.to_vec(),
+                        BasicPublishArguments::new(p2p, routing_key),
                     )
                     .await
                     .map_err(|e| broker_error("cannot send a reply", e))?;
@@ -497,26 +495,20 @@ impl Transport for AmqpTransport {
             }
             let confirm = session
                 .confirmed
-                .basic_publish(
-                    p2p.into(),
-                    routing_key.into(),
-                    BasicPublishOptions {
-                        mandatory: true,
-                        ..Default::default()
-                    },
-                    &body,
+                .publish_confirmed(
+                    envelope.id,
                     props,
+                    body.to_vec(),
+                    BasicPublishArguments::new(p2p, routing_key)
+                        .mandatory(true)
+                        .finish(),
                 )
                 .await
-                .map_err(|e| broker_error("cannot send", e))?
-                .await
-                .map_err(|e| {
-                    super::delivery_unknown(broker_error("no confirmation from the broker", e))
-                })?;
+                .map_err(|e| super::delivery_unknown(broker_error("cannot send", e)))?;
             match confirm {
-                Confirmation::Ack(None) | Confirmation::NotRequested => Ok(()),
-                Confirmation::Ack(Some(_)) => Err(no_route(to)),
-                Confirmation::Nack(_) => Err(ErrorCode::new(
+                Confirm::Ack => Ok(()),
+                Confirm::Returned => Err(no_route(to)),
+                Confirm::Nack => Err(ErrorCode::new(
                     codes::BROKER_UNAVAILABLE,
                     format!(
                         "the broker refused `{}` for {routing_key}",
@@ -535,15 +527,25 @@ impl Transport for AmqpTransport {
         Box::pin(async move {
             let session = self.shared.session()?;
             let exchange = &self.shared.names()?.broadcast;
+            let props = codec::properties(envelope)?;
+            codec::short("the event type", &envelope.type_name)?;
             // Membership events go on their own connection; if only that
             // one failed, the main one still carries them, as it did before.
             if crate::cluster::is_membership(&envelope.type_name) {
-                match publish_event(&session.beats, exchange, envelope, &body).await {
+                match publish_event(
+                    &session.beats,
+                    exchange,
+                    envelope,
+                    props.clone(),
+                    body.to_vec(),
+                )
+                .await
+                {
                     Ok(()) => return Ok(()),
                     Err(error) => tracing::debug!(%error, "membership connection lost"),
                 }
             }
-            publish_event(&session.fast, exchange, envelope, &body)
+            publish_event(&session.fast, exchange, envelope, props, body.to_vec())
                 .await
                 .map_err(|e| broker_error("cannot publish", e))?;
             Ok(())
@@ -552,6 +554,7 @@ impl Transport for AmqpTransport {
 
     fn bind<'a>(&'a self, pattern: &'a str) -> BoxFuture<'a, Result<(), ErrorCode>> {
         Box::pin(async move {
+            codec::short("the topic pattern", pattern)?;
             let shared = &self.shared;
             let mut wanted = shared.wanted.lock().await;
             let session = shared.session()?;
@@ -571,6 +574,7 @@ impl Transport for AmqpTransport {
 
     fn unbind<'a>(&'a self, pattern: &'a str) -> BoxFuture<'a, Result<(), ErrorCode>> {
         Box::pin(async move {
+            codec::short("the topic pattern", pattern)?;
             let shared = &self.shared;
             let mut wanted = shared.wanted.lock().await;
             wanted.bindings.remove(pattern);
@@ -578,12 +582,12 @@ impl Transport for AmqpTransport {
             let names = shared.names()?;
             session
                 .events
-                .queue_unbind(
-                    names.event_queue().into(),
-                    names.broadcast.as_str().into(),
-                    pattern.into(),
-                    FieldTable::default(),
-                )
+                .inner
+                .queue_unbind(QueueUnbindArguments::new(
+                    &names.event_queue(),
+                    &names.broadcast,
+                    pattern,
+                ))
                 .await
                 .map_err(|e| broker_error(&format!("cannot unbind {pattern}"), e))
         })

@@ -6,18 +6,17 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
-use lapin::options::{
-    BasicCancelOptions, BasicConsumeOptions, BasicQosOptions, ConfirmSelectOptions,
-    QueueDeclareOptions, QueueDeleteOptions,
+use amqprs::channel::{
+    BasicCancelArguments, BasicConsumeArguments, BasicGetArguments, BasicQosArguments,
+    QueueDeclareArguments, QueueDeleteArguments, QueueUnbindArguments,
 };
-use lapin::tcp::OwnedTLSConfig;
-use lapin::types::FieldTable;
-use lapin::{Channel, Connection, ConnectionProperties};
+use amqprs::connection::Connection;
 use tokio::sync::Mutex;
 use tokio::task::JoinHandle;
 
+use super::channel::{Channel, Failure};
 use super::topology::{self, Names};
-use super::{AmqpConfig, consumer};
+use super::{AmqpConfig, connect, consumer};
 use crate::ErrorCode;
 use crate::transport::Inbound;
 
@@ -47,7 +46,7 @@ pub(crate) struct Session {
     /// Membership events, on a connection of their own: a node's flood of
     /// events (and the broker's flow control on that connection) must not
     /// hold back its heartbeats, or the others take it for dead.
-    membership: Arc<Connection>,
+    membership: Connection,
     pub(crate) beats: Channel,
     consumers: Mutex<HashMap<String, ServiceConsumer>>,
     event_task: JoinHandle<()>,
@@ -63,14 +62,17 @@ struct ServiceConsumer {
 impl ServiceConsumer {
     /// Stops deliveries and waits until the loop has handed over what it
     /// already took; what is still queued stays on the broker.
-    async fn cancel(&mut self) -> lapin::Result<()> {
+    async fn cancel(&mut self) -> Result<(), Failure> {
         let Some(task) = self.task.take() else {
             return Ok(());
         };
         let cancelled = self
             .channel
-            .basic_cancel(self.tag.as_str().into(), BasicCancelOptions::default())
-            .await;
+            .inner
+            .basic_cancel(BasicCancelArguments::new(&self.tag))
+            .await
+            .map(drop)
+            .map_err(|e| self.channel.failure(e));
         if cancelled.is_ok() {
             let _ = task.await;
         } else {
@@ -143,38 +145,20 @@ impl Session {
         names: &Names,
         inbound: &Arc<dyn Inbound>,
         wanted: &Wanted,
-    ) -> lapin::Result<Session> {
-        let properties = ConnectionProperties::default()
-            .with_connection_name(format!("cloudbus {} {}", names.bus, names.node).into());
-        let tls = OwnedTLSConfig {
-            identity: None,
-            cert_chain: config.tls_ca.clone(),
-        };
-        let connection = Connection::connect_with_config(
-            url,
-            properties.clone(),
-            tls.clone(),
-            lapin::runtime::default_runtime()?,
-        )
-        .await?;
-        let membership = Connection::connect_with_config(
-            url,
-            properties.with_connection_name(
-                format!("cloudbus {} {} membership", names.bus, names.node).into(),
-            ),
-            tls,
-            lapin::runtime::default_runtime()?,
-        )
-        .await?;
-        let beats = membership.create_channel().await?;
-        let confirmed = connection.create_channel().await?;
-        confirmed
-            .confirm_select(ConfirmSelectOptions::default())
-            .await?;
-        let fast = connection.create_channel().await?;
+    ) -> Result<Session, Failure> {
+        let name = format!("cloudbus {} {}", names.bus, names.node);
+        let tls = config.tls_ca.as_deref();
+        let args = connect::arguments(url, tls, &name).map_err(|e| Failure(e.to_string()))?;
+        let connection = Connection::open(&args).await?;
+        let args = connect::arguments(url, tls, &format!("{name} membership"))
+            .map_err(|e| Failure(e.to_string()))?;
+        let membership = Connection::open(&args).await?;
+        let beats = Channel::open(&membership, false).await?;
+        let confirmed = Channel::open(&connection, true).await?;
+        let fast = Channel::open(&connection, false).await?;
         topology::declare_exchanges(&fast, names).await?;
 
-        let events = connection.create_channel().await?;
+        let events = Channel::open(&connection, false).await?;
         let event_queue = names.event_queue();
         topology::declare_queue(
             &events,
@@ -188,19 +172,22 @@ impl Session {
             topology::bind(&events, &event_queue, &names.broadcast, pattern).await?;
         }
         events
-            .basic_qos(EVENT_PREFETCH, BasicQosOptions::default())
-            .await?;
-        let consumer = events
-            .basic_consume(
-                event_queue.as_str().into(),
-                format!("events.{}", names.node).into(),
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
+            .inner
+            .basic_qos(BasicQosArguments::new(0, EVENT_PREFETCH, false))
+            .await
+            .map_err(|e| events.failure(e))?;
+        let (_, consumer) = events
+            .inner
+            .basic_consume_rx(
+                BasicConsumeArguments::new(&event_queue, &format!("events.{}", names.node))
+                    .manual_ack(true)
+                    .finish(),
             )
-            .await?;
+            .await
+            .map_err(|e| events.failure(e))?;
         let event_task = tokio::spawn(consumer::event_loop(
             consumer,
-            events.clone(),
+            events.inner.clone(),
             EVENT_PREFETCH,
             inbound.clone(),
             config.max_body,
@@ -211,7 +198,7 @@ impl Session {
             confirmed,
             fast,
             events,
-            membership: Arc::new(membership),
+            membership,
             beats,
             consumers: Mutex::new(HashMap::new()),
             event_task,
@@ -232,19 +219,21 @@ impl Session {
         inbound: &Arc<dyn Inbound>,
         service: &str,
         prefetch: usize,
-    ) -> lapin::Result<()> {
+    ) -> Result<(), Failure> {
         let mut consumers = self.consumers.lock().await;
         if consumers.contains_key(service) {
             return Ok(());
         }
         let queue = names.service_queue(service);
         let tag = format!("{service}.{}", names.node);
-        let channel = self.connection.create_channel().await?;
+        let channel = Channel::open(&self.connection, false).await?;
         // AMQP's prefetch is 16 bits; 0 would mean unlimited.
         let prefetch = prefetch.clamp(1, u16::MAX as usize) as u16;
         channel
-            .basic_qos(prefetch, BasicQosOptions::default())
-            .await?;
+            .inner
+            .basic_qos(BasicQosArguments::new(0, prefetch, false))
+            .await
+            .map_err(|e| channel.failure(e))?;
         topology::declare_queue(&channel, &queue, names.queue_type, config.expiry_ms(), None)
             .await?;
         topology::bind(&channel, &queue, &names.p2p, &names.service_key(service)).await?;
@@ -255,20 +244,18 @@ impl Session {
         // be redelivered to nobody, since the queue is its alone. Sparing
         // the broker an ack per reply gave about 10% more round trips.
         let acked = service != super::NODE_SERVICE;
-        let consumer = channel
-            .basic_consume(
-                queue.as_str().into(),
-                tag.as_str().into(),
-                BasicConsumeOptions {
-                    no_ack: !acked,
-                    ..Default::default()
-                },
-                FieldTable::default(),
+        let (_, consumer) = channel
+            .inner
+            .basic_consume_rx(
+                BasicConsumeArguments::new(&queue, &tag)
+                    .manual_ack(acked)
+                    .finish(),
             )
-            .await?;
+            .await
+            .map_err(|e| channel.failure(e))?;
         let task = tokio::spawn(consumer::service_loop(
             consumer,
-            channel.clone(),
+            channel.inner.clone(),
             acked.then_some(prefetch),
             Arc::from(service),
             inbound.clone(),
@@ -303,25 +290,28 @@ impl Session {
         // queue about to be deleted.
         let unbound = consumer
             .channel
-            .queue_unbind(
-                queue.as_str().into(),
-                names.p2p.as_str().into(),
-                names.service_key(service).into(),
-                FieldTable::default(),
-            )
-            .await;
+            .inner
+            .queue_unbind(QueueUnbindArguments::new(
+                &queue,
+                &names.p2p,
+                &names.service_key(service),
+            ))
+            .await
+            .map_err(|e| consumer.channel.failure(e));
         let cancelled = consumer.cancel().await;
         // What was queued before is answered (the service is gone from the
         // bus, so its callers hear NO_SUCH_SERVICE), not dropped with it.
         drain(&consumer.channel, &queue, service, inbound, max_body).await;
         let deleted = consumer
             .channel
-            .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
-            .await;
-        if let Ok(dropped @ 1..) = deleted {
+            .inner
+            .queue_delete(QueueDeleteArguments::new(&queue))
+            .await
+            .map_err(|e| consumer.channel.failure(e));
+        if let Ok(Some(dropped @ 1..)) = deleted {
             tracing::warn!(%queue, dropped, "messages still queued for a removed service were dropped");
         }
-        let _ = consumer.channel.close(200, "service removed".into()).await;
+        let _ = consumer.channel.inner.clone().close().await;
         unbound
             .and(cancelled)
             .and(deleted.map(|_| ()))
@@ -356,16 +346,10 @@ impl Session {
             let queue = names.service_queue(service);
             let waiting = consumer
                 .channel
-                .queue_declare(
-                    queue.as_str().into(),
-                    QueueDeclareOptions {
-                        passive: true,
-                        ..Default::default()
-                    },
-                    FieldTable::default(),
-                )
+                .inner
+                .queue_declare(QueueDeclareArguments::new(&queue).passive(true).finish())
                 .await
-                .map(|q| q.message_count());
+                .map(|q| q.map_or(0, |(_, messages, _)| messages));
             match waiting {
                 Ok(waiting @ 1..) if service != super::NODE_SERVICE => {
                     tracing::warn!(%queue, waiting, "messages still queued for this node are kept until the queue expires or the node comes back with the same id");
@@ -373,7 +357,8 @@ impl Session {
                 _ => {
                     let _ = consumer
                         .channel
-                        .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
+                        .inner
+                        .queue_delete(QueueDeleteArguments::new(&queue))
                         .await;
                 }
             }
@@ -381,26 +366,28 @@ impl Session {
         let events = async {
             let _ = self
                 .events
-                .queue_delete(names.event_queue().into(), QueueDeleteOptions::default())
+                .inner
+                .queue_delete(QueueDeleteArguments::new(&names.event_queue()))
                 .await;
         };
         futures::future::join(futures::future::join_all(services), events).await;
         self.event_task.abort();
-        if let Err(error) = self.connection.close(200, "node stopped".into()).await {
+        if let Err(error) = self.connection.clone().close().await {
             tracing::debug!(%error, "closing the broker connection");
         }
-        let _ = self.membership.close(200, "node stopped".into()).await;
+        let _ = self.membership.clone().close().await;
     }
 
     /// Lets go of a session whose connection failed: its consumer tasks
     /// end (they would on their own once the channel errors).
     pub(crate) fn abandon(&self) {
         self.event_task.abort();
+        self.confirmed.abandon();
         // The membership connection may still be up; the next session
         // opens its own.
-        let membership = Arc::clone(&self.membership);
+        let membership = self.membership.clone();
         tokio::spawn(async move {
-            let _ = membership.close(200, "reconnecting".into()).await;
+            let _ = membership.close().await;
         });
         if let Ok(consumers) = self.consumers.try_lock() {
             for task in consumers.values().filter_map(|c| c.task.as_ref()) {
@@ -413,25 +400,24 @@ impl Session {
 /// Hands every message left in `queue` to the bus, acknowledging each, until
 /// the queue is empty.
 async fn drain(
-    channel: &lapin::Channel,
+    channel: &Channel,
     queue: &str,
     service: &str,
     inbound: &Arc<dyn Inbound>,
     max_body: usize,
 ) {
     let service: Arc<str> = Arc::from(service);
-    while let Ok(Some(message)) = channel
-        .basic_get(queue.into(), lapin::options::BasicGetOptions::default())
-        .await
+    while let Ok(Some((got, props, data))) =
+        channel.inner.basic_get(BasicGetArguments::new(queue)).await
     {
-        let delivery = message.delivery;
-        let tag = delivery.delivery_tag;
-        match super::codec::decode(&delivery.properties, delivery.data, max_body) {
+        let tag = got.delivery_tag();
+        match super::codec::decode(&props, data, max_body) {
             Ok(message) => inbound.service_message(service.clone(), message).await,
             Err(rejected) => inbound.malformed(rejected.reply, rejected.error).await,
         }
         if channel
-            .basic_ack(tag, lapin::options::BasicAckOptions::default())
+            .inner
+            .basic_ack(amqprs::channel::BasicAckArguments::new(tag, false))
             .await
             .is_err()
         {

@@ -5,8 +5,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBuilder};
-use futures::StreamExt;
-use lapin::Event;
 
 use super::Shared;
 use super::session::Session;
@@ -34,14 +32,29 @@ pub(crate) async fn supervise(shared: Arc<Shared>) {
 
 /// Resolves when the session's connection fails, with the reason.
 async fn lost(session: &Session) -> String {
-    let mut events = session.connection.events_listener();
-    while let Some(event) = events.next().await {
-        if let Event::Error(error) = event {
-            return error.to_string();
+    // The client says so once; a connection that failed before anyone
+    // listened shows only as not open, which is checked now and then.
+    let listening = session.connection.listen_network_io_failure();
+    tokio::pin!(listening);
+    loop {
+        tokio::select! {
+            network = &mut listening => {
+                return match network {
+                    true => "the network connection failed".to_string(),
+                    false => "the broker closed the connection".to_string(),
+                };
+            }
+            () = tokio::time::sleep(CHECK_OPEN) => {
+                if !session.connection.is_open() {
+                    return "the connection closed".to_string();
+                }
+            }
         }
     }
-    "the connection closed".to_string()
 }
+
+/// How often a session's connection is checked for having closed unseen.
+const CHECK_OPEN: Duration = Duration::from_secs(1);
 
 /// Tries until connected (`true`) or closing (`false`).
 async fn reconnect(shared: &Arc<Shared>) -> bool {

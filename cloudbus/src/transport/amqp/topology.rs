@@ -2,11 +2,11 @@
 //! is declared once per node (and again after a reconnect), never per
 //! message.
 
-use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
-use lapin::types::{AMQPValue, FieldTable};
-use lapin::{Channel, ExchangeKind};
+use amqprs::FieldTable;
+use amqprs::channel::{ExchangeDeclareArguments, QueueBindArguments, QueueDeclareArguments};
 
 use super::QueueType;
+use super::channel::{Channel, Failure};
 use crate::NodeId;
 use crate::address::{BusNames, ServiceAddress};
 
@@ -49,27 +49,19 @@ impl Names {
 }
 
 /// Declares both exchanges (durable, idempotent).
-pub(crate) async fn declare_exchanges(channel: &Channel, names: &Names) -> lapin::Result<()> {
-    let durable = ExchangeDeclareOptions {
-        durable: true,
-        ..Default::default()
-    };
-    channel
-        .exchange_declare(
-            names.p2p.as_str().into(),
-            ExchangeKind::Direct,
-            durable,
-            FieldTable::default(),
-        )
-        .await?;
-    channel
-        .exchange_declare(
-            names.broadcast.as_str().into(),
-            ExchangeKind::Topic,
-            durable,
-            FieldTable::default(),
-        )
-        .await
+pub(crate) async fn declare_exchanges(channel: &Channel, names: &Names) -> Result<(), Failure> {
+    for (name, kind) in [(&names.p2p, "direct"), (&names.broadcast, "topic")] {
+        channel
+            .inner
+            .exchange_declare(
+                ExchangeDeclareArguments::new(name, kind)
+                    .durable(true)
+                    .finish(),
+            )
+            .await
+            .map_err(|e| channel.failure(e))?;
+    }
+    Ok(())
 }
 
 /// Declares a node queue that the broker deletes after `expires_ms` without
@@ -82,30 +74,25 @@ pub(crate) async fn declare_queue(
     queue_type: QueueType,
     expires_ms: u32,
     max_length: Option<u32>,
-) -> lapin::Result<()> {
-    let mut args = FieldTable::default();
-    args.insert("x-expires".into(), AMQPValue::LongUInt(expires_ms));
+) -> Result<(), Failure> {
+    let mut args = FieldTable::new();
+    let key = |k: &str| k.try_into().expect("a short name");
+    args.insert(key("x-expires"), amqprs::FieldValue::i(expires_ms));
     if let Some(max) = max_length {
-        args.insert("x-max-length".into(), AMQPValue::LongUInt(max));
+        args.insert(key("x-max-length"), amqprs::FieldValue::i(max));
     }
-    let options = match queue_type {
-        QueueType::Classic => QueueDeclareOptions::default(),
-        QueueType::Quorum => {
-            args.insert(
-                "x-queue-type".into(),
-                AMQPValue::LongString("quorum".into()),
-            );
-            // Quorum queues are always durable: replicated, on disk.
-            QueueDeclareOptions {
-                durable: true,
-                ..Default::default()
-            }
-        }
-    };
+    let mut declare = QueueDeclareArguments::new(name);
+    if queue_type == QueueType::Quorum {
+        args.insert(key("x-queue-type"), "quorum".into());
+        // Quorum queues are always durable: replicated, on disk.
+        declare.durable(true);
+    }
     channel
-        .queue_declare(name.into(), options, args)
+        .inner
+        .queue_declare(declare.arguments(args).finish())
         .await
-        .map(|_| ())
+        .map(drop)
+        .map_err(|e| channel.failure(e))
 }
 
 /// At most this many events wait in a node's event queue.
@@ -117,23 +104,19 @@ pub(crate) async fn bind(
     queue: &str,
     exchange: &str,
     key: &str,
-) -> lapin::Result<()> {
+) -> Result<(), Failure> {
     channel
-        .queue_bind(
-            queue.into(),
-            exchange.into(),
-            key.into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
+        .inner
+        .queue_bind(QueueBindArguments::new(queue, exchange, key))
         .await
+        .map_err(|e| channel.failure(e))
 }
 
 /// Whether declaring a queue failed because it exists with the other
 /// queue type. RabbitMQ names the first argument that differs: the type,
 /// or durability (quorum queues are durable, ours classic ones are not).
-pub(crate) fn is_queue_type_mismatch(error: &lapin::Error) -> bool {
-    let text = error.to_string();
+pub(crate) fn is_queue_type_mismatch(error: &Failure) -> bool {
+    let text = &error.0;
     text.contains("PRECONDITION")
         && (text.contains("'x-queue-type'") || text.contains("inequivalent arg 'durable'"))
 }
