@@ -26,8 +26,9 @@ pub fn set_format(format: LogFormat) {
 /// The AMQP client logs its own view of every connection failure (and of
 /// its recovery giving up) as errors; the bus reports the same failures
 /// once, clearly and with the password hidden, so by default the client's
-/// lines are left out. `RUST_LOG=lapin=debug` brings them back.
-const QUIET_CLIENT: &str = "lapin=off";
+/// lines are left out. `RUST_LOG=amqprs=debug` brings them back (`lapin`
+/// is the client of the bench's raw programs and the tests' helpers).
+const QUIET_CLIENT: &str = "amqprs=off,lapin=off";
 
 /// Where spans go when they leave the process (`--otlp-endpoint` or the
 /// standard `OTEL_EXPORTER_OTLP_*` variables); unset, nothing is exported.

@@ -486,7 +486,7 @@ impl Transport for AmqpTransport {
                     .fast
                     .publish(
                         props,
-                        body.to_vec(),
+                        Vec::from(body),
                         BasicPublishArguments::new(p2p, routing_key),
                     )
                     .await
@@ -498,7 +498,7 @@ impl Transport for AmqpTransport {
                 .publish_confirmed(
                     envelope.id,
                     props,
-                    body.to_vec(),
+                    Vec::from(body),
                     BasicPublishArguments::new(p2p, routing_key)
                         .mandatory(true)
                         .finish(),
@@ -545,7 +545,7 @@ impl Transport for AmqpTransport {
                     Err(error) => tracing::debug!(%error, "membership connection lost"),
                 }
             }
-            publish_event(&session.fast, exchange, envelope, props, body.to_vec())
+            publish_event(&session.fast, exchange, envelope, props, Vec::from(body))
                 .await
                 .map_err(|e| broker_error("cannot publish", e))?;
             Ok(())
