@@ -1,5 +1,5 @@
 //! `amqp-events`: events delivered per second from concurrent publishers to
-//! 1 or 3 subscribing nodes over RabbitMQ, against raw `lapin` publishing
+//! 1 or 3 subscribing nodes over RabbitMQ, against raw `amqprs` publishing
 //! to a topic exchange with one consumed queue per subscriber. Neither side
 //! confirms publishes; both acknowledge every delivery, in batches (one
 //! `multiple` ack for the deliveries already arrived).
@@ -8,18 +8,17 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use cloudbus::Bus;
-use futures::{FutureExt, StreamExt};
-use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
-    ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions, QueueDeclareOptions,
-    QueueDeleteOptions,
+use amqprs::BasicProperties;
+use amqprs::channel::{
+    BasicAckArguments, BasicConsumeArguments, BasicPublishArguments, BasicQosArguments,
+    ConsumerMessage, ExchangeDeclareArguments, ExchangeDeleteArguments, ExchangeType,
+    QueueBindArguments, QueueDeclareArguments, QueueDeleteArguments,
 };
-use lapin::types::FieldTable;
-use lapin::{BasicProperties, Connection, ConnectionProperties, ExchangeKind};
+use cloudbus::Bus;
 
 use super::measure::{Sample, closed_loop};
 use super::messages::Tick;
+use super::raw_amqp;
 
 /// Delivered events per second (summed over subscribers) for the bus, the
 /// baseline, and the baseline carrying the wire protocol's properties;
@@ -87,86 +86,82 @@ async fn raw_side(
     let exchange = format!("{name}.raw.events");
     let delivered = Arc::new(AtomicU64::new(0));
     let mut connections = Vec::new();
+    let mut channels = Vec::new();
     let mut queues = Vec::new();
     for s in 0..subscribers {
-        let conn = Connection::connect(url, ConnectionProperties::default()).await?;
-        let channel = conn.create_channel().await?;
+        let conn = raw_amqp::connect(url).await?;
+        let channel = raw_amqp::channel(&conn).await?;
         channel
-            .exchange_declare(
-                exchange.as_str().into(),
-                ExchangeKind::Topic,
-                ExchangeDeclareOptions::default(),
-                FieldTable::default(),
-            )
+            .exchange_declare(ExchangeDeclareArguments::of_type(
+                &exchange,
+                ExchangeType::Topic,
+            ))
             .await?;
         let queue = format!("{name}.raw.events.{s}");
         channel
-            .queue_declare(
-                queue.as_str().into(),
-                QueueDeclareOptions::default(),
-                FieldTable::default(),
-            )
+            .queue_declare(QueueDeclareArguments::new(&queue))
             .await?;
         channel
-            .queue_bind(
-                queue.as_str().into(),
-                exchange.as_str().into(),
-                "bench.*".into(),
-                QueueBindOptions::default(),
-                FieldTable::default(),
-            )
+            .queue_bind(QueueBindArguments::new(&queue, &exchange, "bench.*"))
             .await?;
-        channel.basic_qos(1024, BasicQosOptions::default()).await?;
-        let mut consumer = channel
-            .basic_consume(
-                queue.as_str().into(),
-                "sub".into(),
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
+        channel
+            .basic_qos(BasicQosArguments::new(0, 1024, false))
+            .await?;
+        let (_, mut consumer) = channel
+            .basic_consume_rx(
+                BasicConsumeArguments::new(&queue, "sub")
+                    .manual_ack(true)
+                    .finish(),
             )
             .await?;
         let delivered = delivered.clone();
         let acking = channel.clone();
         tokio::spawn(async move {
-            let count = |delivery: &lapin::message::Delivery| {
-                if serde_json::from_slice::<Tick>(&delivery.data).is_ok() {
+            let count = |delivery: ConsumerMessage| {
+                let ok = delivery
+                    .content
+                    .is_some_and(|body| serde_json::from_slice::<Tick>(&body).is_ok());
+                if ok {
                     delivered.fetch_add(1, Ordering::Relaxed);
                 }
-                delivery.delivery_tag
+                delivery.deliver.map(|d| d.delivery_tag())
             };
             // Every delivery already here, then one ack for them all.
-            while let Some(Ok(delivery)) = consumer.next().await {
-                let mut last = count(&delivery);
-                while let Some(Some(Ok(delivery))) = consumer.next().now_or_never() {
-                    last = count(&delivery);
+            while let Some(delivery) = consumer.recv().await {
+                let mut last = count(delivery);
+                while let Ok(delivery) = consumer.try_recv() {
+                    last = count(delivery).or(last);
                 }
-                let _ = acking
-                    .basic_ack(last, BasicAckOptions { multiple: true })
-                    .await;
+                if let Some(tag) = last {
+                    let _ = acking.basic_ack(BasicAckArguments::new(tag, true)).await;
+                }
             }
         });
         queues.push(queue);
+        channels.push(channel);
         connections.push(conn);
     }
-    let conn = Connection::connect(url, ConnectionProperties::default()).await?;
-    let channel = conn.create_channel().await?;
+    let conn = raw_amqp::connect(url).await?;
+    let channel = raw_amqp::channel(&conn).await?;
     let sample = delivered_rate(&delivered, publishers, subscribers, duration, {
         let (channel, exchange) = (channel.clone(), exchange.clone());
         move |i| {
             let (channel, exchange) = (channel.clone(), exchange.clone());
             async move {
                 let body = serde_json::to_vec(&Tick::new(i as u64))?;
+                let props = match wire {
+                    true => super::wire::event(i as u64),
+                    false => {
+                        let mut props = BasicProperties::default();
+                        props.with_content_type("application/json");
+                        props
+                    }
+                };
                 channel
                     .basic_publish(
-                        exchange.as_str().into(),
-                        "bench.Tick".into(),
-                        BasicPublishOptions::default(),
-                        &body,
-                        match wire {
-                            true => super::wire::event(i as u64),
-                            false => BasicProperties::default()
-                                .with_content_type("application/json".into()),
-                        },
+                        props,
+                        body,
+                        BasicPublishArguments::new(&exchange, "bench.Tick"),
                     )
                     .await?;
                 Ok(())
@@ -174,16 +169,19 @@ async fn raw_side(
         }
     })
     .await;
+    // Closing a channel cancels its consumer; the queues go after.
+    for subscribing in channels {
+        let _ = subscribing.close().await;
+    }
     for queue in &queues {
-        let _ = channel
-            .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
-            .await;
+        let _ = channel.queue_delete(QueueDeleteArguments::new(queue)).await;
     }
     let _ = channel
-        .exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default())
+        .exchange_delete(ExchangeDeleteArguments::new(&exchange))
         .await;
-    for c in connections.iter().chain([&conn]) {
-        let _ = c.close(200, "done".into()).await;
+    let _ = channel.close().await;
+    for c in connections.into_iter().chain([conn]) {
+        let _ = c.close().await;
     }
     sample
 }

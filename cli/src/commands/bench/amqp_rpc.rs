@@ -1,29 +1,31 @@
-//! `amqp-rpc`: request/reply between two nodes over RabbitMQ against two
-//! raw `lapin` client/server pairs on the same broker (a static request
+//! `amqp-rpc`: request/reply between two nodes over RabbitMQ against three
+//! raw `amqprs` client/server pairs on the same broker (a static request
 //! queue, a static reply queue, correlation ids): one with the bus's
 //! semantics (requests acked with a prefetch, published `mandatory` with
 //! confirms), one with none, the broker path alone: the limit; and one
 //! with the bus's semantics and every property of its wire protocol, so
 //! that what the bus costs shows apart from what its protocol costs.
 
-use std::sync::Arc;
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use amqprs::callbacks::{ChannelCallback, DefaultChannelCallback};
+use amqprs::channel::{
+    BasicAckArguments, BasicConsumeArguments, BasicPublishArguments, BasicQosArguments, Channel,
+    ConfirmSelectArguments, QueueDeclareArguments, QueueDeleteArguments,
+};
+use amqprs::{Ack, BasicProperties, Cancel, CloseChannel, Nack, Return};
+use anyhow::Context as _;
+use async_trait::async_trait;
 use cloudbus::{Bus, Service};
 use dashmap::DashMap;
-use futures::StreamExt;
-use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
-    ConfirmSelectOptions, QueueDeclareOptions, QueueDeleteOptions,
-};
-use lapin::types::{FieldTable, ShortString};
-use lapin::{BasicProperties, Connection, ConnectionProperties};
 use tokio::sync::oneshot;
 
 use super::measure::{Sample, closed_loop};
 use super::messages::{Echo, EchoReply, answer};
-use super::wire;
+use super::{raw_amqp, wire};
 
 /// One level of `amqp-rpc`: the bus and its three raw baselines.
 pub struct Measured {
@@ -86,11 +88,14 @@ pub enum Semantics {
     Wire,
 }
 
-/// A careful raw `lapin` client and server in one process, written the way
-/// `lapin` is fastest: one static request queue and one static reply
+/// A careful raw `amqprs` client and server in one process, written the
+/// way `amqprs` is fastest: one static request queue and one static reply
 /// queue, the server taking deliveries as they come and answering each in
 /// its own task (so replies and acks are pipelined, never one delivery at a
-/// time), one dispatcher routing replies to callers by correlation id.
+/// time), one dispatcher routing replies to callers by correlation id. The
+/// client publishes and takes its replies on one channel: `amqprs` runs a
+/// task per channel that every incoming frame passes through, and a second
+/// one for the confirms cost about 4 µs of CPU per round trip (12%).
 async fn raw(
     url: &str,
     name: &str,
@@ -102,63 +107,60 @@ async fn raw(
     let wire = semantics == Semantics::Wire;
     let requests = format!("{name}.raw.requests");
     let replies = format!("{name}.raw.replies");
-    let server = Connection::connect(url, ConnectionProperties::default()).await?;
-    let client = Connection::connect(url, ConnectionProperties::default()).await?;
+    let server = raw_amqp::connect(url).await?;
+    let client = raw_amqp::connect(url).await?;
 
-    let serving = server.create_channel().await?;
+    let serving = raw_amqp::channel(&server).await?;
     if acks {
+        let prefetch = level.clamp(64, 65_535) as u16;
         serving
-            .basic_qos(level.clamp(64, 65_535) as u16, BasicQosOptions::default())
+            .basic_qos(BasicQosArguments::new(0, prefetch, false))
             .await?;
     }
     serving
-        .queue_declare(
-            requests.as_str().into(),
-            QueueDeclareOptions::default(),
-            FieldTable::default(),
-        )
+        .queue_declare(QueueDeclareArguments::new(&requests))
         .await?;
-    let mut incoming = serving
-        .basic_consume(
-            requests.as_str().into(),
-            "server".into(),
-            BasicConsumeOptions {
-                no_ack: !acks,
-                ..Default::default()
-            },
-            FieldTable::default(),
+    let (_, mut incoming) = serving
+        .basic_consume_rx(
+            BasicConsumeArguments::new(&requests, "server")
+                .manual_ack(acks)
+                .finish(),
         )
         .await?;
     let server_task = tokio::spawn({
         let serving = serving.clone();
         async move {
-            while let Some(Ok(delivery)) = incoming.next().await {
+            while let Some(delivery) = incoming.recv().await {
                 let serving = serving.clone();
                 tokio::spawn(async move {
-                    let props = &delivery.properties;
+                    let (Some(deliver), Some(props), Some(body)) = (
+                        delivery.deliver,
+                        delivery.basic_properties,
+                        delivery.content,
+                    ) else {
+                        return;
+                    };
                     let id = match wire {
                         true => props.message_id(),
                         false => props.correlation_id(),
                     };
-                    if let (Some(reply_to), Some(id), Ok(req)) = (
-                        props.reply_to().clone(),
-                        id.clone(),
-                        serde_json::from_slice::<Echo>(&delivery.data),
-                    ) {
+                    if let (Some(reply_to), Some(id), Ok(req)) =
+                        (props.reply_to(), id, serde_json::from_slice::<Echo>(&body))
+                    {
                         let body = serde_json::to_vec(&answer(req)).unwrap_or_default();
-                        let reply = BasicProperties::default().with_correlation_id(id);
+                        let mut reply = BasicProperties::default();
+                        reply.with_correlation_id(id);
                         let _ = serving
                             .basic_publish(
-                                "".into(),
-                                reply_to,
-                                BasicPublishOptions::default(),
-                                &body,
                                 if wire { wire::reply(reply) } else { reply },
+                                body,
+                                BasicPublishArguments::new("", reply_to),
                             )
                             .await;
                     }
                     if acks {
-                        let _ = delivery.ack(BasicAckOptions::default()).await;
+                        let ack = BasicAckArguments::new(deliver.delivery_tag(), false);
+                        let _ = serving.basic_ack(ack).await;
                     }
                 });
             }
@@ -166,58 +168,51 @@ async fn raw(
     });
 
     let waiting: Arc<DashMap<u64, oneshot::Sender<Vec<u8>>>> = Arc::default();
-    let listening = client.create_channel().await?;
-    listening
-        .queue_declare(
-            replies.as_str().into(),
-            QueueDeclareOptions::default(),
-            FieldTable::default(),
-        )
+    let calling = raw_amqp::channel(&client).await?;
+    calling
+        .queue_declare(QueueDeclareArguments::new(&replies))
         .await?;
-    let mut answers = listening
-        .basic_consume(
-            replies.as_str().into(),
-            "client".into(),
-            BasicConsumeOptions {
-                no_ack: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
+    let (_, mut answers) = calling
+        .basic_consume_rx(
+            BasicConsumeArguments::new(&replies, "client")
+                .auto_ack(true)
+                .finish(),
         )
         .await?;
     let reply_task = tokio::spawn({
         let waiting = waiting.clone();
         async move {
-            while let Some(Ok(delivery)) = answers.next().await {
+            while let Some(delivery) = answers.recv().await {
                 let id = delivery
-                    .properties
-                    .correlation_id()
+                    .basic_properties
                     .as_ref()
+                    .and_then(|props| props.correlation_id())
                     .and_then(|id| match wire {
-                        true => u64::from_str_radix(id.as_str(), 16).ok(),
-                        false => id.as_str().parse::<u64>().ok(),
+                        true => u64::from_str_radix(id, 16).ok(),
+                        false => id.parse::<u64>().ok(),
                     });
                 if let Some((_, tx)) = id.and_then(|id| waiting.remove(&id)) {
-                    let _ = tx.send(delivery.data);
+                    let _ = tx.send(delivery.content.unwrap_or_default());
                 }
             }
         }
     });
-    let sending = client.create_channel().await?;
+    let confirms = Arc::new(Confirms::default());
     if acks {
-        sending
-            .confirm_select(ConfirmSelectOptions::default())
+        calling
+            .register_callback(ConfirmCallback(confirms.clone()))
+            .await?;
+        calling
+            .confirm_select(ConfirmSelectArguments::default())
             .await?;
     }
     let next = Arc::new(AtomicU64::new(0));
     let sample = closed_loop(level, duration, {
-        let (requests, replies) = (
-            ShortString::from(requests.clone()),
-            ShortString::from(replies.clone()),
-        );
+        let (calling, requests, replies) = (calling.clone(), requests.clone(), replies.clone());
         move |i| {
-            let (sending, waiting, requests, replies, next) = (
-                sending.clone(),
+            let (calling, confirms, waiting, requests, replies, next) = (
+                calling.clone(),
+                confirms.clone(),
                 waiting.clone(),
                 requests.clone(),
                 replies.clone(),
@@ -228,26 +223,23 @@ async fn raw(
                 let (tx, rx) = oneshot::channel();
                 waiting.insert(id, tx);
                 let body = serde_json::to_vec(&Echo::new(i as u64, 1))?;
-                let confirm = sending
-                    .basic_publish(
-                        "".into(),
-                        requests,
-                        BasicPublishOptions {
-                            mandatory: acks,
-                            ..Default::default()
-                        },
-                        &body,
-                        match wire {
-                            true => wire::request(id, replies),
-                            false => BasicProperties::default()
-                                .with_correlation_id(id.to_string().into())
-                                .with_reply_to(replies)
-                                .with_content_type("application/json".into()),
-                        },
-                    )
-                    .await?;
+                let props = match wire {
+                    true => wire::request(id, &replies),
+                    false => {
+                        let mut props = BasicProperties::default();
+                        props
+                            .with_correlation_id(&id.to_string())
+                            .with_reply_to(&replies)
+                            .with_content_type("application/json");
+                        props
+                    }
+                };
+                let mut publish = BasicPublishArguments::new("", &requests);
+                publish.mandatory = acks;
                 if acks {
-                    confirm.await?;
+                    confirms.publish(&calling, props, body, publish).await?;
+                } else {
+                    calling.basic_publish(props, body, publish).await?;
                 }
                 serde_json::from_slice::<EchoReply>(&rx.await?)?;
                 Ok(())
@@ -257,13 +249,134 @@ async fn raw(
     .await;
     server_task.abort();
     reply_task.abort();
-    let cleanup = server.create_channel().await?;
-    for queue in [&requests, &replies] {
-        let _ = cleanup
-            .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
-            .await;
+    // Closing a channel cancels its consumer; the queues go after.
+    for channel in [serving, calling] {
+        let _ = channel.close().await;
     }
-    let _ = server.close(200, "done".into()).await;
-    let _ = client.close(200, "done".into()).await;
+    let cleanup = server.open_channel(None).await?;
+    for queue in [&requests, &replies] {
+        let _ = cleanup.queue_delete(QueueDeleteArguments::new(queue)).await;
+    }
+    let _ = cleanup.close().await;
+    let _ = server.close().await;
+    let _ = client.close().await;
     sample
+}
+
+/// Publisher confirms the way `amqprs` has them: `basic_publish` returns
+/// once the frames are queued, and the broker's `basic.ack`/`basic.nack`
+/// reach the channel's callback with the publish's delivery tag (1, 2, ...
+/// per channel, in the order the publishes arrive). So a caller takes the
+/// next tag and queues its publish under one lock, which keeps the tags in
+/// the order of the wire, and waits for the callback to resolve its tag.
+struct Confirms {
+    /// The tag the broker gives the next publish, less one.
+    published: tokio::sync::Mutex<u64>,
+    /// The callers waiting, by tag; `None` once the channel is gone, so
+    /// that nobody waits for a confirm that cannot come.
+    waiting: Mutex<Option<BTreeMap<u64, oneshot::Sender<()>>>>,
+}
+
+impl Default for Confirms {
+    fn default() -> Self {
+        Self {
+            published: tokio::sync::Mutex::new(0),
+            waiting: Mutex::new(Some(BTreeMap::new())),
+        }
+    }
+}
+
+impl Confirms {
+    /// Publishes and waits until the broker confirms. A nack ends the wait
+    /// too, as in the `lapin` baseline this replaces (which awaited its
+    /// confirm without looking at it); a return (no route) is followed by
+    /// its confirm.
+    async fn publish(
+        &self,
+        channel: &Channel,
+        props: BasicProperties,
+        body: Vec<u8>,
+        args: BasicPublishArguments,
+    ) -> anyhow::Result<()> {
+        let (tx, rx) = oneshot::channel();
+        {
+            let mut published = self.published.lock().await;
+            let tag = *published + 1;
+            self.waiting()
+                .as_mut()
+                .context("the channel closed")?
+                .insert(tag, tx);
+            if let Err(e) = channel.basic_publish(props, body, args).await {
+                if let Some(waiting) = self.waiting().as_mut() {
+                    waiting.remove(&tag);
+                }
+                return Err(e.into());
+            }
+            *published = tag;
+        }
+        rx.await
+            .context("the channel closed before the broker confirmed")
+    }
+
+    /// Confirms `tag`, or every tag up to it if `multiple`.
+    fn confirm(&self, tag: u64, multiple: bool) {
+        let done: Vec<oneshot::Sender<()>> = match self.waiting().as_mut() {
+            Some(waiting) if multiple => {
+                let later = waiting.split_off(&(tag + 1));
+                std::mem::replace(waiting, later).into_values().collect()
+            }
+            Some(waiting) => waiting.remove(&tag).into_iter().collect(),
+            None => Vec::new(),
+        };
+        for tx in done {
+            let _ = tx.send(());
+        }
+    }
+
+    fn waiting(&self) -> std::sync::MutexGuard<'_, Option<BTreeMap<u64, oneshot::Sender<()>>>> {
+        self.waiting.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// The confirming channel's callback: confirms, and fails the waiting
+/// callers when the channel goes.
+struct ConfirmCallback(Arc<Confirms>);
+
+#[async_trait]
+impl ChannelCallback for ConfirmCallback {
+    async fn close(
+        &mut self,
+        channel: &Channel,
+        close: CloseChannel,
+    ) -> Result<(), amqprs::error::Error> {
+        DefaultChannelCallback.close(channel, close).await
+    }
+    async fn cancel(
+        &mut self,
+        channel: &Channel,
+        cancel: Cancel,
+    ) -> Result<(), amqprs::error::Error> {
+        DefaultChannelCallback.cancel(channel, cancel).await
+    }
+    async fn flow(
+        &mut self,
+        channel: &Channel,
+        active: bool,
+    ) -> Result<bool, amqprs::error::Error> {
+        DefaultChannelCallback.flow(channel, active).await
+    }
+    async fn publish_ack(&mut self, _: &Channel, ack: Ack) {
+        self.0.confirm(ack.delivery_tag(), ack.mutiple());
+    }
+    async fn publish_nack(&mut self, _: &Channel, nack: Nack) {
+        self.0.confirm(nack.delivery_tag(), nack.multiple());
+    }
+    async fn publish_return(&mut self, _: &Channel, _: Return, _: BasicProperties, _: Vec<u8>) {}
+}
+
+/// The channel's dispatcher drops its callback when the channel closes.
+impl Drop for ConfirmCallback {
+    fn drop(&mut self) {
+        self.0.waiting().take();
+    }
 }

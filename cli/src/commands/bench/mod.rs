@@ -9,6 +9,7 @@ mod chart;
 mod inproc;
 mod measure;
 mod messages;
+mod raw_amqp;
 mod report;
 mod sync_key;
 mod wire;

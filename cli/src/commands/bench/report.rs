@@ -85,11 +85,11 @@ pub fn baseline_of(scenario: &str) -> &'static str {
     match scenario {
         "inproc-rpc" => "tokio mpsc + oneshot server",
         "amqp-rpc" => {
-            "raw lapin client/server with the bus's acks and confirms; limit: the same without; \
+            "raw amqprs client/server with the bus's acks and confirms; limit: the same without; \
              wire: the baseline with the wire protocol's properties on every message"
         }
         "amqp-events" => {
-            "raw lapin topic publish/consume; wire: the same with the wire protocol's properties"
+            "raw amqprs topic publish/consume; wire: the same with the wire protocol's properties"
         }
         "sync-key" => "same service without sync keys",
         "agent-http" => "raw reqwest POST to a bare axum handler, answered in the response",
