@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Buckets the samples of `perf script` (recorded with call graphs) into
-where a round trip's CPU goes: encode, decode, lapin, tokio scheduling,
-dispatch, reply matching, allocator, kernel. Used for docs/benchmarks.md.
+where a round trip's CPU goes: encode, decode, the AMQP client (amqprs;
+lapin for older recordings), tokio scheduling, dispatch, reply matching,
+allocator, kernel. Used for docs/benchmarks.md.
 
     perf record -F 499 --call-graph dwarf,16384 -p <bench pid> -- sleep 3
     perf script | scripts/perf-breakdown.py
@@ -15,13 +16,13 @@ from collections import Counter
 
 # Checked from the leaf up; the first frame that matches names the bucket.
 USER = [
-    ("encode (AMQP properties, frames)", r"codec::properties|amq_protocol::frame::generation|amq_protocol::types::generation|lapin::buffer|gen_frame|serialize"),
-    ("decode (AMQP frames, properties)", r"codec::decode|amq_protocol::frame::parsing|amq_protocol::types::parsing|nom::"),
+    ("encode (AMQP properties, frames)", r"codec::properties|amq_protocol::frame::generation|amq_protocol::types::generation|lapin::buffer|gen_frame|amqp_serde::ser|serialize_frame|serialize_content|serialize"),
+    ("decode (AMQP frames, properties)", r"codec::decode|amq_protocol::frame::parsing|amq_protocol::types::parsing|nom::|amqp_serde::de|Frame::decode|BufIoReader::decode|Deserialize"),
     ("JSON (serde_json)", r"serde_json"),
     ("reply matching", r"on_reply|bus::pending|decode_reply"),
     ("handler dispatch", r"on_service_message|ServiceRuntime|service::route|service::reply|Responder|finish_request"),
-    ("allocator", r"malloc|cfree|_int_free|realloc|unlink_chunk"),
-    ("lapin (channels, promises, consumers)", r"lapin::|flume::|async_rs|event_listener"),
+    ("allocator", r"malloc|cfree|_int_free|realloc|unlink_chunk|\bmi_|_mi_|__rust_alloc|__rust_dealloc"),
+    ("AMQP client (amqprs or lapin: channels, dispatch, consumers)", r"amqprs::|lapin::|flume::|async_rs|event_listener"),
     ("bus (envelopes, calls, routing)", r"cloudbus::"),
     ("tokio scheduling", r"tokio::"),
 ]

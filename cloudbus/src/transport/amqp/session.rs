@@ -149,10 +149,10 @@ impl Session {
         let name = format!("cloudbus {} {}", names.bus, names.node);
         let tls = config.tls_ca.as_deref();
         let args = connect::arguments(url, tls, &name).map_err(|e| Failure(e.to_string()))?;
-        let connection = Connection::open(&args).await?;
+        let connection = Connection::open(&args).await.map_err(opening)?;
         let args = connect::arguments(url, tls, &format!("{name} membership"))
             .map_err(|e| Failure(e.to_string()))?;
-        let membership = Connection::open(&args).await?;
+        let membership = Connection::open(&args).await.map_err(opening)?;
         let beats = Channel::open(&membership, false).await?;
         let confirmed = Channel::open(&connection, true).await?;
         let fast = Channel::open(&connection, false).await?;
@@ -394,6 +394,24 @@ impl Session {
                 task.abort();
             }
         }
+    }
+}
+
+/// Why a connection could not be opened. RabbitMQ answers a refused login
+/// by dropping the socket (it says why only to clients that announce
+/// `authentication_failure_close`, which amqprs does not), so a connection
+/// dropped during the handshake is reported as the refused login it
+/// almost always is; a broker that is not there refuses the TCP connection
+/// instead.
+fn opening(error: amqprs::error::Error) -> Failure {
+    let text = error.to_string();
+    if text.contains("reset by peer") || text.contains("peer shutdown") {
+        Failure(format!(
+            "{text}: the broker dropped the connection during the login, as RabbitMQ does \
+             when it refuses the user name or password (ACCESS_REFUSED)"
+        ))
+    } else {
+        Failure(text)
     }
 }
 
