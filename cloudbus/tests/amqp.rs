@@ -456,3 +456,28 @@ async fn bad_input_from_the_wire_gets_an_error_reply_and_the_consumer_goes_on() 
     b.shutdown().await;
     delete_bus(&name).await;
 }
+
+/// amqprs closes a connection or channel that is dropped open from a task
+/// it spawns; a bus kept past its runtime (returned from `block_on`) must
+/// still drop without a panic.
+#[test]
+fn a_bus_outliving_its_runtime_drops_quietly() {
+    let name = unique_bus("late-drop");
+    let _cleanup = delete_bus_on_panic(&name);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let bus = runtime.block_on(async {
+        let bus = Bus::builder()
+            .name(&name)
+            .amqp(url())
+            .build()
+            .await
+            .unwrap();
+        bus.register(echo_service()).await.unwrap();
+        bus
+    });
+    drop(runtime);
+    drop(bus);
+    tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(delete_bus(&name));
+}

@@ -24,6 +24,7 @@ use amqprs::{Ack, BasicProperties, Cancel, CloseChannel, Nack, Return};
 use async_trait::async_trait;
 use tokio::sync::oneshot;
 
+use super::held::Held;
 use crate::MessageId;
 
 /// What went wrong on the broker link, in words fit for an error.
@@ -56,7 +57,7 @@ pub(crate) enum Confirm {
 /// A channel, and what its callback learned.
 #[derive(Clone)]
 pub(crate) struct Channel {
-    pub(crate) inner: amqprs::channel::Channel,
+    pub(crate) inner: Held<amqprs::channel::Channel>,
     watch: Arc<Watch>,
 }
 
@@ -108,7 +109,10 @@ impl Channel {
                 .confirm_select(ConfirmSelectArguments::default())
                 .await?;
         }
-        Ok(Self { inner, watch })
+        Ok(Self {
+            inner: Held::new(inner),
+            watch,
+        })
     }
 
     /// The error of a request on this channel, with the broker's reason

@@ -25,6 +25,7 @@ mod connect;
 mod consumer;
 #[doc(hidden)]
 pub mod fuzzing;
+mod held;
 mod session;
 mod supervisor;
 mod topology;

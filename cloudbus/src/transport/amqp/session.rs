@@ -15,6 +15,7 @@ use tokio::sync::Mutex;
 use tokio::task::JoinHandle;
 
 use super::channel::{Channel, Failure};
+use super::held::Held;
 use super::topology::{self, Names};
 use super::{AmqpConfig, connect, consumer};
 use crate::ErrorCode;
@@ -36,7 +37,7 @@ pub(crate) struct Wanted {
 pub(crate) struct Session {
     /// The broker's address, without credentials (see [`super::url::address`]).
     pub(crate) broker: String,
-    pub(crate) connection: Connection,
+    pub(crate) connection: Held<Connection>,
     /// Requests and plain messages: mandatory, confirmed.
     pub(crate) confirmed: Channel,
     /// Replies and events: fire and forget.
@@ -46,7 +47,7 @@ pub(crate) struct Session {
     /// Membership events, on a connection of their own: a node's flood of
     /// events (and the broker's flow control on that connection) must not
     /// hold back its heartbeats, or the others take it for dead.
-    membership: Connection,
+    membership: Held<Connection>,
     pub(crate) beats: Channel,
     consumers: Mutex<HashMap<String, ServiceConsumer>>,
     event_task: JoinHandle<()>,
@@ -187,18 +188,18 @@ impl Session {
             .map_err(|e| events.failure(e))?;
         let event_task = tokio::spawn(consumer::event_loop(
             consumer,
-            events.inner.clone(),
+            (*events.inner).clone(),
             EVENT_PREFETCH,
             inbound.clone(),
             config.max_body,
         ));
         let session = Session {
             broker: super::url::address(url),
-            connection,
+            connection: Held::new(connection),
             confirmed,
             fast,
             events,
-            membership,
+            membership: Held::new(membership),
             beats,
             consumers: Mutex::new(HashMap::new()),
             event_task,
@@ -255,7 +256,7 @@ impl Session {
             .map_err(|e| channel.failure(e))?;
         let task = tokio::spawn(consumer::service_loop(
             consumer,
-            channel.inner.clone(),
+            (*channel.inner).clone(),
             acked.then_some(prefetch),
             Arc::from(service),
             inbound.clone(),
@@ -311,7 +312,7 @@ impl Session {
         if let Ok(Some(dropped @ 1..)) = deleted {
             tracing::warn!(%queue, dropped, "messages still queued for a removed service were dropped");
         }
-        let _ = consumer.channel.inner.clone().close().await;
+        let _ = (*consumer.channel.inner).clone().close().await;
         unbound
             .and(cancelled)
             .and(deleted.map(|_| ()))
@@ -372,10 +373,10 @@ impl Session {
         };
         futures::future::join(futures::future::join_all(services), events).await;
         self.event_task.abort();
-        if let Err(error) = self.connection.clone().close().await {
+        if let Err(error) = (*self.connection).clone().close().await {
             tracing::debug!(%error, "closing the broker connection");
         }
-        let _ = self.membership.clone().close().await;
+        let _ = (*self.membership).clone().close().await;
     }
 
     /// Lets go of a session whose connection failed: its consumer tasks
@@ -385,7 +386,7 @@ impl Session {
         self.confirmed.abandon();
         // The membership connection may still be up; the next session
         // opens its own.
-        let membership = self.membership.clone();
+        let membership = (*self.membership).clone();
         tokio::spawn(async move {
             let _ = membership.close().await;
         });
