@@ -61,7 +61,6 @@ pub(crate) struct Channel {
     watch: Arc<Watch>,
 }
 
-#[derive(Default)]
 struct Watch {
     /// Why the broker closed the channel, once it has.
     closed: Mutex<Option<String>>,
@@ -181,7 +180,14 @@ impl Channel {
     /// Fails every publish still waiting for its confirm (the connection
     /// is gone; their callers learn that the outcome is unknown).
     pub(crate) fn abandon(&self) {
-        if let Some(confirms) = &self.watch.confirms {
+        self.watch.fail_waiting();
+    }
+}
+
+impl Watch {
+    /// Drops every waiting publish's sender: its caller sees no answer.
+    fn fail_waiting(&self) {
+        if let Some(confirms) = &self.confirms {
             lock(&confirms.state).waiting.clear();
         }
     }
@@ -235,9 +241,7 @@ impl ChannelCallback for Callback {
     ) -> Result<(), amqprs::error::Error> {
         tracing::debug!(%close, "the broker closed a channel");
         *lock(&self.watch.closed) = Some(close.to_string());
-        if let Some(confirms) = &self.watch.confirms {
-            lock(&confirms.state).waiting.clear();
-        }
+        self.watch.fail_waiting();
         Ok(())
     }
 

@@ -528,8 +528,8 @@ impl Transport for AmqpTransport {
         Box::pin(async move {
             let session = self.shared.session()?;
             let exchange = &self.shared.names()?.broadcast;
+            // Also checks the type, the routing key here, for AMQP's limit.
             let props = codec::properties(envelope)?;
-            codec::short("the event type", &envelope.type_name)?;
             // Membership events go on their own connection; if only that
             // one failed, the main one still carries them, as it did before.
             if crate::cluster::is_membership(&envelope.type_name) {

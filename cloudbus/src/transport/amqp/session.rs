@@ -149,10 +149,9 @@ impl Session {
     ) -> Result<Session, Failure> {
         let name = format!("cloudbus {} {}", names.bus, names.node);
         let tls = config.tls_ca.as_deref();
-        let args = connect::arguments(url, tls, &name).map_err(|e| Failure(e.to_string()))?;
+        let mut args = connect::arguments(url, tls, &name).map_err(|e| Failure(e.to_string()))?;
         let connection = Connection::open(&args).await.map_err(opening)?;
-        let args = connect::arguments(url, tls, &format!("{name} membership"))
-            .map_err(|e| Failure(e.to_string()))?;
+        args.connection_name(&format!("{name} membership"));
         let membership = Connection::open(&args).await.map_err(opening)?;
         let beats = Channel::open(&membership, false).await?;
         let confirmed = Channel::open(&connection, true).await?;
