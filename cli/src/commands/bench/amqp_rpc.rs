@@ -249,11 +249,14 @@ async fn raw(
     .await;
     server_task.abort();
     reply_task.abort();
-    // Closing a channel cancels its consumer; the queues go after.
+    // Closing a channel cancels its consumer; the queues go after. The
+    // server's reply tasks may still publish on its closed channel, which
+    // the broker answers by closing that connection: the queues are
+    // deleted from the client's.
     for channel in [serving, calling] {
         let _ = channel.close().await;
     }
-    let cleanup = server.open_channel(None).await?;
+    let cleanup = client.open_channel(None).await?;
     for queue in [&requests, &replies] {
         let _ = cleanup.queue_delete(QueueDeleteArguments::new(queue)).await;
     }
