@@ -256,6 +256,10 @@ async fn a_request_whose_confirm_is_lost_with_the_connection_still_gets_its_repl
     delete_bus(&name).await;
 }
 
+/// The broker closes either of a node's connections (an operator's
+/// `close_connection`): the node notices and builds its session again,
+/// the membership connection included, so that its heartbeats do not stop
+/// while it goes on serving (the others would take it for dead).
 #[tokio::test]
 async fn a_connection_closed_by_the_broker_is_reopened() {
     let name = unique_bus("closed");
@@ -263,31 +267,105 @@ async fn a_connection_closed_by_the_broker_is_reopened() {
     let a = node(&name, url()).await;
     let b = node(&name, url()).await;
     b.register(echo_service()).await.unwrap();
-    let conn_name = format!("cloudbus {name} {}", a.node_id());
-    let listing = rabbitmqctl(&[
-        "list_connections",
-        "pid",
-        "client_properties",
-        "-q",
-        "--no-table-headers",
-    ]);
-    let pid = listing
-        .lines()
-        .find(|l| l.contains(&format!("\"{conn_name}\"")))
-        .and_then(|l| l.split('\t').next())
-        .unwrap_or_else(|| panic!("no connection {conn_name:?}"))
-        .to_string();
-    rabbitmqctl(&["close_connection", &pid, "test: operator closes it"]);
-    broker_is(&a, false).await;
-    broker_is(&a, true).await;
-    let reply = a
-        .call(Echo {
-            text: "back".into(),
+    for (closed, which) in ["", " membership"].into_iter().enumerate() {
+        let conn_name = format!("cloudbus {name} {}{which}", a.node_id());
+        let listing = rabbitmqctl(&[
+            "list_connections",
+            "pid",
+            "client_properties",
+            "-q",
+            "--no-table-headers",
+        ]);
+        let pid = listing
+            .lines()
+            .find(|l| l.contains(&format!("\"{conn_name}\"")))
+            .and_then(|l| l.split('\t').next())
+            .unwrap_or_else(|| panic!("no connection {conn_name:?}"))
+            .to_string();
+        rabbitmqctl(&["close_connection", &pid, "test: operator closes it"]);
+        wait_until("the session is built again", || {
+            a.counters().reconnects.get() == closed as u64 + 1
         })
-        .node(b.node_id())
-        .await
-        .unwrap();
-    assert_eq!(reply.text, "back");
+        .await;
+        broker_is(&a, true).await;
+        let reply = a
+            .call(Echo {
+                text: "back".into(),
+            })
+            .node(b.node_id())
+            .await
+            .unwrap();
+        assert_eq!(reply.text, "back");
+    }
+    a.shutdown().await;
+    b.shutdown().await;
+    delete_bus(&name).await;
+}
+
+/// An operator deletes a service's queue under its consumer: the broker
+/// cancels the consumer while the connection stays up. The node builds its
+/// session again, so the service is back, instead of its callers hearing
+/// `NO_SUCH_SERVICE` for good from a node that says it runs it.
+#[tokio::test]
+async fn a_service_queue_deleted_under_its_consumer_comes_back() {
+    let name = unique_bus("queue-gone");
+    let _cleanup = delete_bus_on_panic(&name);
+    let a = node(&name, url()).await;
+    let b = node(&name, url()).await;
+    b.register(echo_service()).await.unwrap();
+    let echo = |text: &str| Echo { text: text.into() };
+    assert_eq!(a.call(echo("1")).node(b.node_id()).await.unwrap().text, "1");
+
+    rabbitmqctl(&[
+        "delete_queue",
+        &format!("{name}.message.echo.{}", b.node_id()),
+    ]);
+    wait_until("B builds its session again", || {
+        b.counters().reconnects.get() == 1
+    })
+    .await;
+    broker_is(&b, true).await;
+    assert_eq!(a.call(echo("2")).node(b.node_id()).await.unwrap().text, "2");
+    assert_eq!(a.counters().reconnects.get(), 0, "A lost nothing");
+    a.shutdown().await;
+    b.shutdown().await;
+    delete_bus(&name).await;
+}
+
+/// The broker closes a channel of a node whose connection stays up: here
+/// the one its replies and events go out on, over an event published to an
+/// exchange an operator deleted (404). The node builds its session again,
+/// declaring the exchange and its bindings anew, and answers requests
+/// again instead of letting every caller time out.
+#[tokio::test]
+async fn a_channel_closed_by_the_broker_is_opened_again() {
+    let name = unique_bus("channel-gone");
+    let _cleanup = delete_bus_on_panic(&name);
+    let a = node(&name, url()).await;
+    let b = node(&name, url()).await;
+    a.register(echo_named("api")).await.unwrap();
+    let call = |text: &str| {
+        b.call(Echo { text: text.into() })
+            .service("api")
+            .node(a.node_id())
+    };
+    assert_eq!(call("1").await.unwrap().text, "1");
+
+    delete_exchange(&format!("{name}.BROADCAST")).await;
+    // Fire and forget: the broker's refusal comes afterwards, as a
+    // channel close.
+    a.publish(VmStateChanged {
+        uuid: "v1".into(),
+        state: "Running".into(),
+    })
+    .await
+    .unwrap();
+    wait_until("A builds its session again", || {
+        a.counters().reconnects.get() == 1
+    })
+    .await;
+    broker_is(&a, true).await;
+    assert_eq!(call("2").await.unwrap().text, "2");
     a.shutdown().await;
     b.shutdown().await;
     delete_bus(&name).await;

@@ -81,6 +81,19 @@ pub async fn delete_bus_at(url: &str, bus: &str) {
     conn.close(200, "done".into()).await.unwrap();
 }
 
+/// Deletes an exchange on the default broker, as an operator might.
+pub async fn delete_exchange(exchange: &str) {
+    let conn = lapin::Connection::connect(&url(), Default::default())
+        .await
+        .unwrap();
+    let channel = conn.create_channel().await.unwrap();
+    channel
+        .exchange_delete(exchange.into(), Default::default())
+        .await
+        .unwrap();
+    conn.close(200, "done".into()).await.unwrap();
+}
+
 /// [`delete_bus_at`] on the default broker.
 pub async fn delete_bus(bus: &str) {
     delete_bus_at(&url(), bus).await;

@@ -12,17 +12,19 @@
 //! the wire, and the broker's `basic.ack`/`basic.nack` (possibly `multiple`)
 //! resolves every publish up to its number. A publish returned as
 //! unroutable (`basic.return` comes before its ack) is recognised by its
-//! `message_id`.
+//! `message_id`. A channel in use raises its session's [`Alarm`] when the
+//! broker closes it or cancels its consumer, so that the session is built
+//! again instead of going on half dead.
 
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use amqprs::callbacks::ChannelCallback;
 use amqprs::channel::{BasicPublishArguments, ConfirmSelectArguments};
 use amqprs::connection::Connection;
 use amqprs::{Ack, BasicProperties, Cancel, CloseChannel, Nack, Return};
 use async_trait::async_trait;
-use tokio::sync::oneshot;
+use tokio::sync::{Notify, oneshot};
 
 use super::held::Held;
 use crate::MessageId;
@@ -54,6 +56,36 @@ pub(crate) enum Confirm {
     Nack,
 }
 
+/// Raised when the broker takes part of a session away while its
+/// connection stays up: it closed one of the session's channels (a publish
+/// to an exchange an operator deleted, say) or cancelled one of its
+/// consumers (its queue was deleted, or its cluster node went down). Such
+/// a session would go on without that part, silently; the supervisor
+/// rebuilds it instead, as after a lost connection.
+#[derive(Default)]
+pub(crate) struct Alarm {
+    /// The first reason given.
+    reason: Mutex<Option<String>>,
+    raised: Notify,
+}
+
+impl Alarm {
+    fn raise(&self, reason: String) {
+        lock(&self.reason).get_or_insert(reason);
+        self.raised.notify_one();
+    }
+
+    /// Resolves once the alarm is raised, with the first reason.
+    pub(crate) async fn raised(&self) -> String {
+        loop {
+            if let Some(reason) = lock(&self.reason).clone() {
+                return reason;
+            }
+            self.raised.notified().await;
+        }
+    }
+}
+
 /// A channel, and what its callback learned.
 #[derive(Clone)]
 pub(crate) struct Channel {
@@ -67,6 +99,10 @@ struct Watch {
     /// Publishes waiting for their confirm, in delivery-tag order; `None`
     /// outside confirm mode.
     confirms: Option<Confirms>,
+    /// Raised when the broker closes the channel or cancels its consumer;
+    /// set once the channel is set up and in use (a failure while setting
+    /// it up is that step's own error).
+    alarm: OnceLock<Arc<Alarm>>,
 }
 
 struct Confirms {
@@ -89,6 +125,7 @@ impl Channel {
         let inner = connection.open_channel(None).await?;
         let watch = Arc::new(Watch {
             closed: Mutex::new(None),
+            alarm: OnceLock::new(),
             confirms: confirm.then(|| Confirms {
                 order: tokio::sync::Mutex::new(()),
                 state: Mutex::new(Pending {
@@ -112,6 +149,12 @@ impl Channel {
             inner: Held::new(inner),
             watch,
         })
+    }
+
+    /// From now on, the broker closing this channel or cancelling its
+    /// consumer raises `alarm`.
+    pub(crate) fn in_use(&self, alarm: &Arc<Alarm>) {
+        let _ = self.watch.alarm.set(alarm.clone());
     }
 
     /// The error of a request on this channel, with the broker's reason
@@ -185,6 +228,12 @@ impl Channel {
 }
 
 impl Watch {
+    fn raise(&self, reason: impl FnOnce() -> String) {
+        if let Some(alarm) = self.alarm.get() {
+            alarm.raise(reason());
+        }
+    }
+
     /// Drops every waiting publish's sender: its caller sees no answer.
     fn fail_waiting(&self) {
         if let Some(confirms) = &self.confirms {
@@ -242,6 +291,8 @@ impl ChannelCallback for Callback {
         tracing::debug!(%close, "the broker closed a channel");
         *lock(&self.watch.closed) = Some(close.to_string());
         self.watch.fail_waiting();
+        self.watch
+            .raise(|| format!("the broker closed a channel: {close}"));
         Ok(())
     }
 
@@ -251,6 +302,12 @@ impl ChannelCallback for Callback {
         cancel: Cancel,
     ) -> Result<(), amqprs::error::Error> {
         tracing::debug!(consumer = %cancel.consumer_tag(), "the broker cancelled a consumer");
+        self.watch.raise(|| {
+            format!(
+                "the broker cancelled consumer `{}` (its queue was deleted or is unavailable)",
+                cancel.consumer_tag()
+            )
+        });
         Ok(())
     }
 

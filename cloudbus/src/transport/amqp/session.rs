@@ -14,7 +14,7 @@ use amqprs::connection::Connection;
 use tokio::sync::Mutex;
 use tokio::task::JoinHandle;
 
-use super::channel::{Channel, Failure};
+use super::channel::{Alarm, Channel, Failure};
 use super::held::Held;
 use super::topology::{self, Names};
 use super::{AmqpConfig, connect, consumer};
@@ -47,8 +47,11 @@ pub(crate) struct Session {
     /// Membership events, on a connection of their own: a node's flood of
     /// events (and the broker's flow control on that connection) must not
     /// hold back its heartbeats, or the others take it for dead.
-    membership: Held<Connection>,
+    pub(crate) membership: Held<Connection>,
     pub(crate) beats: Channel,
+    /// Raised when the broker closes a channel of this session or cancels
+    /// one of its consumers: the supervisor then builds a new session.
+    pub(crate) alarm: Arc<Alarm>,
     consumers: Mutex<HashMap<String, ServiceConsumer>>,
     event_task: JoinHandle<()>,
 }
@@ -200,9 +203,18 @@ impl Session {
             events,
             membership: Held::new(membership),
             beats,
+            alarm: Arc::default(),
             consumers: Mutex::new(HashMap::new()),
             event_task,
         };
+        for channel in [
+            &session.confirmed,
+            &session.fast,
+            &session.events,
+            &session.beats,
+        ] {
+            channel.in_use(&session.alarm);
+        }
         for (service, prefetch) in &wanted.services {
             session
                 .consume(config, names, inbound, service, *prefetch)
@@ -253,6 +265,7 @@ impl Session {
             )
             .await
             .map_err(|e| channel.failure(e))?;
+        channel.in_use(&self.alarm);
         let task = tokio::spawn(consumer::service_loop(
             consumer,
             (*channel.inner).clone(),
@@ -378,17 +391,21 @@ impl Session {
         let _ = (*self.membership).clone().close().await;
     }
 
-    /// Lets go of a session whose connection failed: its consumer tasks
-    /// end (they would on their own once the channel errors).
+    /// Lets go of a session that failed: its consumer tasks end (they
+    /// would on their own once the channel errors) and its connections
+    /// close. One of them may still be up (only the other failed, or the
+    /// broker only closed a channel); the next session opens its own, and
+    /// closing the old one returns what its consumers held unacknowledged
+    /// to their queues.
     pub(crate) fn abandon(&self) {
         self.event_task.abort();
         self.confirmed.abandon();
-        // The membership connection may still be up; the next session
-        // opens its own.
-        let membership = (*self.membership).clone();
-        tokio::spawn(async move {
-            let _ = membership.close().await;
-        });
+        for connection in [&self.connection, &self.membership] {
+            let connection = (**connection).clone();
+            tokio::spawn(async move {
+                let _ = connection.close().await;
+            });
+        }
         if let Ok(consumers) = self.consumers.try_lock() {
             for task in consumers.values().filter_map(|c| c.task.as_ref()) {
                 task.abort();

@@ -30,22 +30,26 @@ pub(crate) async fn supervise(shared: Arc<Shared>) {
     }
 }
 
-/// Resolves when the session's connection fails, with the reason.
+/// Resolves when the session fails, with the reason: one of its two
+/// connections failed, or the broker took a channel or consumer away.
 async fn lost(session: &Session) -> String {
     // The client says so once; a connection that failed before anyone
     // listened shows only as not open, which is checked now and then.
-    let listening = session.connection.listen_network_io_failure();
-    tokio::pin!(listening);
+    let main = session.connection.listen_network_io_failure();
+    let membership = session.membership.listen_network_io_failure();
+    let alarm = session.alarm.raised();
+    tokio::pin!(main, membership, alarm);
+    let failed = |network: bool, which: &str| match network {
+        true => format!("the network connection failed ({which})"),
+        false => format!("the broker closed the connection ({which})"),
+    };
     loop {
         tokio::select! {
-            network = &mut listening => {
-                return match network {
-                    true => "the network connection failed".to_string(),
-                    false => "the broker closed the connection".to_string(),
-                };
-            }
+            network = &mut main => return failed(network, "main"),
+            network = &mut membership => return failed(network, "membership"),
+            reason = &mut alarm => return reason,
             () = tokio::time::sleep(CHECK_OPEN) => {
-                if !session.connection.is_open() {
+                if !session.connection.is_open() || !session.membership.is_open() {
                     return "the connection closed".to_string();
                 }
             }
