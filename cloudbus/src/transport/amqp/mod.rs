@@ -348,6 +348,21 @@ impl Shared {
     }
 }
 
+/// The `amqprs` arguments for one broker URL, read exactly as the
+/// transport reads it: percent-decoded vhost and credentials, `heartbeat`,
+/// and TLS for `amqps://` with the platform's roots plus `tls_ca_pem`.
+/// For programs that speak `amqprs` beside the bus, such as the raw
+/// baselines of `cloudbus bench`, so that they reach the same broker the
+/// same way. Not a stable API: its type is amqprs's.
+#[doc(hidden)]
+pub fn connection_arguments(
+    url: &str,
+    tls_ca_pem: Option<&str>,
+    connection_name: &str,
+) -> Result<amqprs::connection::OpenConnectionArguments, ErrorCode> {
+    connect::arguments(url, tls_ca_pem, connection_name)
+}
+
 fn not_started() -> ErrorCode {
     ErrorCode::new(
         codes::BROKER_UNAVAILABLE,
