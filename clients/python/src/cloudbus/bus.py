@@ -107,6 +107,8 @@ class Bus:
         timeout: float = DEFAULT_TIMEOUT,
         queue_expiry: float = DEFAULT_QUEUE_EXPIRY,
         drain_limit: float = 30.0,
+        reconnect_min: float = 0.1,
+        reconnect_max: float = 10.0,
     ) -> None:
         self.url = url
         self.node_id = node_id(node) if node else new_id()
@@ -115,25 +117,33 @@ class Bus:
         _positive("heartbeat", heartbeat)
         _positive("timeout", timeout)
         _positive("queue_expiry", queue_expiry)
+        _positive("reconnect_min", reconnect_min)
+        _positive("reconnect_max", reconnect_max)
         if not isinstance(heartbeat_misses, int) or heartbeat_misses < 1:
             raise CloudbusError(INVALID_ARGUMENT, "heartbeat_misses is an integer of at least 1")
         self.default_timeout = timeout
         self.queue_expiry = queue_expiry
         self.drain_limit = drain_limit
+        self.reconnect_min = reconnect_min
+        self.reconnect_max = max(reconnect_max, reconnect_min)
         self.membership = Membership(
             self.node_id, member=member, interval=heartbeat, misses=heartbeat_misses
         )
-        #: Counters: malformed input, late replies, dropped events.
+        #: Counters: malformed input, late replies, dropped events, reconnects.
         self.stats: Counter[str] = Counter()
         self.connection: aio_pika.abc.AbstractConnection = None  # type: ignore[assignment]
         self.closing = False
         self._started = False
+        # Connected, with the whole topology declared; False while reconnecting.
+        self._online = False
+        self._reconnecting: asyncio.Task[None] | None = None
         self._closed = asyncio.Event()
         self._pending: dict[str, _Pending] = {}
         self._api_waits: dict[str, _Pending] = {}
         self._runtimes: dict[str, ServiceRuntime] = {}
         self._subscriptions: list[Subscription] = []
-        self._bindings: Counter[str] = Counter()
+        # Every pattern the event queue is bound to, with how many want it.
+        self._bindings: Counter[str] = Counter({MEMBERSHIP_PATTERN: 1})
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[Any]] = []
         self._discovery: asyncio.Task[ClusterView] | None = None
@@ -146,19 +156,14 @@ class Bus:
             return self
         self._started = True
         try:
-            self.connection = await _connect(self.url, f"cloudbus {self.name} {self.node_id}")
-            self._membership_connection = await _connect(
-                self.url, f"cloudbus {self.name} {self.node_id} membership"
-            )
-            self.connection.close_callbacks.add(self._on_connection_lost)
-            self._membership_connection.close_callbacks.add(self._on_connection_lost)
-            await self._declare()
+            await self._open()
         except CloudbusError:
             await self._abort()
             raise
         except (aiormq.exceptions.AMQPError, OSError, asyncio.TimeoutError) as error:
             await self._abort()
             raise CloudbusError(BROKER_UNAVAILABLE, f"bus {self.name} at {redact(self.url)}: {error!r}") from None
+        self._online = True
         self._tasks.append(asyncio.create_task(self._heartbeats(), name="cloudbus heartbeats"))
         if self.membership.member:
             await self._publish_membership(JOINED, self.membership.announcement(self.services()))
@@ -168,6 +173,16 @@ class Bus:
             self.membership.settled(DISCOVERY_QUIET, DISCOVERY_LIMIT), name="cloudbus discovery"
         )
         return self
+
+    async def _open(self) -> None:
+        """Connects (both connections) and declares everything this node needs."""
+        self.connection = await _connect(self.url, f"cloudbus {self.name} {self.node_id}")
+        self._membership_connection = await _connect(
+            self.url, f"cloudbus {self.name} {self.node_id} membership"
+        )
+        self.connection.close_callbacks.add(self._on_connection_lost)
+        self._membership_connection.close_callbacks.add(self._on_connection_lost)
+        await self._declare()
 
     async def _declare(self) -> None:
         conn = self.connection
@@ -197,12 +212,13 @@ class Bus:
             self.names.event_queue,
             arguments={**self.queue_arguments(), "x-max-length": EVENT_QUEUE_MAX},
         )
-        await self._bind(MEMBERSHIP_PATTERN)
+        for pattern in list(self._bindings):
+            await self._event_queue.bind(self.names.broadcast, routing_key=pattern)
         # Replies are taken in at once, so no acks (and no prefetch) for them.
         node_amqp = await self._node_channel.get_underlay_channel()
         await node_amqp.basic_consume(self.names.node_queue, self._on_node_queue, no_ack=True)
-        self._event_amqp = await self._event_channel.get_underlay_channel()
-        await self._event_amqp.basic_consume(self.names.event_queue, self._on_event)
+        event_amqp = await self._event_channel.get_underlay_channel()
+        await event_amqp.basic_consume(self.names.event_queue, self._on_event)
         self._node_queue = node_queue
 
     async def close(self) -> None:
@@ -211,6 +227,8 @@ class Bus:
         if self.closing or not self._started:
             return
         self.closing = True
+        if self._reconnecting is not None:
+            self._reconnecting.cancel()
         try:
             for runtime in list(self._runtimes.values()):
                 await runtime.stop(self.drain_limit)
@@ -255,16 +273,47 @@ class Bus:
                     pass
 
     def _on_connection_lost(self, _conn: Any, error: BaseException | None) -> None:
-        if self.closing:
+        """Either connection failed: reconnect, as a Rust node does. Calls
+        already waiting keep waiting within their timeout (their replies wait
+        in the node queue); new ones fail fast until the node is back."""
+        if self.closing or not self._online:
             return
-        log.error("bus %s: connection to the broker lost: %r", self.name, error)
-        self.closing = True
-        self._fail_all(CloudbusError(BROKER_UNAVAILABLE, f"the connection to the broker was lost: {error!r}"))
-        for sub in self._subscriptions:
-            sub.end()
-        for task in self._tasks:
-            task.cancel()
-        self._closed.set()
+        self._online = False
+        log.warning("bus %s: lost the broker connection (%r); reconnecting", self.name, error)
+        self._reconnecting = asyncio.get_running_loop().create_task(
+            self._reconnect(), name="cloudbus reconnect"
+        )
+
+    async def _reconnect(self) -> None:
+        """Tries with exponential backoff and jitter until connected with
+        the whole topology (queues, bindings, consumers) or closed."""
+        delay = self.reconnect_min
+        attempt = 0
+        while not self.closing:
+            await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+            if self.closing:
+                return
+            attempt += 1
+            try:
+                await self._abort()
+                await self._open()
+                for runtime in list(self._runtimes.values()):
+                    await runtime.start()
+            except (CloudbusError, aiormq.exceptions.AMQPError, OSError, asyncio.TimeoutError, RuntimeError) as error:
+                log.debug("bus %s: reconnect attempt %d failed: %r", self.name, attempt, error)
+                delay = min(delay * 2, self.reconnect_max)
+                continue
+            self._online = True
+            self.stats["reconnects"] += 1
+            log.info("bus %s: reconnected to the broker after %d attempts; topology restored", self.name, attempt)
+            self._wake.set()
+            return
+
+    @property
+    def connected(self) -> bool:
+        """Connected to the broker with the whole topology declared; ``False``
+        while reconnecting, when sends fail with ``cloudbus.BROKER_UNAVAILABLE``."""
+        return self._online and not self.closing
 
     async def __aenter__(self) -> Bus:
         return await self.start()
@@ -273,7 +322,8 @@ class Bus:
         await self.close()
 
     async def wait_closed(self) -> None:
-        """Returns once the bus is closed (by ``close`` or a lost connection)."""
+        """Returns once the bus is closed by ``close`` (a lost connection is
+        reconnected, not closed)."""
         await self._closed.wait()
 
     def queue_arguments(self) -> dict[str, Any]:
@@ -484,6 +534,10 @@ class Bus:
             raise CloudbusError(SHUTTING_DOWN, "the bus is not started: await bus.start()")
         if self.closing:
             raise CloudbusError(SHUTTING_DOWN, f"node {self.node_id} is shutting down")
+        if not self._online:
+            raise CloudbusError(
+                BROKER_UNAVAILABLE, f"not connected to the broker at {redact(self.url)}; reconnecting"
+            )
 
     def _timeout(self, timeout: float | None) -> float:
         self._check_open()
@@ -630,7 +684,8 @@ class Bus:
             self._take_event(message)
         finally:
             try:
-                await self._event_amqp.basic_ack(message.delivery.delivery_tag, wait=False)
+                # On the channel it came on (a reconnect makes a new one).
+                await message.channel.basic_ack(message.delivery.delivery_tag, wait=False)
             except Exception:  # noqa: BLE001 - channel gone
                 pass
 

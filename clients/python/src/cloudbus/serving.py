@@ -47,7 +47,8 @@ class ServiceRuntime:
         self._handling: set[asyncio.Task[Any]] = set()
 
     async def start(self) -> None:
-        """Declares and binds the queue, then consumes it with the limit as prefetch."""
+        """Declares and binds the queue, then consumes it with the limit as
+        prefetch; again on the new connection after a reconnect."""
         self.channel = await self.bus.connection.channel(publisher_confirms=False)
         await self.channel.set_qos(prefetch_count=self.service.concurrency)
         self.queue = await self.channel.declare_queue(
@@ -122,8 +123,10 @@ class ServiceRuntime:
                 await self._ack(message)
 
     async def _ack(self, message: DeliveredMessage) -> None:
+        # On the channel it came on: after a reconnect the runtime consumes on
+        # a new one, where this tag would be unknown (and close the channel).
         try:
-            await self._amqp.basic_ack(message.delivery.delivery_tag, wait=False)  # type: ignore[union-attr]
+            await message.channel.basic_ack(message.delivery.delivery_tag, wait=False)  # type: ignore[union-attr]
         except Exception as error:  # noqa: BLE001 - the channel is gone
             log.debug("ack failed: %r", error)
 

@@ -1,0 +1,158 @@
+"""Losing the broker connection: the Python node reconnects by itself and
+declares its queues, bindings and consumers again; sends fail fast while it
+is away; a call in flight across the outage still gets its reply; a
+request sent to it meanwhile is answered once it is back.
+
+A proxy inside the test stands between the node and the broker, so the
+shared broker is never touched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import pytest
+
+import cloudbus
+from conftest import queue_names
+from proxy import Proxy
+
+WAIT = 20.0
+
+
+async def until(what: str, done: Callable[[], bool]) -> None:
+    """Looks again and again (every 10 ms) until ``done``; fails naming
+    ``what`` after ``WAIT`` seconds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + WAIT
+    while not done():
+        if loop.time() > deadline:
+            pytest.fail(f"{what} did not happen within {WAIT} s")
+        await asyncio.sleep(0.01)
+
+
+def consumers(queue: str) -> str | None:
+    out = subprocess.run(
+        ["rabbitmqctl", "list_queues", "name", "consumers", "-q", "--no-table-headers"],
+        capture_output=True, text=True, check=True,
+    ).stdout
+    for line in out.splitlines():
+        name, _, count = line.partition("\t")
+        if name == queue:
+            return count.strip()
+    return None
+
+
+async def until_broker_lists(queue: str, count: str) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + WAIT
+    while await asyncio.to_thread(consumers, queue) != count:
+        if loop.time() > deadline:
+            pytest.fail(f"the broker still lists consumers other than {count} on {queue}")
+
+
+async def proxied_broker(url: str) -> tuple[Proxy, str]:
+    """A proxy in front of the broker at ``url``, and the URL through it."""
+    parts = urlsplit(url)
+    proxy = await Proxy(parts.hostname or "127.0.0.1", parts.port or 5672).start()
+    credentials = parts.netloc.rsplit("@", 1)[0] + "@" if "@" in parts.netloc else ""
+    return proxy, urlunsplit(parts._replace(netloc=f"{credentials}127.0.0.1:{proxy.port}"))
+
+
+def echo_service(name: str) -> cloudbus.Service:
+    service = cloudbus.Service(name)
+
+    @service.handler(f"{name}.Echo", reply=f"{name}.Echoed")
+    async def echo(body: dict[str, Any], ctx: cloudbus.Context) -> dict[str, Any]:
+        return {"text": body["text"], "node": ctx.bus.node_id}
+
+    return service
+
+
+async def test_a_lost_connection_comes_back_with_its_topology_and_sends_fail_fast_meanwhile(
+    url: str, bus_name: str
+) -> None:
+    proxy, proxied = await proxied_broker(url)
+    # Long heartbeats: nobody is declared dead during the outage.
+    options = {"member": True, "heartbeat": 10.0}
+    a = await cloudbus.connect(proxied, bus_name, reconnect_min=0.02, reconnect_max=0.2, **options)
+    b = await cloudbus.connect(url, bus_name, **options)
+    try:
+        await a.register(echo_service("api"))
+        await b.register(echo_service("echo"))
+        started, release = asyncio.Event(), asyncio.Event()
+        slow = cloudbus.Service("slow")
+
+        @slow.handler("slow.Work", reply="slow.Done")
+        async def work(body: dict[str, Any], _ctx: cloudbus.Context) -> dict[str, Any]:
+            started.set()
+            await release.wait()
+            return {"n": body["n"]}
+
+        await b.register(slow)
+        events = await a.subscribe("vm.*")
+        before = queue_names(bus_name)
+        assert (await a.call("echo", "echo.Echo", {"text": "1"}, node=b.node_id))["text"] == "1"
+
+        # A call is in flight when the connection goes.
+        in_flight = asyncio.create_task(a.call("slow", "slow.Work", {"n": 7}, node=b.node_id, timeout=WAIT))
+        await asyncio.wait_for(started.wait(), WAIT)
+        proxy.cut()
+        await until("A noticing the lost connection", lambda: not a.connected)
+
+        # Meanwhile: fail fast, never wait for a timeout.
+        with pytest.raises(cloudbus.Error) as raised:
+            await a.call("echo", "echo.Echo", {"text": "2"}, node=b.node_id, timeout=WAIT)
+        assert raised.value.code == cloudbus.BROKER_UNAVAILABLE, raised.value
+        with pytest.raises(cloudbus.Error) as raised:
+            await a.publish("vm.Started", {"uuid": "x"})
+        assert raised.value.code == cloudbus.BROKER_UNAVAILABLE, raised.value
+        # A request for A's service waits in A's queue meanwhile.
+        queued = asyncio.create_task(b.call("api", "api.Echo", {"text": "q"}, node=a.node_id, timeout=WAIT))
+        # The slow handler answers while A is away, as the broker sees it
+        # (A's node queue is taken without acks: a reply handed to the old
+        # consumer would be lost): the reply waits in A's node queue.
+        await until_broker_lists(f"{bus_name}.message.cloudbus.{a.node_id}", "0")
+        release.set()
+
+        proxy.restore()
+        await until("A reconnecting", lambda: a.connected)
+        assert a.stats["reconnects"] == 1
+        assert (await asyncio.wait_for(in_flight, WAIT))["n"] == 7, "the reply sent during the outage arrives"
+        assert (await asyncio.wait_for(queued, WAIT))["text"] == "q", "the request sent meanwhile is answered"
+
+        # Everything is back: calls out and in, events in, the same queues.
+        assert (await a.call("echo", "echo.Echo", {"text": "3"}, node=b.node_id))["text"] == "3"
+        assert (await b.call("api", "api.Echo", {"text": "4"}, node=a.node_id))["node"] == a.node_id
+        await b.publish("vm.Started", {"uuid": "v1"})
+        event = await events.next(timeout=WAIT)
+        assert event.type == "vm.Started" and event.body == {"uuid": "v1"}
+        assert queue_names(bus_name) == before
+    finally:
+        await a.close()
+        await b.close()
+        await proxy.close()
+
+
+async def test_a_node_closed_while_reconnecting_closes_without_hanging(url: str, bus_name: str) -> None:
+    proxy, proxied = await proxied_broker(url)
+    a = await cloudbus.connect(proxied, bus_name, member=True, reconnect_min=0.02, reconnect_max=0.2)
+    try:
+        await a.register(echo_service("api"))
+        proxy.cut()
+        await until("A noticing the lost connection", lambda: not a.connected)
+        with pytest.raises(cloudbus.Error) as raised:
+            await a.register(echo_service("more"))
+        assert raised.value.code == cloudbus.BROKER_UNAVAILABLE, raised.value
+        await asyncio.wait_for(a.close(), WAIT)
+        await asyncio.wait_for(a.wait_closed(), WAIT)
+        assert not a.connected
+        with pytest.raises(cloudbus.Error) as raised:
+            await a.call("api", "api.Echo", {"text": "late"}, node=a.node_id)
+        assert raised.value.code == cloudbus.SHUTTING_DOWN, raised.value
+    finally:
+        await proxy.close()
