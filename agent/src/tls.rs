@@ -1,8 +1,10 @@
 //! TLS for agents: the agent serves HTTPS from a certificate and key, may
 //! accept only clients with a certificate from a given CA (mutual TLS,
 //! which can replace the shared bearer token), and management nodes
-//! trust a private CA and may present a client certificate. Everything is
-//! PEM, as operators have it.
+//! trust a private CA and may present a client certificate. A node's
+//! callback listener may serve HTTPS too, which agents verify against
+//! the public roots and a private CA. Everything is PEM, as operators
+//! have it.
 
 use std::io;
 use std::net::SocketAddr;
@@ -23,6 +25,26 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 fn invalid(what: String) -> ErrorCode {
     ErrorCode::new(codes::INVALID_ARGUMENT, what)
+}
+
+/// A client for callbacks: the public roots, and `node_ca_pem` for nodes
+/// whose callback listener has a certificate from a private CA.
+pub(crate) fn callback_client(node_ca_pem: Option<&str>) -> Result<reqwest::Client, ErrorCode> {
+    ensure_provider();
+    let mut http = reqwest::Client::builder()
+        .use_rustls_tls()
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(Duration::from_secs(30))
+        .no_proxy();
+    if let Some(pem) = node_ca_pem {
+        for cert in certificates(pem, "node CA")? {
+            let cert = reqwest::Certificate::from_der(&cert)
+                .map_err(|e| invalid(format!("the node CA is not usable: {e}")))?;
+            http = http.add_root_certificate(cert);
+        }
+    }
+    http.build()
+        .map_err(|e| invalid(format!("cannot build the callback HTTP client: {e}")))
 }
 
 /// Makes aws-lc-rs the process's TLS provider unless one is set: the HTTP
@@ -52,16 +74,18 @@ pub(crate) fn certificates(
     Ok(certs)
 }
 
-/// The server side of an agent: its certificate and key, and the CA its
-/// clients' certificates must come from, when it wants them.
+/// The server side of an agent or of a node's callback listener (`who`):
+/// its certificate and key, and the CA its clients' certificates must come
+/// from, when it wants them.
 pub(crate) fn server_config(
+    who: &str,
     cert_pem: &str,
     key_pem: &str,
     client_ca_pem: Option<&str>,
 ) -> Result<Arc<rustls::ServerConfig>, ErrorCode> {
-    let chain = certificates(cert_pem, "agent certificate")?;
+    let chain = certificates(cert_pem, &format!("{who} certificate"))?;
     let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes())
-        .map_err(|e| invalid(format!("the agent's private key is not valid PEM: {e}")))?;
+        .map_err(|e| invalid(format!("the {who}'s private key is not valid PEM: {e}")))?;
     let builder = rustls::ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| invalid(format!("no TLS version to offer: {e}")))?;
@@ -82,7 +106,7 @@ pub(crate) fn server_config(
     };
     let mut config = builder.with_single_cert(chain, key).map_err(|e| {
         invalid(format!(
-            "the agent certificate and key do not go together: {e}"
+            "the {who} certificate and key do not go together: {e}"
         ))
     })?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
@@ -117,7 +141,7 @@ impl TlsListener {
                     Ok(accepted) => accepted,
                     Err(error) => {
                         // Out of descriptors, say: wait a moment, go on.
-                        tracing::warn!(%error, "the agent cannot accept a connection");
+                        tracing::warn!(%error, "cannot accept a TLS connection");
                         tokio::time::sleep(Duration::from_millis(50)).await;
                         continue;
                     }
@@ -130,10 +154,10 @@ impl TlsListener {
                             let _ = ready.send((tls, peer)).await;
                         }
                         Ok(Err(error)) => {
-                            tracing::debug!(%peer, %error, "a TLS handshake with the agent failed");
+                            tracing::debug!(%peer, %error, "a TLS handshake failed");
                         }
                         Err(_) => {
-                            tracing::debug!(%peer, "a TLS handshake with the agent timed out")
+                            tracing::debug!(%peer, "a TLS handshake timed out")
                         }
                     }
                 });

@@ -2,9 +2,13 @@
 //! served and verified; an unknown CA and a certificate for another host
 //! are refused; with mutual TLS, a node without a certificate from the
 //! agent's client CA is refused in the handshake and one with it served.
+//! A node's callback listener serves HTTPS: an agent that trusts its CA
+//! sends the result back, one that does not keeps it.
+
+use std::time::Duration;
 
 use cloudbus::ErrorCode;
-use cloudbus_agent::{Agent, AgentClient, Command, CommandHandler, RunningAgent, codes};
+use cloudbus_agent::{Agent, AgentClient, Command, CommandHandler, Mode, RunningAgent, codes};
 use rcgen::{BasicConstraints, Certificate, CertificateParams, IsCa, KeyPair};
 use serde::{Deserialize, Serialize};
 
@@ -24,6 +28,23 @@ impl CommandHandler<Hello> for Host {
     async fn handle(&self, _: Hello) -> Result<Hi, ErrorCode> {
         Ok(Hi {
             host: "secure-host".into(),
+        })
+    }
+}
+
+/// A long command: answered `202` at once, its result sent back later.
+#[derive(Serialize, Deserialize)]
+struct Boot {}
+impl Command for Boot {
+    const PATH: &'static str = "/boot";
+    const MODE: Mode = Mode::Callback;
+    type Response = Hi;
+}
+
+impl CommandHandler<Boot> for Host {
+    async fn handle(&self, _: Boot) -> Result<Hi, ErrorCode> {
+        Ok(Hi {
+            host: "booted".into(),
         })
     }
 }
@@ -164,6 +185,59 @@ async fn with_mutual_tls_only_nodes_with_a_certificate_from_the_client_ca_are_se
     agent.shutdown().await.unwrap();
 }
 
+/// A plain-HTTP agent that sends callbacks, trusting `node_ca` for them.
+async fn booting_agent(node_ca: Option<&Ca>) -> RunningAgent {
+    let mut agent = Agent::builder(Host).command::<Boot>();
+    if let Some(ca) = node_ca {
+        agent = agent.node_ca_pem(ca.pem());
+    }
+    agent.build().unwrap().bind("127.0.0.1:0").await.unwrap()
+}
+
+#[tokio::test]
+async fn callbacks_come_back_over_https_only_to_a_node_the_agent_verified() {
+    let node_ca = Ca::new();
+    let (cert, key) = node_ca.issue(&["127.0.0.1"]);
+    let client = AgentClient::builder()
+        .callback_tls_pem(&cert, &key)
+        .start()
+        .await
+        .unwrap();
+    assert!(
+        client.callback_url().starts_with("https://127.0.0.1:"),
+        "{}",
+        client.callback_url()
+    );
+    let trusting = booting_agent(Some(&node_ca)).await;
+    let booted = client.call(&trusting.url(), Boot {}).await.unwrap();
+    assert_eq!(booted.host, "booted");
+    assert_eq!(client.stats().callbacks.get(), 1);
+
+    // An agent that knows only the public roots keeps the result: it
+    // cannot verify the node's certificate.
+    let stranger = booting_agent(None).await;
+    let call = tokio::spawn({
+        let (client, url) = (client.clone(), stranger.url());
+        async move { client.call(&url, Boot {}).await }
+    });
+    tokio::time::timeout(Duration::from_secs(20), async {
+        while stranger.stats().callbacks_failed.get() == 0 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("the stranger gave up sending its callback");
+    call.abort();
+    assert_eq!(stranger.stats().callbacks_sent.get(), 0);
+    assert_eq!(
+        client.stats().callbacks.get(),
+        1,
+        "the stranger's result never came"
+    );
+    trusting.shutdown().await.unwrap();
+    stranger.shutdown().await.unwrap();
+}
+
 #[tokio::test]
 async fn bad_tls_settings_are_refused_with_clear_errors() {
     let err = Agent::builder(Host)
@@ -187,4 +261,28 @@ async fn bad_tls_settings_are_refused_with_clear_errors() {
         .err()
         .unwrap();
     assert!(err.is(cloudbus::codes::INVALID_ARGUMENT), "{err}");
+    let err = AgentClient::builder()
+        .callback_tls_pem("not a certificate", "not a key")
+        .start()
+        .await
+        .err()
+        .unwrap();
+    assert!(err.description().contains("callback listener"), "{err}");
+    // A listener serving HTTPS behind an http:// URL would reach nobody.
+    let (cert, key) = Ca::new().issue(&["127.0.0.1"]);
+    let err = AgentClient::builder()
+        .callback_tls_pem(&cert, &key)
+        .callback_url("http://127.0.0.1:7071")
+        .start()
+        .await
+        .err()
+        .unwrap();
+    assert!(err.description().contains("https"), "{err}");
+    let err = Agent::builder(Host)
+        .command::<Hello>()
+        .node_ca_pem("garbage")
+        .build()
+        .err()
+        .unwrap();
+    assert!(err.description().contains("node CA"), "{err}");
 }

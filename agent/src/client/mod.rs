@@ -62,6 +62,9 @@ pub struct AgentClientBuilder {
     connect_timeout: Duration,
     listen: SocketAddr,
     callback_base: Option<String>,
+    /// The callback listener's certificate chain and key (PEM), to serve
+    /// HTTPS with.
+    callback_tls: Option<(String, Secret)>,
     token: Option<Secret>,
 }
 
@@ -87,6 +90,7 @@ impl Default for AgentClientBuilder {
             connect_timeout: Duration::from_secs(5),
             listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
             callback_base: None,
+            callback_tls: None,
             token: None,
         }
     }
@@ -169,6 +173,17 @@ impl AgentClientBuilder {
         self
     }
 
+    /// Serves the callback listener over HTTPS with this certificate chain
+    /// and private key (both PEM), so that the results of callback
+    /// commands come back encrypted; its URL is then `https://`. Agents
+    /// verify the certificate, host name included, against the public
+    /// roots and the CA given to them with
+    /// [`AgentBuilder::node_ca_pem`](crate::AgentBuilder::node_ca_pem).
+    pub fn callback_tls_pem(mut self, cert_chain: &str, key: &str) -> Self {
+        self.callback_tls = Some((cert_chain.to_owned(), Secret(key.to_owned())));
+        self
+    }
+
     /// Sends `Authorization: Bearer <token>` with every command, for
     /// agents built with
     /// [`AgentBuilder::bearer_token`](crate::AgentBuilder::bearer_token).
@@ -197,12 +212,34 @@ impl AgentClientBuilder {
         let bound = listener
             .local_addr()
             .map_err(|e| invalid(format!("the callback listener has no address: {e}")))?;
+        let callback_tls = match &self.callback_tls {
+            Some((cert, Secret(key))) => Some(crate::tls::server_config(
+                "callback listener",
+                cert,
+                key,
+                None,
+            )?),
+            None => None,
+        };
+        let scheme = if callback_tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
         let base = match self.callback_base {
             Some(base) => {
                 let url = reqwest::Url::parse(&base)
                     .ok()
                     .filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
                     .ok_or_else(|| invalid(format!("callback URL {base:?} is not http(s)")))?;
+                // An https URL without TLS here is a proxy terminating it;
+                // an http URL to a listener serving TLS reaches nobody.
+                if callback_tls.is_some() && url.scheme() == "http" {
+                    return Err(invalid(format!(
+                        "callback URL {base:?} is http, but the callback listener serves HTTPS \
+                         (callback_tls_pem): make it https"
+                    )));
+                }
                 url.as_str().trim_end_matches('/').to_owned()
             }
             None if bound.ip().is_unspecified() => {
@@ -211,7 +248,7 @@ impl AgentClientBuilder {
                      give the URL they can reach it at"
                 )));
             }
-            None => format!("http://{bound}"),
+            None => format!("{scheme}://{bound}"),
         };
         let mut headers = reqwest::header::HeaderMap::new();
         if let Some(Secret(token)) = &self.token {
@@ -253,11 +290,22 @@ impl AgentClientBuilder {
         // No idle connections to agents: none from them either.
         let close = self.idle_per_host == Some(0);
         let router = callbacks::router(Arc::clone(&waiting), Arc::clone(&stats), close);
-        let listener = tokio::spawn(async move {
-            if let Err(e) = axum::serve(listener, router).await {
-                tracing::error!("the agent callback listener stopped: {e}");
+        let listener = match callback_tls {
+            Some(config) => {
+                let listener = crate::tls::TlsListener::new(listener, config, |_| {})
+                    .map_err(|e| invalid(format!("the callback listener has no address: {e}")))?;
+                tokio::spawn(async move {
+                    if let Err(e) = axum::serve(listener, router).await {
+                        tracing::error!("the agent callback listener stopped: {e}");
+                    }
+                })
             }
-        });
+            None => tokio::spawn(async move {
+                if let Err(e) = axum::serve(listener, router).await {
+                    tracing::error!("the agent callback listener stopped: {e}");
+                }
+            }),
+        };
         Ok(AgentClient {
             inner: Arc::new(Inner {
                 http,

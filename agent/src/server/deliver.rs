@@ -44,7 +44,7 @@ pub(super) async fn callback<T: Serialize>(
     };
     let attempt = || async {
         let mut request = shared
-            .http
+            .http()
             .post(to.url.clone())
             .header(header::CONTENT_TYPE, "application/json")
             .header(TASK_ID_HEADER, &to.task_id);

@@ -8,7 +8,6 @@ mod running;
 use std::collections::HashSet;
 use std::future::Future;
 use std::sync::{Arc, OnceLock};
-use std::time::Duration;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -44,13 +43,24 @@ pub struct Agent {
 
 /// What every request handler of one agent shares.
 pub(crate) struct Shared {
-    /// Sends callbacks; reuses connections to the management nodes.
-    http: reqwest::Client,
+    /// Sends callbacks; reuses connections to the management nodes. Set
+    /// when the agent is built (it depends on the node CA).
+    http: OnceLock<reqwest::Client>,
     /// Callback work still running, so shutdown can wait for it.
     tasks: TaskTracker,
     /// At most this many commands run at once, when set.
     limit: OnceLock<Semaphore>,
     stats: Arc<AgentStats>,
+}
+
+impl Shared {
+    /// The callback client [`AgentBuilder::build`] made.
+    pub(crate) fn http(&self) -> &reqwest::Client {
+        self.http.get_or_init(|| {
+            crate::tls::callback_client(None)
+                .expect("a client with the public roots and no proxy always builds")
+        })
+    }
 }
 
 /// Builds an [`Agent`] from its state and the commands the state handles.
@@ -63,6 +73,8 @@ pub struct AgentBuilder<S> {
     tls: Option<(String, String)>,
     /// The CA (PEM) client certificates must come from (mutual TLS).
     client_ca: Option<String>,
+    /// A CA (PEM) to trust for HTTPS callback listeners.
+    node_ca: Option<String>,
     error: Option<ErrorCode>,
     shared: Arc<Shared>,
 }
@@ -70,13 +82,6 @@ pub struct AgentBuilder<S> {
 impl Agent {
     /// Starts an agent whose handlers share `state`.
     pub fn builder<S: Send + Sync + 'static>(state: S) -> AgentBuilder<S> {
-        crate::tls::ensure_provider();
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(5))
-            .timeout(Duration::from_secs(30))
-            .no_proxy()
-            .build()
-            .expect("a client with default TLS and no proxy always builds");
         AgentBuilder {
             state: Arc::new(state),
             router: Router::new(),
@@ -84,9 +89,10 @@ impl Agent {
             token: None,
             tls: None,
             client_ca: None,
+            node_ca: None,
             error: None,
             shared: Arc::new(Shared {
-                http,
+                http: OnceLock::new(),
                 tasks: TaskTracker::new(),
                 limit: OnceLock::new(),
                 stats: Arc::default(),
@@ -173,6 +179,17 @@ impl<S: Send + Sync + 'static> AgentBuilder<S> {
         self
     }
 
+    /// Trusts this CA (PEM), besides the public roots, for the management
+    /// nodes' callback listeners that serve HTTPS with a private
+    /// certificate
+    /// ([`AgentClientBuilder::callback_tls_pem`](crate::AgentClientBuilder::callback_tls_pem)),
+    /// so that a callback command's result goes back encrypted to a node
+    /// this agent has verified.
+    pub fn node_ca_pem(mut self, ca: impl Into<String>) -> Self {
+        self.node_ca = Some(ca.into());
+        self
+    }
+
     /// Runs at most `limit` commands at once, whichever management nodes
     /// send them; the others wait their turn (a callback command waits
     /// after its `202`). Without it, an agent driven by several nodes runs
@@ -193,7 +210,12 @@ impl<S: Send + Sync + 'static> AgentBuilder<S> {
             return Err(error);
         }
         let tls = match (&self.tls, &self.client_ca) {
-            (Some((cert, key)), ca) => Some(crate::tls::server_config(cert, key, ca.as_deref())?),
+            (Some((cert, key)), ca) => Some(crate::tls::server_config(
+                "agent",
+                cert,
+                key,
+                ca.as_deref(),
+            )?),
             (None, Some(_)) => {
                 return Err(ErrorCode::new(
                     bus_codes::INVALID_ARGUMENT,
@@ -202,6 +224,9 @@ impl<S: Send + Sync + 'static> AgentBuilder<S> {
             }
             (None, None) => None,
         };
+        let http = crate::tls::callback_client(self.node_ca.as_deref())?;
+        // Built once: a second build of one builder is not possible.
+        let _ = self.shared.http.set(http);
         let mut router = self
             .router
             .fallback(dispatch::no_such_command)

@@ -48,6 +48,11 @@ pub struct Args {
     /// from this CA (PEM file); needs --tls-cert.
     #[arg(long, value_name = "PEM_FILE", requires = "tls_cert")]
     client_ca: Option<std::path::PathBuf>,
+    /// Trust this CA (PEM file), besides the public roots, for management
+    /// nodes whose callback listener serves HTTPS
+    /// (`cloudbus node --agent-callback-cert`).
+    #[arg(long, value_name = "PEM_FILE")]
+    node_ca: Option<std::path::PathBuf>,
 }
 
 fn read_pem(path: &std::path::Path) -> anyhow::Result<String> {
@@ -78,6 +83,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         token: args.token,
         max_concurrent: args.max_concurrent,
         tls,
+        node_ca: args.node_ca.as_deref().map(read_pem).transpose()?,
     };
     let agents = simulation
         .serve()

@@ -38,6 +38,15 @@ pub struct AgentArgs {
     /// The private key of --agent-cert (PEM file).
     #[arg(long, value_name = "PEM_FILE", requires = "agent_cert")]
     agent_key: Option<std::path::PathBuf>,
+    /// Serve the callback listener over HTTPS with this certificate chain
+    /// (PEM file; with --agent-callback-key), so that results come back
+    /// encrypted; agents trust it through the public roots or
+    /// `cloudbus agent --node-ca`.
+    #[arg(long, value_name = "PEM_FILE", requires = "agent_callback_key")]
+    agent_callback_cert: Option<std::path::PathBuf>,
+    /// The private key of --agent-callback-cert (PEM file).
+    #[arg(long, value_name = "PEM_FILE", requires = "agent_callback_cert")]
+    agent_callback_key: Option<std::path::PathBuf>,
     /// The bearer token the agents want (`cloudbus agent --token`).
     #[arg(long, env = "CLOUDBUS_AGENT_TOKEN", hide_env_values = true)]
     agent_token: Option<String>,
@@ -63,6 +72,9 @@ impl AgentArgs {
         }
         if let (Some(cert), Some(key)) = (&self.agent_cert, &self.agent_key) {
             client = client.tls_identity_pem(&read(cert)?, &read(key)?);
+        }
+        if let (Some(cert), Some(key)) = (&self.agent_callback_cert, &self.agent_callback_key) {
+            client = client.callback_tls_pem(&read(cert)?, &read(key)?);
         }
         if let Some(token) = &self.agent_token {
             client = client.bearer_token(token.clone());

@@ -40,12 +40,14 @@ impl SimulatedHost {
 
     /// The host's agent, ready to serve; with a token, it serves only
     /// management nodes that send it; with a limit, it runs at most that
-    /// many commands at once.
+    /// many commands at once; with a node CA, it trusts it for the nodes'
+    /// HTTPS callback listeners.
     pub fn agent(
         self,
         token: Option<&str>,
         limit: Option<usize>,
         tls: Option<&AgentTls>,
+        node_ca: Option<&str>,
     ) -> Result<Agent, ErrorCode> {
         let mut agent = Agent::builder(self)
             .command::<ConnectHost>()
@@ -56,6 +58,9 @@ impl SimulatedHost {
         }
         if let Some(limit) = limit {
             agent = agent.max_concurrent(limit);
+        }
+        if let Some(ca) = node_ca {
+            agent = agent.node_ca_pem(ca);
         }
         if let Some(tls) = tls {
             agent = agent.tls_pem(&tls.cert, &tls.key);
@@ -146,6 +151,9 @@ pub struct Simulation {
     /// Serve HTTPS with this certificate chain and key (PEM), and, with a
     /// client CA, only to management nodes with a certificate from it.
     pub tls: Option<AgentTls>,
+    /// A CA (PEM) to trust, besides the public roots, for the management
+    /// nodes' callback listeners when they serve HTTPS.
+    pub node_ca: Option<String>,
 }
 
 /// TLS settings of simulated agents, all PEM.
@@ -174,6 +182,7 @@ impl Simulation {
             token: None,
             max_concurrent: None,
             tls: None,
+            node_ca: None,
         }
     }
 
@@ -201,6 +210,7 @@ impl Simulation {
                     self.token.as_deref(),
                     self.max_concurrent,
                     self.tls.as_ref(),
+                    self.node_ca.as_deref(),
                 )
                 .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?
                 .bind(addr)
