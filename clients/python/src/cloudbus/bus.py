@@ -73,6 +73,10 @@ DISCOVERY_QUIET = 0.3
 DISCOVERY_LIMIT = 3.0
 
 
+#: The queue types a bus may use (§1).
+QUEUE_TYPES = ("classic", "quorum")
+
+
 def redact(url: str) -> str:
     """The URL with its password hidden, for errors and logs."""
     return re.sub(r"(//[^:/@]*:)[^@/]*@", r"\1***@", url)
@@ -109,6 +113,7 @@ class Bus:
         drain_limit: float = 30.0,
         reconnect_min: float = 0.1,
         reconnect_max: float = 10.0,
+        queue_type: str = "classic",
     ) -> None:
         self.url = url
         self.node_id = node_id(node) if node else new_id()
@@ -119,6 +124,13 @@ class Bus:
         _positive("queue_expiry", queue_expiry)
         _positive("reconnect_min", reconnect_min)
         _positive("reconnect_max", reconnect_max)
+        if queue_type not in QUEUE_TYPES:
+            raise CloudbusError(
+                INVALID_ARGUMENT, f"queue_type is one of {', '.join(QUEUE_TYPES)}, not {queue_type!r}"
+            )
+        #: ``classic``, or ``quorum`` (replicated across a RabbitMQ cluster);
+        #: the same for every node of a bus, as ``--queue-type`` in Rust.
+        self.queue_type = queue_type
         if not isinstance(heartbeat_misses, int) or heartbeat_misses < 1:
             raise CloudbusError(INVALID_ARGUMENT, "heartbeat_misses is an integer of at least 1")
         self.default_timeout = timeout
@@ -202,15 +214,12 @@ class Bus:
         membership_channel = await self._membership_connection.channel(publisher_confirms=False)
         self._membership_amqp = await membership_channel.get_underlay_channel()
         self._node_channel = await conn.channel(publisher_confirms=False)
-        node_queue = await self._node_channel.declare_queue(
-            self.names.node_queue, arguments=self.queue_arguments()
-        )
+        node_queue = await self.declare_queue(self._node_channel, self.names.node_queue)
         await node_queue.bind(self.names.p2p, routing_key=self.names.reply_to)
         self._event_channel = await conn.channel(publisher_confirms=False)
         await self._event_channel.set_qos(prefetch_count=EVENT_PREFETCH)
-        self._event_queue = await self._event_channel.declare_queue(
-            self.names.event_queue,
-            arguments={**self.queue_arguments(), "x-max-length": EVENT_QUEUE_MAX},
+        self._event_queue = await self.declare_queue(
+            self._event_channel, self.names.event_queue, {"x-max-length": EVENT_QUEUE_MAX}
         )
         for pattern in list(self._bindings):
             await self._event_queue.bind(self.names.broadcast, routing_key=pattern)
@@ -326,6 +335,33 @@ class Bus:
         reconnected, not closed)."""
         await self._closed.wait()
 
+    async def declare_queue(
+        self,
+        channel: aio_pika.abc.AbstractChannel,
+        name: str,
+        extra: dict[str, Any] | None = None,
+    ) -> aio_pika.abc.AbstractQueue:
+        """Declares one of this node's queues as §1 says for the bus's queue
+        type; a queue that exists with the other type is ``INVALID_ARGUMENT``
+        naming both (every node of a bus must use the same type)."""
+        quorum = self.queue_type == "quorum"
+        arguments = {**self.queue_arguments(), **(extra or {})}
+        if quorum:
+            arguments["x-queue-type"] = "quorum"
+        try:
+            # Quorum queues are always durable: replicated, on disk.
+            return await channel.declare_queue(name, durable=quorum, arguments=arguments)
+        except aiormq.exceptions.ChannelPreconditionFailed as error:
+            if "x-queue-type" not in str(error) and "durable" not in str(error):
+                raise
+            theirs = "classic" if quorum else "quorum"
+            raise CloudbusError(
+                INVALID_ARGUMENT,
+                f"the queues of this node on bus `{self.name}` exist as {theirs} queues but this "
+                f"node is configured for {self.queue_type} queues: every node of a bus must use "
+                f"the same queue type (queue_type, --queue-type)",
+            ) from None
+
     def queue_arguments(self) -> dict[str, Any]:
         return {"x-expires": max(1, round(self.queue_expiry * 1000))}
 
@@ -432,7 +468,14 @@ class Bus:
         check_type(type)
         data = wire.encode_body(body)
         target = await self._route(service, node, owner_of)
-        message = wire.plain(type, data, source=self.node_id, headers=_outgoing_headers(headers))
+        message = wire.plain(
+            type,
+            data,
+            source=self.node_id,
+            headers=_outgoing_headers(headers),
+            # On quorum queues a plain message survives a broker node's loss.
+            persistent=self.queue_type == "quorum",
+        )
         await self._publish_p2p(message, service, target)
 
     async def publish(

@@ -51,9 +51,7 @@ class ServiceRuntime:
         prefetch; again on the new connection after a reconnect."""
         self.channel = await self.bus.connection.channel(publisher_confirms=False)
         await self.channel.set_qos(prefetch_count=self.service.concurrency)
-        self.queue = await self.channel.declare_queue(
-            self.queue_name, arguments=self.bus.queue_arguments()
-        )
+        self.queue = await self.bus.declare_queue(self.channel, self.queue_name)
         await self.queue.bind(self.bus.names.p2p, routing_key=self.routing_key)
         # Consumed on the aiormq channel under aio-pika's: no per-message
         # aio_pika.IncomingMessage and no second task per delivery.

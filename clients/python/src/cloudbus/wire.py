@@ -138,10 +138,17 @@ def request(
 
 
 def plain(
-    type_name: str, body: bytes, *, source: str, headers: dict[str, Any] | None = None
+    type_name: str,
+    body: bytes,
+    *,
+    source: str,
+    headers: dict[str, Any] | None = None,
+    persistent: bool = False,
 ) -> Outgoing:
-    """A plain message (§4): never answered, so no ``reply_to``."""
-    return Outgoing(_properties(MESSAGE, type_name, source, headers), body)
+    """A plain message (§4): never answered, so no ``reply_to``; persistent
+    (delivery mode 2) on a bus of quorum queues (§1)."""
+    more = {"delivery_mode": 2} if persistent else {}
+    return Outgoing(_properties(MESSAGE, type_name, source, headers, **more), body)
 
 
 def event(
