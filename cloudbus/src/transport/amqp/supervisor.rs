@@ -2,7 +2,7 @@
 //! exponential backoff and jitter, and rebuilds the whole topology.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use backon::{BackoffBuilder, ExponentialBuilder};
 
@@ -12,11 +12,21 @@ use super::session::Session;
 /// Watches the current session; on failure, reconnects until it succeeds
 /// or the transport closes.
 pub(crate) async fn supervise(shared: Arc<Shared>) {
+    // Sessions in a row that failed soon after they were built: something
+    // keeps breaking them (say, a channel closed again and again), so each
+    // reconnect waits longer instead of churning the broker every 100 ms.
+    let mut failing = 0u32;
     loop {
         let Some(session) = shared.session.load_full() else {
             return;
         };
+        let born = Instant::now();
         let error = lost(&session).await;
+        failing = if born.elapsed() < STABLE {
+            failing + 1
+        } else {
+            0
+        };
         if shared.is_closing() {
             return;
         }
@@ -24,10 +34,20 @@ pub(crate) async fn supervise(shared: Arc<Shared>) {
         session.abandon();
         tracing::warn!(broker = %session.broker, %error, "lost the broker connection; reconnecting");
         shared.inbound().connection_changed(false);
-        if !reconnect(&shared).await {
+        if !reconnect(&shared, failing).await {
             return;
         }
     }
+}
+
+/// A session that lasts this long counts as healthy again.
+const STABLE: Duration = Duration::from_secs(30);
+
+/// The first reconnect delay after `failing` sessions in a row died young:
+/// the configured minimum, doubled for each, up to the maximum.
+fn first_delay(min: Duration, max: Duration, failing: u32) -> Duration {
+    let factor = 2u32.saturating_pow(failing.saturating_sub(1).min(16));
+    min.saturating_mul(factor).min(max).max(min)
 }
 
 /// Resolves when the session fails, with the reason: one of its two
@@ -61,9 +81,14 @@ async fn lost(session: &Session) -> String {
 const CHECK_OPEN: Duration = Duration::from_secs(1);
 
 /// Tries until connected (`true`) or closing (`false`).
-async fn reconnect(shared: &Arc<Shared>) -> bool {
+async fn reconnect(shared: &Arc<Shared>, failing: u32) -> bool {
+    let min = first_delay(
+        shared.config.reconnect_min,
+        shared.config.reconnect_max,
+        failing,
+    );
     let delays = ExponentialBuilder::default()
-        .with_min_delay(shared.config.reconnect_min)
+        .with_min_delay(min)
         .with_max_delay(shared.config.reconnect_max)
         .with_jitter()
         .without_max_times()
@@ -101,3 +126,22 @@ async fn reconnect(shared: &Arc<Shared>) -> bool {
 /// The default backoff bounds.
 pub(crate) const MIN_DELAY: Duration = Duration::from_millis(100);
 pub(crate) const MAX_DELAY: Duration = Duration::from_secs(10);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sessions_that_keep_dying_young_back_off_further_each_time() {
+        let (min, max) = (Duration::from_millis(100), Duration::from_secs(10));
+        // The first loss, or one after a healthy session: the minimum.
+        assert_eq!(first_delay(min, max, 0), min);
+        assert_eq!(first_delay(min, max, 1), min);
+        assert_eq!(first_delay(min, max, 2), Duration::from_millis(200));
+        assert_eq!(first_delay(min, max, 4), Duration::from_millis(800));
+        assert_eq!(first_delay(min, max, 8), max);
+        assert_eq!(first_delay(min, max, u32::MAX), max);
+        // A maximum below the minimum never shortens the minimum.
+        assert_eq!(first_delay(min, Duration::from_millis(50), 3), min);
+    }
+}
