@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+import aio_pika
 import pytest
 
 import cloudbus
@@ -156,3 +157,48 @@ async def test_a_node_closed_while_reconnecting_closes_without_hanging(url: str,
         assert raised.value.code == cloudbus.SHUTTING_DOWN, raised.value
     finally:
         await proxy.close()
+
+
+async def test_a_service_queue_deleted_under_its_consumer_comes_back(url: str, bus_name: str) -> None:
+    """The broker cancels the consumer of a queue an operator deleted while
+    the connection stays up: the node builds its session again, so the
+    service is back instead of answering ``NO_SUCH_SERVICE`` for good."""
+    a = await cloudbus.connect(url, bus_name, member=True, heartbeat=10.0, reconnect_min=0.02, reconnect_max=0.2)
+    b = await cloudbus.connect(url, bus_name, heartbeat=10.0)
+    try:
+        await a.register(echo_service("api"))
+        assert (await b.call("api", "api.Echo", {"text": "1"}, node=a.node_id))["text"] == "1"
+        await asyncio.to_thread(
+            subprocess.run,
+            ["rabbitmqctl", "delete_queue", f"{bus_name}.message.api.{a.node_id}"],
+            check=True, capture_output=True,
+        )
+        await until("A rebuilding its session", lambda: a.stats["reconnects"] == 1 and a.connected)
+        assert (await b.call("api", "api.Echo", {"text": "2"}, node=a.node_id))["text"] == "2"
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_a_channel_closed_by_the_broker_is_opened_again(url: str, bus_name: str) -> None:
+    """An event published to an exchange an operator deleted: the broker
+    closes the publishing channel (404). The node builds its session again,
+    declaring the exchange anew, and goes on serving and publishing."""
+    a = await cloudbus.connect(url, bus_name, member=True, heartbeat=10.0, reconnect_min=0.02, reconnect_max=0.2)
+    b = await cloudbus.connect(url, bus_name, heartbeat=10.0)
+    try:
+        await a.register(echo_service("api"))
+        conn = await aio_pika.connect(url)
+        try:
+            await (await conn.channel()).exchange_delete(f"{bus_name}.BROADCAST")
+        finally:
+            await conn.close()
+        with pytest.raises(cloudbus.Error) as raised:
+            await a.publish("vm.Started", {"uuid": "lost"})
+        assert raised.value.code == cloudbus.BROKER_UNAVAILABLE, raised.value
+        await until("A rebuilding its session", lambda: a.stats["reconnects"] == 1 and a.connected)
+        await a.publish("vm.Started", {"uuid": "v1"})
+        assert (await b.call("api", "api.Echo", {"text": "2"}, node=a.node_id))["text"] == "2"
+    finally:
+        await a.close()
+        await b.close()

@@ -229,6 +229,30 @@ class Bus:
         event_amqp = await self._event_channel.get_underlay_channel()
         await event_amqp.basic_consume(self.names.event_queue, self._on_event)
         self._node_queue = node_queue
+        for channel in (self._confirmed, self._unconfirmed, membership_channel):
+            self._watch(channel)
+        self._watch(self._node_channel, node_amqp)
+        self._watch(self._event_channel, event_amqp)
+
+    def _watch(self, channel: aio_pika.abc.AbstractChannel, consuming: Any = None) -> None:
+        """From now on (the channel is set up and in use), the broker closing
+        ``channel`` or cancelling the consumer on ``consuming`` (its aiormq
+        channel) rebuilds the session, as a lost connection does: a deleted
+        exchange or queue must not leave this node half dead."""
+        channel.close_callbacks.add(self._on_channel_closed)
+        if consuming is not None:
+            consuming.on_consumer_cancel_callbacks.add(self._on_consumer_cancelled)
+
+    def _on_channel_closed(self, _channel: Any, exc: BaseException | None) -> None:
+        # Only the broker's close carries a reply code or text; ours, and a
+        # lost connection's, do not (the latter is handled on its own).
+        if isinstance(exc, aiormq.exceptions.ChannelClosed) and exc.args and exc.args[0] is not None:
+            self._session_lost(f"the broker closed a channel: {exc!r}")
+
+    def _on_consumer_cancelled(self, frame: Any) -> None:
+        self._session_lost(
+            f"the broker cancelled consumer {frame.consumer_tag} (its queue was deleted or is unavailable)"
+        )
 
     async def close(self) -> None:
         """Leaves gracefully: stops taking work, finishes it, says ``left``,
@@ -282,13 +306,17 @@ class Bus:
                     pass
 
     def _on_connection_lost(self, _conn: Any, error: BaseException | None) -> None:
-        """Either connection failed: reconnect, as a Rust node does. Calls
-        already waiting keep waiting within their timeout (their replies wait
-        in the node queue); new ones fail fast until the node is back."""
+        self._session_lost(f"lost the broker connection ({error!r})")
+
+    def _session_lost(self, why: str) -> None:
+        """Either connection failed, or the broker took part of the session
+        away: reconnect, as a Rust node does. Calls already waiting keep
+        waiting within their timeout (their replies wait in the node queue);
+        new ones fail fast until the node is back."""
         if self.closing or not self._online:
             return
         self._online = False
-        log.warning("bus %s: lost the broker connection (%r); reconnecting", self.name, error)
+        log.warning("bus %s: %s; reconnecting", self.name, why)
         self._reconnecting = asyncio.get_running_loop().create_task(
             self._reconnect(), name="cloudbus reconnect"
         )

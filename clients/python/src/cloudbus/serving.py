@@ -58,6 +58,7 @@ class ServiceRuntime:
         self._amqp = await self.channel.get_underlay_channel()
         ok = await self._amqp.basic_consume(self.queue_name, self._on_message)
         self.consumer_tag = ok.consumer_tag
+        self.bus._watch(self.channel, self._amqp)
 
     async def stop(self, drain_limit: float) -> None:
         """Unbinds (new requests bounce as NO_SUCH_SERVICE), answers what was
