@@ -25,6 +25,8 @@ from typing import Any
 import aio_pika
 import pytest
 
+import cloudbus
+
 HERE = Path(__file__).resolve().parent
 WORKSPACE = HERE.parents[2]
 URL = os.environ.get("CLOUDBUS_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f")
@@ -275,3 +277,14 @@ def cli(rust_bins: dict[str, Path], url: str, bus: str, *args: str) -> list[str]
     """The arguments of a ``cloudbus`` command on ``bus``."""
     command, *rest = args
     return [str(rust_bins["cloudbus"]), command, "--bus", bus, "--amqp-url", url, *rest]
+
+
+def echo_service(name: str) -> cloudbus.Service:
+    """A service answering ``<name>.Echo`` with the text and the node that answered."""
+    service = cloudbus.Service(name)
+
+    @service.handler(f"{name}.Echo", reply=f"{name}.Echoed")
+    async def echo(body: dict[str, Any], ctx: cloudbus.Context) -> dict[str, Any]:
+        return {"text": body["text"], "node": ctx.bus.node_id}
+
+    return service

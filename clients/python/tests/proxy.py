@@ -1,25 +1,28 @@
 """A TCP proxy in front of the broker that a test can cut and restore, so
-that a node loses its connection without touching the shared broker."""
+that a node loses its connection without touching the shared broker; with
+an SSL context it terminates TLS, standing in for an ``amqps://`` broker."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 
 
 class Proxy:
     """Forwards 127.0.0.1:<port> to the broker; ``cut`` drops every
     connection through it and refuses new ones until ``restore``."""
 
-    def __init__(self, host: str, port: int) -> None:
+    def __init__(self, host: str, port: int, tls: ssl.SSLContext | None = None) -> None:
         self.upstream = (host, port)
+        self.tls = tls
         self.refusing = False
         self._pipes: set[asyncio.Task[None]] = set()
         self._writers: set[asyncio.StreamWriter] = set()
         self._server: asyncio.Server | None = None
 
     async def start(self) -> Proxy:
-        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0, ssl=self.tls)
         return self
 
     @property

@@ -19,7 +19,7 @@ import aio_pika
 import pytest
 
 import cloudbus
-from conftest import queue_names
+from conftest import echo_service, queue_names
 from proxy import Proxy
 
 WAIT = 20.0
@@ -62,16 +62,6 @@ async def proxied_broker(url: str) -> tuple[Proxy, str]:
     proxy = await Proxy(parts.hostname or "127.0.0.1", parts.port or 5672).start()
     credentials = parts.netloc.rsplit("@", 1)[0] + "@" if "@" in parts.netloc else ""
     return proxy, urlunsplit(parts._replace(netloc=f"{credentials}127.0.0.1:{proxy.port}"))
-
-
-def echo_service(name: str) -> cloudbus.Service:
-    service = cloudbus.Service(name)
-
-    @service.handler(f"{name}.Echo", reply=f"{name}.Echoed")
-    async def echo(body: dict[str, Any], ctx: cloudbus.Context) -> dict[str, Any]:
-        return {"text": body["text"], "node": ctx.bus.node_id}
-
-    return service
 
 
 async def test_a_lost_connection_comes_back_with_its_topology_and_sends_fail_fast_meanwhile(

@@ -21,6 +21,7 @@ import logging
 import math
 import random
 import re
+import ssl
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
@@ -114,6 +115,7 @@ class Bus:
         reconnect_min: float = 0.1,
         reconnect_max: float = 10.0,
         queue_type: str = "classic",
+        tls_ca_pem: str | None = None,
     ) -> None:
         self.url = url
         self.node_id = node_id(node) if node else new_id()
@@ -131,6 +133,7 @@ class Bus:
         #: ``classic``, or ``quorum`` (replicated across a RabbitMQ cluster);
         #: the same for every node of a bus, as ``--queue-type`` in Rust.
         self.queue_type = queue_type
+        self._tls = _tls_context(tls_ca_pem)
         if not isinstance(heartbeat_misses, int) or heartbeat_misses < 1:
             raise CloudbusError(INVALID_ARGUMENT, "heartbeat_misses is an integer of at least 1")
         self.default_timeout = timeout
@@ -188,9 +191,9 @@ class Bus:
 
     async def _open(self) -> None:
         """Connects (both connections) and declares everything this node needs."""
-        self.connection = await _connect(self.url, f"cloudbus {self.name} {self.node_id}")
+        self.connection = await _connect(self.url, f"cloudbus {self.name} {self.node_id}", self._tls)
         self._membership_connection = await _connect(
-            self.url, f"cloudbus {self.name} {self.node_id} membership"
+            self.url, f"cloudbus {self.name} {self.node_id} membership", self._tls
         )
         self.connection.close_callbacks.add(self._on_connection_lost)
         self._membership_connection.close_callbacks.add(self._on_connection_lost)
@@ -871,7 +874,20 @@ async def connect(url: str = DEFAULT_URL, bus: str = DEFAULT_BUS, **options: Any
     return await Bus(url, bus, **options).start()
 
 
-async def _connect(url: str, name: str) -> aio_pika.abc.AbstractConnection:
+def _tls_context(ca_pem: str | None) -> ssl.SSLContext:
+    """What ``amqps://`` brokers are verified against, host name included:
+    the system's roots, and the CA certificates of ``ca_pem`` (PEM), as
+    ``AmqpConfig::tls_ca_pem`` does in Rust."""
+    context = ssl.create_default_context()
+    if ca_pem is not None:
+        try:
+            context.load_verify_locations(cadata=ca_pem)
+        except (ssl.SSLError, ValueError, TypeError) as error:
+            raise CloudbusError(INVALID_ARGUMENT, f"tls_ca_pem is not usable PEM: {error}") from None
+    return context
+
+
+async def _connect(url: str, name: str, tls: ssl.SSLContext) -> aio_pika.abc.AbstractConnection:
     """Connects to the first broker that answers of a comma-separated list,
     starting at a random one so that many nodes spread over a cluster."""
     urls = [u.strip() for u in url.split(",") if u.strip()]
@@ -881,7 +897,9 @@ async def _connect(url: str, name: str) -> aio_pika.abc.AbstractConnection:
     errors = []
     for u in urls[start:] + urls[:start]:
         try:
-            return await aio_pika.connect(u, client_properties={"connection_name": name}, timeout=10)
+            return await aio_pika.connect(
+                u, client_properties={"connection_name": name}, timeout=10, ssl_context=tls
+            )
         except (aiormq.exceptions.AMQPError, OSError, asyncio.TimeoutError, ValueError) as error:
             errors.append(f"{redact(u)}: {error!r}")
     raise CloudbusError(BROKER_UNAVAILABLE, "no broker reachable: " + "; ".join(errors))
