@@ -371,6 +371,62 @@ async fn a_channel_closed_by_the_broker_is_opened_again() {
     delete_bus(&name).await;
 }
 
+/// An operator deletes the `P2P` exchange, and every binding to it with
+/// it. A node that only serves never publishes there, so no broker refusal
+/// tells it; it binds its queues again every `rebind_every`, so that its
+/// service is back for callers instead of `NO_SUCH_SERVICE` for good.
+#[tokio::test]
+async fn a_node_that_only_serves_binds_its_queues_again_after_an_exchange_is_deleted() {
+    let name = unique_bus("rebind");
+    let _cleanup = delete_bus_on_panic(&name);
+    let a = node(&name, url()).await;
+    let b = Bus::builder()
+        .name(&name)
+        .transport(AmqpTransport::with_config(
+            AmqpConfig::new(url()).rebind_every(Duration::from_millis(100)),
+        ))
+        .heartbeat_interval(Duration::from_secs(30))
+        .build()
+        .await
+        .unwrap();
+    b.register(echo_service()).await.unwrap();
+    let echo = |text: &str| Echo { text: text.into() };
+    assert_eq!(a.call(echo("1")).node(b.node_id()).await.unwrap().text, "1");
+
+    delete_exchange(&format!("{name}.P2P")).await;
+    // A's next publish is refused (404), so A declares the exchange again,
+    // without B's bindings; B binds its own again by itself. Meanwhile a
+    // call fails: the refused one waits out its timeout (its channel was
+    // closed before the broker confirmed it, so A cannot know it was not
+    // delivered), the next fail fast while A reconnects or while B's
+    // binding is missing.
+    within("B's service is reachable again", async {
+        loop {
+            let call = a.call(echo("2")).node(b.node_id());
+            match call.timeout(Duration::from_millis(500)).await {
+                Ok(reply) => break assert_eq!(reply.text, "2"),
+                Err(e)
+                    if e.is(codes::NO_SUCH_SERVICE)
+                        || e.is(codes::BROKER_UNAVAILABLE)
+                        || e.is(codes::TIMEOUT) =>
+                {
+                    tokio::task::yield_now().await
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+    })
+    .await;
+    assert_eq!(
+        b.counters().reconnects.get(),
+        0,
+        "B healed without a reconnect"
+    );
+    a.shutdown().await;
+    b.shutdown().await;
+    delete_bus(&name).await;
+}
+
 #[tokio::test]
 async fn an_unreachable_broker_fails_the_start_with_a_clear_error() {
     let proxy = Proxy::start(broker_addr()).await;

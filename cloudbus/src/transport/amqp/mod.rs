@@ -86,6 +86,7 @@ pub struct AmqpConfig {
     tls_ca: Option<String>,
     queue_type: QueueType,
     order: BrokerOrder,
+    rebind_every: Duration,
 }
 
 /// Which broker of a list a node tries first, when it starts and after it
@@ -198,6 +199,7 @@ impl AmqpConfig {
             tls_ca: None,
             queue_type: QueueType::Classic,
             order: BrokerOrder::Random,
+            rebind_every: supervisor::REBIND_EVERY,
         }
     }
 
@@ -249,6 +251,18 @@ impl AmqpConfig {
     /// e.g. `?heartbeat=5`, which bounds how long a loss goes unnoticed.
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.connect_timeout = timeout;
+        self
+    }
+
+    /// How often a node binds its queues again (default 30 s). Binding is
+    /// idempotent, so this only matters when something removed them: an
+    /// operator deleting an exchange (which takes every node's bindings
+    /// with it) or a binding. A node that only consumes would otherwise
+    /// never notice, and its services would answer `NO_SUCH_SERVICE` for
+    /// good. Each time costs one `queue.bind` per service and per
+    /// subscribed pattern.
+    pub fn rebind_every(mut self, every: Duration) -> Self {
+        self.rebind_every = every.max(Duration::from_millis(10));
         self
     }
 

@@ -331,6 +331,28 @@ impl Session {
             .map_err(|e| super::broker_error(&format!("cannot remove {queue}"), e))
     }
 
+    /// Binds this node's queues again, as `wanted` says: an operator may
+    /// have deleted an exchange (and every binding with it) or a binding.
+    /// Binding is idempotent; a missing exchange makes the broker close the
+    /// channel, which raises the alarm and rebuilds the whole session.
+    pub(crate) async fn rebind(&self, names: &Names, wanted: &Wanted) -> Result<(), Failure> {
+        for service in wanted.services.keys() {
+            let queue = names.service_queue(service);
+            topology::bind(
+                &self.events,
+                &queue,
+                &names.p2p,
+                &names.service_key(service),
+            )
+            .await?;
+        }
+        let event_queue = names.event_queue();
+        for pattern in &wanted.bindings {
+            topology::bind(&self.events, &event_queue, &names.broadcast, pattern).await?;
+        }
+        Ok(())
+    }
+
     /// Stops taking new work for every service but `keep` (the node's own
     /// queue, which must go on bringing replies while in-flight handlers
     /// finish). Messages not yet taken stay queued.

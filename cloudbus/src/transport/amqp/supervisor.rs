@@ -21,7 +21,10 @@ pub(crate) async fn supervise(shared: Arc<Shared>) {
             return;
         };
         let born = Instant::now();
-        let error = lost(&session).await;
+        let error = tokio::select! {
+            error = lost(&session) => error,
+            never = keep_bound(&shared, &session) => match never {},
+        };
         failing = if born.elapsed() < STABLE {
             failing + 1
         } else {
@@ -39,6 +42,30 @@ pub(crate) async fn supervise(shared: Arc<Shared>) {
         }
     }
 }
+
+/// Binds the session's queues again every `rebind_every`, for as long as
+/// the session lives; never resolves.
+async fn keep_bound(shared: &Shared, session: &Session) -> std::convert::Infallible {
+    // Supervised transports are started, so the names are known.
+    let Ok(names) = shared.names() else {
+        return std::future::pending().await;
+    };
+    let mut ticks = tokio::time::interval(shared.config.rebind_every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The first tick is at once: the session was just built whole.
+    ticks.tick().await;
+    loop {
+        ticks.tick().await;
+        let wanted = shared.wanted.lock().await;
+        if let Err(error) = session.rebind(names, &wanted).await {
+            // A closed channel raised the alarm; `lost` takes it from here.
+            tracing::debug!(%error, "binding this node's queues again");
+        }
+    }
+}
+
+/// How often a node binds its queues again, by default.
+pub(crate) const REBIND_EVERY: Duration = Duration::from_secs(30);
 
 /// A session that lasts this long counts as healthy again.
 const STABLE: Duration = Duration::from_secs(30);
