@@ -116,6 +116,7 @@ class Bus:
         reconnect_max: float = 10.0,
         queue_type: str = "classic",
         tls_ca_pem: str | None = None,
+        rebind_every: float = 30.0,
     ) -> None:
         self.url = url
         self.node_id = node_id(node) if node else new_id()
@@ -126,6 +127,8 @@ class Bus:
         _positive("queue_expiry", queue_expiry)
         _positive("reconnect_min", reconnect_min)
         _positive("reconnect_max", reconnect_max)
+        _positive("rebind_every", rebind_every)
+        self.rebind_every = rebind_every
         if queue_type not in QUEUE_TYPES:
             raise CloudbusError(
                 INVALID_ARGUMENT, f"queue_type is one of {', '.join(QUEUE_TYPES)}, not {queue_type!r}"
@@ -180,6 +183,7 @@ class Bus:
             raise CloudbusError(BROKER_UNAVAILABLE, f"bus {self.name} at {redact(self.url)}: {error!r}") from None
         self._online = True
         self._tasks.append(asyncio.create_task(self._heartbeats(), name="cloudbus heartbeats"))
+        self._tasks.append(asyncio.create_task(self._keep_bound(), name="cloudbus bindings"))
         if self.membership.member:
             await self._publish_membership(JOINED, self.membership.announcement(self.services()))
         else:
@@ -323,6 +327,26 @@ class Bus:
         self._reconnecting = asyncio.get_running_loop().create_task(
             self._reconnect(), name="cloudbus reconnect"
         )
+
+    async def _keep_bound(self) -> None:
+        """Binds this node's queues again every ``rebind_every`` seconds, as
+        a Rust node does: an operator deleting an exchange takes every
+        binding with it, and a node that only serves would never notice.
+        Binding is idempotent; a missing exchange closes the channel, which
+        rebuilds the session."""
+        while not self.closing:
+            await asyncio.sleep(self.rebind_every)
+            if not self._online:
+                continue
+            try:
+                await self._node_queue.bind(self.names.p2p, routing_key=self.names.reply_to)
+                for runtime in list(self._runtimes.values()):
+                    if runtime.queue is not None:
+                        await runtime.queue.bind(self.names.p2p, routing_key=runtime.routing_key)
+                for pattern in list(self._bindings):
+                    await self._event_queue.bind(self.names.broadcast, routing_key=pattern)
+            except (aiormq.exceptions.AMQPError, RuntimeError) as error:
+                log.debug("bus %s: binding this node's queues again: %r", self.name, error)
 
     async def _reconnect(self) -> None:
         """Tries with exponential backoff and jitter until connected with
