@@ -28,8 +28,13 @@ fn invalid(what: String) -> ErrorCode {
 }
 
 /// A client for callbacks: the public roots, and `node_ca_pem` for nodes
-/// whose callback listener has a certificate from a private CA.
-pub(crate) fn callback_client(node_ca_pem: Option<&str>) -> Result<reqwest::Client, ErrorCode> {
+/// whose callback listener has a certificate from a private CA; with an
+/// identity (key and certificate chain, PEM), presented to listeners that
+/// want mutual TLS.
+pub(crate) fn callback_client(
+    node_ca_pem: Option<&str>,
+    identity_pem: Option<&str>,
+) -> Result<reqwest::Client, ErrorCode> {
     ensure_provider();
     let mut http = reqwest::Client::builder()
         .use_rustls_tls()
@@ -42,6 +47,14 @@ pub(crate) fn callback_client(node_ca_pem: Option<&str>) -> Result<reqwest::Clie
                 .map_err(|e| invalid(format!("the node CA is not usable: {e}")))?;
             http = http.add_root_certificate(cert);
         }
+    }
+    if let Some(pem) = identity_pem {
+        let identity = reqwest::Identity::from_pem(pem.as_bytes()).map_err(|e| {
+            invalid(format!(
+                "the agent's callback certificate and key are not usable: {e}"
+            ))
+        })?;
+        http = http.identity(identity);
     }
     http.build()
         .map_err(|e| invalid(format!("cannot build the callback HTTP client: {e}")))

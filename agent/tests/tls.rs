@@ -185,13 +185,35 @@ async fn with_mutual_tls_only_nodes_with_a_certificate_from_the_client_ca_are_se
     agent.shutdown().await.unwrap();
 }
 
-/// A plain-HTTP agent that sends callbacks, trusting `node_ca` for them.
-async fn booting_agent(node_ca: Option<&Ca>) -> RunningAgent {
+/// A plain-HTTP agent that sends callbacks, trusting `node_ca` for them
+/// and presenting `identity` (certificate and key) when given.
+async fn booting_agent(node_ca: Option<&Ca>, identity: Option<&(String, String)>) -> RunningAgent {
     let mut agent = Agent::builder(Host).command::<Boot>();
     if let Some(ca) = node_ca {
         agent = agent.node_ca_pem(ca.pem());
     }
+    if let Some((cert, key)) = identity {
+        agent = agent.callback_identity_pem(cert, key);
+    }
     agent.build().unwrap().bind("127.0.0.1:0").await.unwrap()
+}
+
+/// Runs a callback command at `agent` until the agent has given up
+/// sending its callback; the command's own wait is dropped then.
+async fn callback_given_up(client: &AgentClient, agent: &RunningAgent) {
+    let call = tokio::spawn({
+        let (client, url) = (client.clone(), agent.url());
+        async move { client.call(&url, Boot {}).await }
+    });
+    tokio::time::timeout(Duration::from_secs(20), async {
+        while agent.stats().callbacks_failed.get() == 0 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("the agent gave up sending its callback");
+    call.abort();
+    assert_eq!(agent.stats().callbacks_sent.get(), 0);
 }
 
 #[tokio::test]
@@ -208,27 +230,15 @@ async fn callbacks_come_back_over_https_only_to_a_node_the_agent_verified() {
         "{}",
         client.callback_url()
     );
-    let trusting = booting_agent(Some(&node_ca)).await;
+    let trusting = booting_agent(Some(&node_ca), None).await;
     let booted = client.call(&trusting.url(), Boot {}).await.unwrap();
     assert_eq!(booted.host, "booted");
     assert_eq!(client.stats().callbacks.get(), 1);
 
     // An agent that knows only the public roots keeps the result: it
     // cannot verify the node's certificate.
-    let stranger = booting_agent(None).await;
-    let call = tokio::spawn({
-        let (client, url) = (client.clone(), stranger.url());
-        async move { client.call(&url, Boot {}).await }
-    });
-    tokio::time::timeout(Duration::from_secs(20), async {
-        while stranger.stats().callbacks_failed.get() == 0 {
-            tokio::task::yield_now().await;
-        }
-    })
-    .await
-    .expect("the stranger gave up sending its callback");
-    call.abort();
-    assert_eq!(stranger.stats().callbacks_sent.get(), 0);
+    let stranger = booting_agent(None, None).await;
+    callback_given_up(&client, &stranger).await;
     assert_eq!(
         client.stats().callbacks.get(),
         1,
@@ -236,6 +246,32 @@ async fn callbacks_come_back_over_https_only_to_a_node_the_agent_verified() {
     );
     trusting.shutdown().await.unwrap();
     stranger.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn with_mutual_tls_on_callbacks_a_node_takes_results_only_from_agents_of_its_ca() {
+    let (node_ca, agent_ca) = (Ca::new(), Ca::new());
+    let (cert, key) = node_ca.issue(&["127.0.0.1"]);
+    let client = AgentClient::builder()
+        .callback_tls_pem(&cert, &key)
+        .callback_client_ca_pem(agent_ca.pem())
+        .start()
+        .await
+        .unwrap();
+    let named = booting_agent(Some(&node_ca), Some(&agent_ca.issue(&["host-1"]))).await;
+    assert_eq!(
+        client.call(&named.url(), Boot {}).await.unwrap().host,
+        "booted"
+    );
+    // No certificate, or one from another CA: refused in the handshake.
+    let anonymous = booting_agent(Some(&node_ca), None).await;
+    callback_given_up(&client, &anonymous).await;
+    let foreign = booting_agent(Some(&node_ca), Some(&node_ca.issue(&["host-2"]))).await;
+    callback_given_up(&client, &foreign).await;
+    assert_eq!(client.stats().callbacks.get(), 1);
+    for agent in [named, anonymous, foreign] {
+        agent.shutdown().await.unwrap();
+    }
 }
 
 #[tokio::test]
@@ -285,4 +321,18 @@ async fn bad_tls_settings_are_refused_with_clear_errors() {
         .err()
         .unwrap();
     assert!(err.description().contains("node CA"), "{err}");
+    let err = AgentClient::builder()
+        .callback_client_ca_pem(Ca::new().pem())
+        .start()
+        .await
+        .err()
+        .unwrap();
+    assert!(err.description().contains("callback_tls_pem"), "{err}");
+    let err = Agent::builder(Host)
+        .command::<Hello>()
+        .callback_identity_pem("not a certificate", "not a key")
+        .build()
+        .err()
+        .unwrap();
+    assert!(err.description().contains("callback certificate"), "{err}");
 }

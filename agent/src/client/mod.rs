@@ -65,6 +65,8 @@ pub struct AgentClientBuilder {
     /// The callback listener's certificate chain and key (PEM), to serve
     /// HTTPS with.
     callback_tls: Option<(String, Secret)>,
+    /// The CA (PEM) agents' callback certificates must come from.
+    callback_client_ca: Option<String>,
     token: Option<Secret>,
 }
 
@@ -91,6 +93,7 @@ impl Default for AgentClientBuilder {
             listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
             callback_base: None,
             callback_tls: None,
+            callback_client_ca: None,
             token: None,
         }
     }
@@ -184,6 +187,18 @@ impl AgentClientBuilder {
         self
     }
 
+    /// Mutual TLS on callbacks: the callback listener accepts only agents
+    /// presenting a certificate signed by this CA (PEM), checked in the
+    /// handshake, so that a result is taken only from an agent this node
+    /// can name, not from whoever learned a task id. Agents present theirs
+    /// with
+    /// [`AgentBuilder::callback_identity_pem`](crate::AgentBuilder::callback_identity_pem).
+    /// Needs [`callback_tls_pem`](Self::callback_tls_pem).
+    pub fn callback_client_ca_pem(mut self, ca: impl Into<String>) -> Self {
+        self.callback_client_ca = Some(ca.into());
+        self
+    }
+
     /// Sends `Authorization: Bearer <token>` with every command, for
     /// agents built with
     /// [`AgentBuilder::bearer_token`](crate::AgentBuilder::bearer_token).
@@ -212,14 +227,21 @@ impl AgentClientBuilder {
         let bound = listener
             .local_addr()
             .map_err(|e| invalid(format!("the callback listener has no address: {e}")))?;
-        let callback_tls = match &self.callback_tls {
-            Some((cert, Secret(key))) => Some(crate::tls::server_config(
+        let callback_tls = match (&self.callback_tls, &self.callback_client_ca) {
+            (Some((cert, Secret(key))), ca) => Some(crate::tls::server_config(
                 "callback listener",
                 cert,
                 key,
-                None,
+                ca.as_deref(),
             )?),
-            None => None,
+            (None, Some(_)) => {
+                return Err(invalid(
+                    "a callback listener that checks agents' certificates must serve TLS: \
+                     give callback_tls_pem too"
+                        .into(),
+                ));
+            }
+            (None, None) => None,
         };
         let scheme = if callback_tls.is_some() {
             "https"

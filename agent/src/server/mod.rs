@@ -57,7 +57,7 @@ impl Shared {
     /// The callback client [`AgentBuilder::build`] made.
     pub(crate) fn http(&self) -> &reqwest::Client {
         self.http.get_or_init(|| {
-            crate::tls::callback_client(None)
+            crate::tls::callback_client(None, None)
                 .expect("a client with the public roots and no proxy always builds")
         })
     }
@@ -75,6 +75,8 @@ pub struct AgentBuilder<S> {
     client_ca: Option<String>,
     /// A CA (PEM) to trust for HTTPS callback listeners.
     node_ca: Option<String>,
+    /// Key and certificate chain (PEM) presented on callbacks.
+    callback_identity: Option<String>,
     error: Option<ErrorCode>,
     shared: Arc<Shared>,
 }
@@ -90,6 +92,7 @@ impl Agent {
             tls: None,
             client_ca: None,
             node_ca: None,
+            callback_identity: None,
             error: None,
             shared: Arc::new(Shared {
                 http: OnceLock::new(),
@@ -190,6 +193,16 @@ impl<S: Send + Sync + 'static> AgentBuilder<S> {
         self
     }
 
+    /// Presents this certificate chain and private key (both PEM) when
+    /// sending callbacks, to management nodes whose callback listener
+    /// accepts only agents with a certificate from its CA
+    /// ([`AgentClientBuilder::callback_client_ca_pem`](crate::AgentClientBuilder::callback_client_ca_pem)):
+    /// then a node takes results only from agents it can name.
+    pub fn callback_identity_pem(mut self, cert_chain: &str, key: &str) -> Self {
+        self.callback_identity = Some(format!("{key}\n{cert_chain}"));
+        self
+    }
+
     /// Runs at most `limit` commands at once, whichever management nodes
     /// send them; the others wait their turn (a callback command waits
     /// after its `202`). Without it, an agent driven by several nodes runs
@@ -224,7 +237,10 @@ impl<S: Send + Sync + 'static> AgentBuilder<S> {
             }
             (None, None) => None,
         };
-        let http = crate::tls::callback_client(self.node_ca.as_deref())?;
+        let http = crate::tls::callback_client(
+            self.node_ca.as_deref(),
+            self.callback_identity.as_deref(),
+        )?;
         // Built once: a second build of one builder is not possible.
         let _ = self.shared.http.set(http);
         let mut router = self

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use cloudbus_demo::hypervisor::{AgentTls, Simulation};
+use cloudbus_demo::hypervisor::{AgentTls, CallbackTls, Simulation};
 
 /// Flags of `cloudbus agent`.
 #[derive(clap::Args)]
@@ -53,6 +53,14 @@ pub struct Args {
     /// (`cloudbus node --agent-callback-cert`).
     #[arg(long, value_name = "PEM_FILE")]
     node_ca: Option<std::path::PathBuf>,
+    /// Present this certificate chain (PEM file; with --callback-key) on
+    /// callbacks, to nodes that take results only from agents of their CA
+    /// (`cloudbus node --agent-callback-client-ca`).
+    #[arg(long, value_name = "PEM_FILE", requires = "callback_key")]
+    callback_cert: Option<std::path::PathBuf>,
+    /// The private key of --callback-cert (PEM file).
+    #[arg(long, value_name = "PEM_FILE", requires = "callback_cert")]
+    callback_key: Option<std::path::PathBuf>,
 }
 
 fn read_pem(path: &std::path::Path) -> anyhow::Result<String> {
@@ -83,7 +91,13 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         token: args.token,
         max_concurrent: args.max_concurrent,
         tls,
-        node_ca: args.node_ca.as_deref().map(read_pem).transpose()?,
+        callbacks: CallbackTls {
+            node_ca: args.node_ca.as_deref().map(read_pem).transpose()?,
+            identity: match (&args.callback_cert, &args.callback_key) {
+                (Some(cert), Some(key)) => Some((read_pem(cert)?, read_pem(key)?)),
+                _ => None,
+            },
+        },
     };
     let agents = simulation
         .serve()

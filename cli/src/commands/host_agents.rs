@@ -47,6 +47,11 @@ pub struct AgentArgs {
     /// The private key of --agent-callback-cert (PEM file).
     #[arg(long, value_name = "PEM_FILE", requires = "agent_callback_cert")]
     agent_callback_key: Option<std::path::PathBuf>,
+    /// Mutual TLS on callbacks: take results only from agents presenting a
+    /// certificate from this CA (PEM file; `cloudbus agent
+    /// --callback-cert`); needs --agent-callback-cert.
+    #[arg(long, value_name = "PEM_FILE", requires = "agent_callback_cert")]
+    agent_callback_client_ca: Option<std::path::PathBuf>,
     /// The bearer token the agents want (`cloudbus agent --token`).
     #[arg(long, env = "CLOUDBUS_AGENT_TOKEN", hide_env_values = true)]
     agent_token: Option<String>,
@@ -75,6 +80,9 @@ impl AgentArgs {
         }
         if let (Some(cert), Some(key)) = (&self.agent_callback_cert, &self.agent_callback_key) {
             client = client.callback_tls_pem(&read(cert)?, &read(key)?);
+        }
+        if let Some(ca) = &self.agent_callback_client_ca {
+            client = client.callback_client_ca_pem(read(ca)?);
         }
         if let Some(token) = &self.agent_token {
             client = client.bearer_token(token.clone());

@@ -6,7 +6,7 @@ mod simulated;
 use cloudbus_agent::{Command, Mode};
 use serde::{Deserialize, Serialize};
 
-pub use simulated::{AgentTls, SimulatedHost, Simulation};
+pub use simulated::{AgentTls, CallbackTls, SimulatedHost, Simulation};
 
 /// Asks an agent what host it runs on and how much room is left: the
 /// host service's ping, sent by the node that tracks the host.

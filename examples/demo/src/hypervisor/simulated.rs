@@ -40,14 +40,14 @@ impl SimulatedHost {
 
     /// The host's agent, ready to serve; with a token, it serves only
     /// management nodes that send it; with a limit, it runs at most that
-    /// many commands at once; with a node CA, it trusts it for the nodes'
+    /// many commands at once; `callbacks` says how it reaches the nodes'
     /// HTTPS callback listeners.
     pub fn agent(
         self,
         token: Option<&str>,
         limit: Option<usize>,
         tls: Option<&AgentTls>,
-        node_ca: Option<&str>,
+        callbacks: &CallbackTls,
     ) -> Result<Agent, ErrorCode> {
         let mut agent = Agent::builder(self)
             .command::<ConnectHost>()
@@ -59,8 +59,11 @@ impl SimulatedHost {
         if let Some(limit) = limit {
             agent = agent.max_concurrent(limit);
         }
-        if let Some(ca) = node_ca {
+        if let Some(ca) = &callbacks.node_ca {
             agent = agent.node_ca_pem(ca);
+        }
+        if let Some((cert, key)) = &callbacks.identity {
+            agent = agent.callback_identity_pem(cert, key);
         }
         if let Some(tls) = tls {
             agent = agent.tls_pem(&tls.cert, &tls.key);
@@ -151,9 +154,19 @@ pub struct Simulation {
     /// Serve HTTPS with this certificate chain and key (PEM), and, with a
     /// client CA, only to management nodes with a certificate from it.
     pub tls: Option<AgentTls>,
-    /// A CA (PEM) to trust, besides the public roots, for the management
-    /// nodes' callback listeners when they serve HTTPS.
+    /// How the hosts reach the management nodes' HTTPS callback listeners.
+    pub callbacks: CallbackTls,
+}
+
+/// TLS of simulated agents' callbacks to management nodes, all PEM.
+#[derive(Debug, Clone, Default)]
+pub struct CallbackTls {
+    /// A CA to trust, besides the public roots, for the nodes' callback
+    /// listeners.
     pub node_ca: Option<String>,
+    /// Certificate chain and key presented to listeners that want mutual
+    /// TLS.
+    pub identity: Option<(String, String)>,
 }
 
 /// TLS settings of simulated agents, all PEM.
@@ -182,7 +195,7 @@ impl Simulation {
             token: None,
             max_concurrent: None,
             tls: None,
-            node_ca: None,
+            callbacks: CallbackTls::default(),
         }
     }
 
@@ -210,7 +223,7 @@ impl Simulation {
                     self.token.as_deref(),
                     self.max_concurrent,
                     self.tls.as_ref(),
-                    self.node_ca.as_deref(),
+                    &self.callbacks,
                 )
                 .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?
                 .bind(addr)
