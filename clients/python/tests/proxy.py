@@ -11,12 +11,15 @@ import ssl
 
 class Proxy:
     """Forwards 127.0.0.1:<port> to the broker; ``cut`` drops every
-    connection through it and refuses new ones until ``restore``."""
+    connection through it and refuses new ones until ``restore``;
+    ``stall_downstream`` holds back what the broker sends until then."""
 
     def __init__(self, host: str, port: int, tls: ssl.SSLContext | None = None) -> None:
         self.upstream = (host, port)
         self.tls = tls
         self.refusing = False
+        self._flowing = asyncio.Event()
+        self._flowing.set()
         self._pipes: set[asyncio.Task[None]] = set()
         self._writers: set[asyncio.StreamWriter] = set()
         self._server: asyncio.Server | None = None
@@ -36,8 +39,14 @@ class Proxy:
             writer.transport.abort()
         self._writers.clear()
 
+    def stall_downstream(self) -> None:
+        """Nothing from the broker reaches the client any more (no confirm,
+        no delivery), while what the client sends still goes through."""
+        self._flowing.clear()
+
     def restore(self) -> None:
         self.refusing = False
+        self._flowing.set()
 
     async def close(self) -> None:
         self.cut()
@@ -58,14 +67,18 @@ class Proxy:
             writer.transport.abort()
             return
         self._writers.update((writer, up_writer))
-        for src, dst in ((reader, up_writer), (up_reader, writer)):
-            task = asyncio.create_task(self._pipe(src, dst))
+        for src, dst, downstream in ((reader, up_writer, False), (up_reader, writer, True)):
+            task = asyncio.create_task(self._pipe(src, dst, downstream))
             self._pipes.add(task)
             task.add_done_callback(self._pipes.discard)
 
-    async def _pipe(self, src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+    async def _pipe(self, src: asyncio.StreamReader, dst: asyncio.StreamWriter, downstream: bool) -> None:
         with contextlib.suppress(OSError, asyncio.IncompleteReadError):
             while data := await src.read(65536):
+                if downstream:
+                    await self._flowing.wait()
+                    if dst.transport.is_closing():
+                        break
                 dst.write(data)
                 await dst.drain()
         dst.transport.abort()

@@ -227,3 +227,61 @@ async def test_a_node_that_only_serves_binds_its_queues_again_after_an_exchange_
     finally:
         await a.close()
         await b.close()
+
+
+async def test_a_call_whose_confirm_is_lost_with_the_connection_still_gets_its_reply(
+    url: str, bus_name: str
+) -> None:
+    """The connection drops after a request reached the broker but before
+    its confirm came back: the request is running, so the call waits for
+    its reply (taken after the reconnect) instead of failing and inviting a
+    retry, as in Rust. A plain message caught the same way fails, saying it
+    may have been delivered."""
+    proxy, proxied = await proxied_broker(url)
+    a = await cloudbus.connect(proxied, bus_name, heartbeat=10.0, reconnect_min=0.02, reconnect_max=0.2)
+    b = await cloudbus.connect(url, bus_name, member=True, heartbeat=10.0)
+    try:
+        started, release = asyncio.Event(), asyncio.Event()
+        slow = cloudbus.Service("slow")
+
+        @slow.handler("slow.Work", reply="slow.Done")
+        async def work(body: dict[str, Any], _ctx: cloudbus.Context) -> dict[str, Any]:
+            started.set()
+            await release.wait()
+            return {"n": body["n"]}
+
+        noted: asyncio.Queue[int] = asyncio.Queue()
+        notes = cloudbus.Service("notes")
+
+        @notes.handler("notes.Note")
+        async def note_taken(body: dict[str, Any], _ctx: cloudbus.Context) -> None:
+            noted.put_nowait(body["n"])
+
+        await b.register(slow)
+        await b.register(notes)
+
+        # Nothing from the broker reaches A any more: no confirm, no reply.
+        proxy.stall_downstream()
+        in_flight = asyncio.create_task(a.call("slow", "slow.Work", {"n": 7}, node=b.node_id, timeout=WAIT))
+        note = asyncio.create_task(a.send("notes", "notes.Note", {"n": 8}, node=b.node_id))
+        # Both reached B; their confirms wait in the proxy, and go with it.
+        await asyncio.wait_for(started.wait(), WAIT)
+        assert await asyncio.wait_for(noted.get(), WAIT) == 8
+        proxy.cut()
+        with pytest.raises(cloudbus.Error) as raised:
+            await asyncio.wait_for(note, WAIT)
+        assert raised.value.code == cloudbus.BROKER_UNAVAILABLE, raised.value
+        assert raised.value.details == {"delivered": "unknown"}, raised.value
+        assert not in_flight.done(), "the call still waits for its reply"
+
+        # The reply goes to A's node queue once the broker no longer lists
+        # the old consumer (before that it would be lost: no acks there).
+        await until_broker_lists(f"{bus_name}.message.cloudbus.{a.node_id}", "0")
+        release.set()
+        proxy.restore()
+        await until("A reconnecting", lambda: a.connected)
+        assert (await asyncio.wait_for(in_flight, WAIT))["n"] == 7
+    finally:
+        await a.close()
+        await b.close()
+        await proxy.close()

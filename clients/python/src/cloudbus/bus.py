@@ -83,6 +83,15 @@ def redact(url: str) -> str:
     return re.sub(r"(//[^:/@]*:)[^@/]*@", r"\1***@", url)
 
 
+class _Unconfirmed(CloudbusError):
+    """Handed to the broker, then the connection went before its confirm:
+    the message may have arrived. ``BROKER_UNAVAILABLE`` to a caller that
+    sends a plain message; a call waits for its reply instead."""
+
+    def __init__(self, description: str) -> None:
+        super().__init__(BROKER_UNAVAILABLE, description, details={"delivered": "unknown"})
+
+
 class _Pending:
     __slots__ = ("future", "node")
 
@@ -493,7 +502,13 @@ class Bus:
                 self._api_waits[message_id] = pending
             try:
                 async with asyncio.timeout(timeout):
-                    await self._publish_p2p(message, service, target)
+                    try:
+                        await self._publish_p2p(message, service, target)
+                    except _Unconfirmed:
+                        # The request may be running: its reply comes to the
+                        # node queue and is taken after the reconnect (as in
+                        # Rust), or the call times out.
+                        log.debug("bus %s: %s was sent but not confirmed; waiting for its reply", self.name, type)
                     return await future
             except TimeoutError:
                 raise CloudbusError(
@@ -673,6 +688,11 @@ class Bus:
         return target
 
     async def _publish_p2p(self, message: wire.Outgoing, service: str, target: str) -> None:
+        """Publishes mandatory and confirmed. ``_Unconfirmed`` (a
+        ``BROKER_UNAVAILABLE`` error) when the connection went after the
+        message was handed over but before the broker confirmed it: it may
+        have arrived."""
+        was_open = not self._confirmed_amqp.is_closed
         try:
             await self._confirmed_amqp.basic_publish(
                 message.body,
@@ -688,6 +708,11 @@ class Bus:
         except aiormq.exceptions.DeliveryError as nack:
             raise CloudbusError(BROKER_UNAVAILABLE, f"the broker refused {message.type}: {nack!r}") from None
         except (aiormq.exceptions.AMQPError, RuntimeError) as error:
+            if was_open and self._confirmed_amqp.is_closed:
+                raise _Unconfirmed(
+                    f"the connection was lost before the broker confirmed {message.type}; "
+                    "it may have been delivered"
+                ) from None
             raise CloudbusError(BROKER_UNAVAILABLE, f"sending {message.type}: {error!r}") from None
 
     async def _publish_membership(self, type_name: str, body: dict[str, Any]) -> str:
