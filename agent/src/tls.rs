@@ -42,22 +42,40 @@ pub(crate) fn callback_client(
         .timeout(Duration::from_secs(30))
         .no_proxy();
     if let Some(pem) = node_ca_pem {
-        for cert in certificates(pem, "node CA")? {
-            let cert = reqwest::Certificate::from_der(&cert)
-                .map_err(|e| invalid(format!("the node CA is not usable: {e}")))?;
-            http = http.add_root_certificate(cert);
-        }
+        http = trusting(http, pem, "node CA")?;
     }
     if let Some(pem) = identity_pem {
-        let identity = reqwest::Identity::from_pem(pem.as_bytes()).map_err(|e| {
-            invalid(format!(
-                "the agent's callback certificate and key are not usable: {e}"
-            ))
-        })?;
-        http = http.identity(identity);
+        http = presenting(http, pem, "the agent's callback certificate and key")?;
     }
     http.build()
         .map_err(|e| invalid(format!("cannot build the callback HTTP client: {e}")))
+}
+
+/// `http`, also trusting the CA certificates of `pem`; `what` names the CA
+/// in errors.
+pub(crate) fn trusting(
+    mut http: reqwest::ClientBuilder,
+    pem: &str,
+    what: &str,
+) -> Result<reqwest::ClientBuilder, ErrorCode> {
+    for cert in certificates(pem, what)? {
+        let cert = reqwest::Certificate::from_der(&cert)
+            .map_err(|e| invalid(format!("the {what} is not usable: {e}")))?;
+        http = http.add_root_certificate(cert);
+    }
+    Ok(http)
+}
+
+/// `http`, presenting `identity_pem` (private key and certificate chain)
+/// to servers that ask for a client certificate; `what` names it in errors.
+pub(crate) fn presenting(
+    http: reqwest::ClientBuilder,
+    identity_pem: &str,
+    what: &str,
+) -> Result<reqwest::ClientBuilder, ErrorCode> {
+    let identity = reqwest::Identity::from_pem(identity_pem.as_bytes())
+        .map_err(|e| invalid(format!("{what} are not usable: {e}")))?;
+    Ok(http.identity(identity))
 }
 
 /// Makes aws-lc-rs the process's TLS provider unless one is set: the HTTP

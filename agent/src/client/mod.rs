@@ -284,19 +284,10 @@ impl AgentClientBuilder {
             .use_rustls_tls()
             .https_only(false);
         if let Some(pem) = &self.tls_ca {
-            for cert in crate::tls::certificates(pem, "agent CA")? {
-                let cert = reqwest::Certificate::from_der(&cert)
-                    .map_err(|e| invalid(format!("the agent CA is not usable: {e}")))?;
-                http = http.add_root_certificate(cert);
-            }
+            http = crate::tls::trusting(http, pem, "agent CA")?;
         }
         if let Some(Secret(pem)) = &self.tls_identity {
-            let identity = reqwest::Identity::from_pem(pem.as_bytes()).map_err(|e| {
-                invalid(format!(
-                    "the client certificate and key are not usable: {e}"
-                ))
-            })?;
-            http = http.identity(identity);
+            http = crate::tls::presenting(http, pem, "the client certificate and key")?;
         }
         let http = http
             .default_headers(headers)
