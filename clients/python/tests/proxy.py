@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ssl
+from urllib.parse import urlsplit, urlunsplit
 
 
 class Proxy:
@@ -83,3 +84,13 @@ class Proxy:
                 await dst.drain()
         dst.transport.abort()
         self._writers.discard(dst)
+
+
+async def proxied_broker(url: str, tls: ssl.SSLContext | None = None) -> tuple[Proxy, str]:
+    """A proxy in front of the broker at ``url``, and the URL through it;
+    with ``tls``, the proxy terminates TLS and the URL is ``amqps://``."""
+    parts = urlsplit(url)
+    proxy = await Proxy(parts.hostname or "127.0.0.1", parts.port or 5672, tls=tls).start()
+    credentials = parts.netloc.rsplit("@", 1)[0] + "@" if "@" in parts.netloc else ""
+    netloc = f"{credentials}127.0.0.1:{proxy.port}"
+    return proxy, urlunsplit(parts._replace(scheme="amqps" if tls else parts.scheme, netloc=netloc))

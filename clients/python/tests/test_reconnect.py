@@ -13,14 +13,13 @@ import asyncio
 import subprocess
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import aio_pika
 import pytest
 
 import cloudbus
 from conftest import echo_service, queue_names
-from proxy import Proxy
+from proxy import proxied_broker
 
 WAIT = 20.0
 
@@ -56,12 +55,27 @@ async def until_broker_lists(queue: str, count: str) -> None:
             pytest.fail(f"the broker still lists consumers other than {count} on {queue}")
 
 
-async def proxied_broker(url: str) -> tuple[Proxy, str]:
-    """A proxy in front of the broker at ``url``, and the URL through it."""
-    parts = urlsplit(url)
-    proxy = await Proxy(parts.hostname or "127.0.0.1", parts.port or 5672).start()
-    credentials = parts.netloc.rsplit("@", 1)[0] + "@" if "@" in parts.netloc else ""
-    return proxy, urlunsplit(parts._replace(netloc=f"{credentials}127.0.0.1:{proxy.port}"))
+async def delete_exchange(url: str, exchange: str) -> None:
+    """Deletes an exchange, as an operator might."""
+    conn = await aio_pika.connect(url)
+    try:
+        await (await conn.channel()).exchange_delete(exchange)
+    finally:
+        await conn.close()
+
+
+def gated_service(started: asyncio.Event, release: asyncio.Event) -> cloudbus.Service:
+    """``slow``: its ``slow.Work`` handler says it started, then waits to be
+    released before it answers ``n``."""
+    slow = cloudbus.Service("slow")
+
+    @slow.handler("slow.Work", reply="slow.Done")
+    async def work(body: dict[str, Any], _ctx: cloudbus.Context) -> dict[str, Any]:
+        started.set()
+        await release.wait()
+        return {"n": body["n"]}
+
+    return slow
 
 
 async def test_a_lost_connection_comes_back_with_its_topology_and_sends_fail_fast_meanwhile(
@@ -76,13 +90,7 @@ async def test_a_lost_connection_comes_back_with_its_topology_and_sends_fail_fas
         await a.register(echo_service("api"))
         await b.register(echo_service("echo"))
         started, release = asyncio.Event(), asyncio.Event()
-        slow = cloudbus.Service("slow")
-
-        @slow.handler("slow.Work", reply="slow.Done")
-        async def work(body: dict[str, Any], _ctx: cloudbus.Context) -> dict[str, Any]:
-            started.set()
-            await release.wait()
-            return {"n": body["n"]}
+        slow = gated_service(started, release)
 
         await b.register(slow)
         events = await a.subscribe("vm.*")
@@ -178,11 +186,7 @@ async def test_a_channel_closed_by_the_broker_is_opened_again(url: str, bus_name
     b = await cloudbus.connect(url, bus_name, heartbeat=10.0)
     try:
         await a.register(echo_service("api"))
-        conn = await aio_pika.connect(url)
-        try:
-            await (await conn.channel()).exchange_delete(f"{bus_name}.BROADCAST")
-        finally:
-            await conn.close()
+        await delete_exchange(url, f"{bus_name}.BROADCAST")
         with pytest.raises(cloudbus.Error) as raised:
             await a.publish("vm.Started", {"uuid": "lost"})
         assert raised.value.code == cloudbus.BROKER_UNAVAILABLE, raised.value
@@ -205,11 +209,7 @@ async def test_a_node_that_only_serves_binds_its_queues_again_after_an_exchange_
     try:
         await b.register(echo_service("api"))
         assert (await a.call("api", "api.Echo", {"text": "1"}, node=b.node_id))["text"] == "1"
-        conn = await aio_pika.connect(url)
-        try:
-            await (await conn.channel()).exchange_delete(f"{bus_name}.P2P")
-        finally:
-            await conn.close()
+        await delete_exchange(url, f"{bus_name}.P2P")
         loop = asyncio.get_running_loop()
         deadline = loop.time() + WAIT
         while True:
@@ -242,13 +242,7 @@ async def test_a_call_whose_confirm_is_lost_with_the_connection_still_gets_its_r
     b = await cloudbus.connect(url, bus_name, member=True, heartbeat=10.0)
     try:
         started, release = asyncio.Event(), asyncio.Event()
-        slow = cloudbus.Service("slow")
-
-        @slow.handler("slow.Work", reply="slow.Done")
-        async def work(body: dict[str, Any], _ctx: cloudbus.Context) -> dict[str, Any]:
-            started.set()
-            await release.wait()
-            return {"n": body["n"]}
+        slow = gated_service(started, release)
 
         noted: asyncio.Queue[int] = asyncio.Queue()
         notes = cloudbus.Service("notes")

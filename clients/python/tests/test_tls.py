@@ -8,13 +8,12 @@ from __future__ import annotations
 import ssl
 import subprocess
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import pytest
 
 import cloudbus
 from conftest import echo_service
-from proxy import Proxy
+from proxy import proxied_broker
 
 
 def make_ca_and_certificate(into: Path) -> tuple[str, ssl.SSLContext]:
@@ -39,10 +38,7 @@ async def test_a_node_trusts_an_amqps_broker_of_a_private_ca_only_when_told(
     url: str, bus_name: str, tmp_path: Path
 ) -> None:
     ca_pem, server = make_ca_and_certificate(tmp_path)
-    parts = urlsplit(url)
-    terminator = await Proxy(parts.hostname or "127.0.0.1", parts.port or 5672, tls=server).start()
-    credentials = parts.netloc.rsplit("@", 1)[0] + "@" if "@" in parts.netloc else ""
-    amqps = f"amqps://{credentials}127.0.0.1:{terminator.port}{parts.path or '/'}"
+    terminator, amqps = await proxied_broker(url, tls=server)
     try:
         async with cloudbus.Bus(amqps, bus_name, tls_ca_pem=ca_pem) as bus:
             await bus.register(echo_service("api"))
