@@ -371,10 +371,35 @@ async fn a_channel_closed_by_the_broker_is_opened_again() {
     delete_bus(&name).await;
 }
 
-/// An operator deletes the `P2P` exchange, and every binding to it with
-/// it. A node that only serves never publishes there, so no broker refusal
-/// tells it; it binds its queues again every `rebind_every`, so that its
-/// service is back for callers instead of `NO_SUCH_SERVICE` for good.
+/// Calls B from A until a call is answered. Meanwhile calls fail, with
+/// `NO_SUCH_SERVICE` while B's binding is missing, `BROKER_UNAVAILABLE`
+/// while A reconnects, or `TIMEOUT` for the one whose channel the broker
+/// closed before confirming it (A cannot know it was not delivered).
+async fn until_answered(a: &Bus, b: &Bus, text: &str) {
+    within("B's service is reachable again", async {
+        loop {
+            let call = a.call(Echo { text: text.into() }).node(b.node_id());
+            match call.timeout(Duration::from_millis(500)).await {
+                Ok(reply) => break assert_eq!(reply.text, text),
+                Err(e)
+                    if e.is(codes::NO_SUCH_SERVICE)
+                        || e.is(codes::BROKER_UNAVAILABLE)
+                        || e.is(codes::TIMEOUT) =>
+                {
+                    tokio::task::yield_now().await
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+    })
+    .await;
+}
+
+/// An operator removes a node's binding, or deletes the `P2P` exchange and
+/// every binding to it with it. A node that only serves never publishes
+/// there, so no broker refusal tells it; it binds its queues again every
+/// `rebind_every`, so that its service is back for callers instead of
+/// `NO_SUCH_SERVICE` for good.
 #[tokio::test]
 async fn a_node_that_only_serves_binds_its_queues_again_after_an_exchange_is_deleted() {
     let name = unique_bus("rebind");
@@ -392,36 +417,27 @@ async fn a_node_that_only_serves_binds_its_queues_again_after_an_exchange_is_del
     b.register(echo_service()).await.unwrap();
     let echo = |text: &str| Echo { text: text.into() };
     assert_eq!(a.call(echo("1")).node(b.node_id()).await.unwrap().text, "1");
-
-    delete_exchange(&format!("{name}.P2P")).await;
-    // A's next publish is refused (404), so A declares the exchange again,
-    // without B's bindings; B binds its own again by itself. Meanwhile a
-    // call fails: the refused one waits out its timeout (its channel was
-    // closed before the broker confirmed it, so A cannot know it was not
-    // delivered), the next fail fast while A reconnects or while B's
-    // binding is missing.
-    within("B's service is reachable again", async {
-        loop {
-            let call = a.call(echo("2")).node(b.node_id());
-            match call.timeout(Duration::from_millis(500)).await {
-                Ok(reply) => break assert_eq!(reply.text, "2"),
-                Err(e)
-                    if e.is(codes::NO_SUCH_SERVICE)
-                        || e.is(codes::BROKER_UNAVAILABLE)
-                        || e.is(codes::TIMEOUT) =>
-                {
-                    tokio::task::yield_now().await
-                }
-                Err(e) => panic!("{e}"),
-            }
-        }
-    })
+    // One binding removed: B binds it again, without a reconnect.
+    let key = format!("echo.{}", b.node_id());
+    unbind(
+        &format!("{name}.message.{key}"),
+        &format!("{name}.P2P"),
+        &key,
+    )
     .await;
+    until_answered(&a, &b, "2").await;
     assert_eq!(
         b.counters().reconnects.get(),
         0,
-        "B healed without a reconnect"
+        "a binding alone needs no reconnect"
     );
+
+    // The exchange deleted: A's next publish is refused (404), so A
+    // declares it again, without B's bindings. B binds its own again once
+    // the exchange is back, or, if its turn comes first, the broker refuses
+    // the binding and B rebuilds its session; either way the service is back.
+    delete_exchange(&format!("{name}.P2P")).await;
+    until_answered(&a, &b, "3").await;
     a.shutdown().await;
     b.shutdown().await;
     delete_bus(&name).await;

@@ -198,32 +198,52 @@ async def test_a_channel_closed_by_the_broker_is_opened_again(url: str, bus_name
         await b.close()
 
 
+async def until_answered(a: cloudbus.Bus, b: cloudbus.Bus, text: str) -> None:
+    """Calls B's ``api`` from A until a call is answered. Meanwhile calls
+    fail: ``NO_SUCH_SERVICE`` while B's binding is missing,
+    ``BROKER_UNAVAILABLE`` while A reconnects, ``TIMEOUT`` for a request
+    whose channel the broker closed before confirming it."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + WAIT
+    while True:
+        try:
+            reply = await a.call("api", "api.Echo", {"text": text}, node=b.node_id, timeout=0.5)
+            break
+        except cloudbus.Error as error:
+            retry = (cloudbus.NO_SUCH_SERVICE, cloudbus.BROKER_UNAVAILABLE, cloudbus.TIMEOUT)
+            assert error.code in retry, error
+            if loop.time() > deadline:
+                pytest.fail(f"B's service did not come back within {WAIT} s: {error}")
+            await asyncio.sleep(0.01)
+    assert reply["text"] == text
+
+
 async def test_a_node_that_only_serves_binds_its_queues_again_after_an_exchange_is_deleted(
     url: str, bus_name: str
 ) -> None:
-    """A deleted ``P2P`` exchange takes every binding with it; the caller is
-    refused and declares it again, and the node that only serves binds its
-    own queue again by itself, without a reconnect."""
+    """An operator removes a node's binding, or deletes the ``P2P`` exchange
+    and every binding with it. The node that only serves binds its queue
+    again by itself: without a reconnect when only the binding went; when
+    the exchange went, either once the caller has declared it again or by
+    rebuilding its session when the broker refuses its binding."""
     a = await cloudbus.connect(url, bus_name, heartbeat=10.0, reconnect_min=0.02, reconnect_max=0.2)
     b = await cloudbus.connect(url, bus_name, member=True, heartbeat=10.0, rebind_every=0.1)
     try:
         await b.register(echo_service("api"))
         assert (await a.call("api", "api.Echo", {"text": "1"}, node=b.node_id))["text"] == "1"
+
+        key = f"api.{b.node_id}"
+        conn = await aio_pika.connect(url)
+        try:
+            queue = await (await conn.channel()).get_queue(f"{bus_name}.message.{key}", ensure=False)
+            await queue.unbind(f"{bus_name}.P2P", routing_key=key)
+        finally:
+            await conn.close()
+        await until_answered(a, b, "2")
+        assert b.stats["reconnects"] == 0, "a binding alone needs no reconnect"
+
         await delete_exchange(url, f"{bus_name}.P2P")
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + WAIT
-        while True:
-            try:
-                reply = await a.call("api", "api.Echo", {"text": "2"}, node=b.node_id, timeout=0.5)
-                break
-            except cloudbus.Error as error:
-                retry = (cloudbus.NO_SUCH_SERVICE, cloudbus.BROKER_UNAVAILABLE, cloudbus.TIMEOUT)
-                assert error.code in retry, error
-                if loop.time() > deadline:
-                    pytest.fail(f"B's service did not come back within {WAIT} s: {error}")
-                await asyncio.sleep(0.01)
-        assert reply["text"] == "2"
-        assert b.stats["reconnects"] == 0, "B healed without a reconnect"
+        await until_answered(a, b, "3")
     finally:
         await a.close()
         await b.close()

@@ -94,6 +94,24 @@ pub async fn delete_exchange(exchange: &str) {
     conn.close(200, "done".into()).await.unwrap();
 }
 
+/// Removes one binding on the default broker, as an operator might.
+pub async fn unbind(queue: &str, exchange: &str, key: &str) {
+    let conn = lapin::Connection::connect(&url(), Default::default())
+        .await
+        .unwrap();
+    let channel = conn.create_channel().await.unwrap();
+    channel
+        .queue_unbind(
+            queue.into(),
+            exchange.into(),
+            key.into(),
+            Default::default(),
+        )
+        .await
+        .unwrap();
+    conn.close(200, "done".into()).await.unwrap();
+}
+
 /// [`delete_bus_at`] on the default broker.
 pub async fn delete_bus(bus: &str) {
     delete_bus_at(&url(), bus).await;
